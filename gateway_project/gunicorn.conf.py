@@ -1,0 +1,41 @@
+"""gunicorn settings for the gateway; every value can be overridden by the environment.
+
+Why gevent: an AI call holds its connection for seconds (minutes for a stream) while doing
+almost nothing. A greenlet per call costs a few KB, so one process holds thousands of them; a
+thread or a process per call would run out long before. See the README ("Server model").
+"""
+
+import os
+
+import environ
+
+env = environ.Env()
+
+bind = env.str("GATEWAY_BIND", default="127.0.0.1:8000")
+worker_class = "gevent"
+# Without Redis the quota counters live in the process: one worker keeps them exact.
+# With Redis every worker shares them; use about one worker per core.
+workers = env.int("GATEWAY_WORKERS", default=(os.cpu_count() or 1) if env.str("REDIS_URL", default="") else 1)
+worker_connections = env.int("GATEWAY_WORKER_CONNECTIONS", default=4000)
+backlog = env.int("GATEWAY_BACKLOG", default=4096)
+keepalive = env.int("GATEWAY_KEEPALIVE", default=75)
+# For gevent workers `timeout` is how long a worker may stop answering its heartbeat, not a
+# per-request limit (each route has its own timeouts).
+timeout = env.int("GATEWAY_WORKER_TIMEOUT", default=60)
+# On SIGTERM, in-flight calls and streams get this long to finish.
+graceful_timeout = env.int("GATEWAY_GRACEFUL_TIMEOUT", default=30)
+max_requests = env.int("GATEWAY_MAX_REQUESTS", default=0)
+max_requests_jitter = env.int("GATEWAY_MAX_REQUESTS_JITTER", default=0)
+accesslog = None  # the gateway writes its own JSON access line per call
+errorlog = "-"
+loglevel = env.str("GATEWAY_LOG_LEVEL", default="info")
+proc_name = "ai-gateway"
+
+
+def worker_exit(server, worker):
+    """A stopping worker writes its queued log rows first."""
+    from proxy import recording
+
+    written = recording.flush()
+    if written:
+        server.log.info("worker %s wrote %d queued log row(s) before exiting", worker.pid, written)

@@ -1,0 +1,197 @@
+"""Settings for the gateway, every value read from the environment.
+
+With no environment at all it runs on SQLite and an in-process cache, so a fresh
+checkout works. Every variable is documented in the README ("Settings").
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env (written by `make run`, never committed) may hold SECRET_KEY and friends.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def secret(name: str, default: str | None = None) -> str | None:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        return Path(path).read_text().strip()
+    return env.str(name, default=default)
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = secret("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise RuntimeError("SECRET_KEY is not set (set SECRET_KEY or SECRET_KEY_FILE; `make run` writes one to .env)")
+    SECRET_KEY = "insecure-debug-only-key"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "routes_admin",
+    "proxy",
+]
+
+MIDDLEWARE = [
+    "proxy.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gateway_project.urls"
+WSGI_APPLICATION = "gateway_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite by default, DATABASE_URL (postgres://...) in production.
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A bounded pool per process: with gevent every greenlet would otherwise hold a connection.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN", default=1),
+        "max_size": env.int("DATABASE_POOL_MAX", default=10),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool reuses connections; Django must not hold them too
+else:
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Cache: in-process by default, Redis when REDIS_URL is set (shared by every worker and instance).
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="gw"),
+            "OPTIONS": {
+                # Fail fast when Redis is away, so GATEWAY_CACHE_FAILURE can decide quickly.
+                "socket_connect_timeout": env.float("REDIS_TIMEOUT", default=0.5),
+                "socket_timeout": env.float("REDIS_TIMEOUT", default=0.5),
+                "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=200),
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "gateway",
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# The proxy reads bodies itself and applies each route's own limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
+# Proxied paths are forwarded as they came: no slash appended.
+APPEND_SLASH = False
+
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "proxy.errors.exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_THROTTLE_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [],
+}
+
+# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto (and the client address it sends).
+if env.bool("BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Production hardening; `manage.py check --deploy` passes with DEBUG off and HTTPS on.
+HTTPS = env.bool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# --- The gateway's own settings -------------------------------------------------------------
+# How long a process trusts its in-memory copy of routes and keys before checking for changes.
+GATEWAY_CONFIG_TTL = env.float("GATEWAY_CONFIG_TTL", default=1.0)
+# Log rows are written in batches by a background thread every this many seconds; 0 writes
+# each row synchronously when its call finishes.
+GATEWAY_LOG_FLUSH_SECONDS = env.float("GATEWAY_LOG_FLUSH_SECONDS", default=0.5)
+GATEWAY_LOG_BATCH_SIZE = env.int("GATEWAY_LOG_BATCH_SIZE", default=500)
+# What to do when the cache (Redis) is unreachable: "open" serves and logs, "closed" answers 503.
+GATEWAY_CACHE_FAILURE = env.str("GATEWAY_CACHE_FAILURE", default="open")
+# Upstream connection pool size per process (requests/urllib3).
+GATEWAY_POOL_SIZE = env.int("GATEWAY_POOL_SIZE", default=1000)
+# Send the chosen target's name back in X-Gateway-Target.
+GATEWAY_EXPOSE_TARGET = env.bool("GATEWAY_EXPOSE_TARGET", default=False)
+# SSRF guard: allowed upstream hosts (empty: any), and whether link-local/metadata addresses may be used.
+GATEWAY_UPSTREAM_HOSTS = env.list("GATEWAY_UPSTREAM_HOSTS", default=[])
+GATEWAY_ALLOW_LINK_LOCAL = env.bool("GATEWAY_ALLOW_LINK_LOCAL", default=False)
+# Circuit breaker: failures within the window that open it, and how long it stays open.
+GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
+GATEWAY_BREAKER_WINDOW = env.int("GATEWAY_BREAKER_WINDOW", default=30)
+GATEWAY_BREAKER_COOLDOWN = env.int("GATEWAY_BREAKER_COOLDOWN", default=30)
+# Longest a concurrency slot is held if a process dies without releasing it.
+GATEWAY_INFLIGHT_TTL = env.int("GATEWAY_INFLIGHT_TTL", default=3600)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # One JSON line per call; see proxy/recording.py.
+        "gateway.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
+}

@@ -1,0 +1,20 @@
+"""Reserved paths first; every other path goes to the proxy."""
+
+from django.contrib import admin
+from django.urls import path, re_path
+
+from proxy import health
+from proxy.views import proxy_view
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    # Catch-all: /admin/, /api/, /console/, /jobs/, /metrics and /static/ never reach it.
+    re_path(r"^(?!(?:admin|api|console|jobs|static)(?:/|$)|(?:healthz|readyz|metrics)$)", proxy_view, name="proxy"),
+]
+
+handler400 = "proxy.handlers.bad_request"
+handler403 = "proxy.handlers.permission_denied"
+handler404 = "proxy.handlers.not_found"
+handler500 = "proxy.handlers.server_error"

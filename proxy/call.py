@@ -1,0 +1,61 @@
+"""What the gateway knows about one call while it runs; becomes its RequestLog row at the end."""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from django.utils import timezone
+
+log = logging.getLogger("gateway.call")
+
+
+@dataclass
+class Call:
+    request_id: str
+    method: str
+    path: str
+    client_ip: str
+    bytes_in: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    created: object = field(default_factory=timezone.now)
+    key: object = None  # config.KeyInfo
+    route: object = None  # config.RouteInfo
+    status: int = 0
+    target: str = ""
+    targets_tried: list = field(default_factory=list)
+    attempts: int = 0
+    fallback_from: str = ""
+    streamed: bool = False
+    upstream_ms: float | None = None
+    bytes_out: int = 0
+    usage: dict | None = None  # prompt_tokens, completion_tokens, total_tokens
+    error_type: str = ""
+    limit: str = ""
+    finished: bool = False
+    # Run once when the call ends, whatever the outcome (quota slots, token counters, metrics).
+    on_finish: list[Callable[["Call"], None]] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def fail(self, status: int, error_type: str, limit: str = "") -> None:
+        self.status, self.error_type = status, error_type
+        if limit:
+            self.limit = limit
+
+    def finish(self) -> None:
+        """End the call once: release what it holds and record it. Never raises."""
+        if self.finished:
+            return
+        self.finished = True
+        latency_ms = self.latency_ms
+        for callback in self.on_finish:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("finishing call %s failed in %r", self.request_id, callback)
+        from . import recording  # late import: recording imports models
+
+        recording.record(self, latency_ms)

@@ -1,0 +1,177 @@
+"""Step 5: send the call to an upstream target and pass its answer back as it arrives.
+
+One pooled `requests` session per process; an explicit timeout on every call; redirects are
+returned, never followed; nothing of the body is preloaded. Every network failure becomes one
+gateway error here: 502 when the upstream cannot be reached, 504 when it is too slow.
+"""
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import requests
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from .errors import UpstreamTimeout, UpstreamUnavailable
+from .headers import client_response_headers, upstream_request_headers
+from .usage import UsageTracker
+
+log = logging.getLogger("gateway.forwarding")
+CHUNK_BYTES = 64 * 1024
+_session: requests.Session | None = None
+_session_pid = None
+
+
+def session() -> requests.Session:
+    """This process's pooled HTTP client (made again after a fork)."""
+    global _session, _session_pid
+    if _session is None or _session_pid != os.getpid():
+        s = requests.Session()
+        s.trust_env = False  # no proxies or .netrc credentials from the environment
+        s.headers.clear()  # send the client's headers, not requests' defaults
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0
+        )
+        s.mount("http://", adapter)
+        s.mount("https://", adapter)
+        _session, _session_pid = s, os.getpid()
+    return _session
+
+
+@dataclass
+class Outgoing:
+    """The client's request, as the forwarder needs it."""
+
+    method: str
+    path: str  # the full public path
+    query: str
+    body: bytes
+    document: object  # parsed JSON body, or None when not parsed
+    meta: dict
+    scheme: str
+    host: str
+    request_id: str
+    client_ip: str
+
+
+def upstream_url(route, target, outgoing: Outgoing) -> str:
+    rest = outgoing.path[len(route.prefix) :]
+    url = target.url + rest
+    return f"{url}?{outgoing.query}" if outgoing.query else url
+
+
+def body_for(target, outgoing: Outgoing) -> bytes:
+    """The body unchanged, or with the public model name replaced by the target's alias."""
+    if not target.model_aliases:
+        return outgoing.body
+    document = outgoing.document
+    if document is None and outgoing.body:
+        try:
+            document = outgoing.document = json.loads(outgoing.body)
+        except (ValueError, UnicodeDecodeError):
+            return outgoing.body
+    if not isinstance(document, dict) or document.get("model") not in target.model_aliases:
+        return outgoing.body
+    return json.dumps({**document, "model": target.model_aliases[document["model"]]}).encode()
+
+
+def send(route, target, outgoing: Outgoing) -> requests.Response:
+    """One attempt at one target; the answer's body is not read yet."""
+    headers = upstream_request_headers(
+        outgoing.meta,
+        target,
+        request_id=outgoing.request_id,
+        client_ip=outgoing.client_ip,
+        scheme=outgoing.scheme,
+        host=outgoing.host,
+    )
+    try:
+        return session().request(
+            outgoing.method,
+            upstream_url(route, target, outgoing),
+            headers=headers,
+            data=body_for(target, outgoing) or None,
+            stream=True,
+            allow_redirects=False,
+            timeout=(route.connect_timeout, route.read_timeout),
+        )
+    except requests.Timeout:
+        raise UpstreamTimeout(f"The upstream {target.name} did not answer within the route's timeout.") from None
+    except (requests.RequestException, Urllib3Error, OSError) as exc:
+        log.info("upstream %s unreachable: %s", target.name, exc)
+        raise UpstreamUnavailable(f"The upstream {target.name} could not be reached.") from None
+
+
+class UpstreamBody:
+    """The upstream's answer, passed to the client chunk by chunk.
+
+    WSGI servers call close() at the end of the body and when the client goes away, so the
+    call is finished (slot released, row recorded) in every case.
+    """
+
+    def __init__(self, call, upstream: requests.Response):
+        self.call = call
+        self.upstream = upstream
+        self.tracker = UsageTracker(
+            upstream.headers.get("Content-Type", ""), upstream.headers.get("Content-Encoding", "")
+        )
+        self.complete = False
+
+    def _raw_chunks(self):
+        raw = self.upstream.raw
+        if raw.chunked and raw.supports_chunked_reads():
+            yield from raw.read_chunked(CHUNK_BYTES, decode_content=False)
+        else:
+            while True:
+                data = raw.read1(CHUNK_BYTES, decode_content=False)
+                if not data:
+                    break
+                yield data
+
+    def __iter__(self):
+        call, tracker = self.call, self.tracker
+        try:
+            for chunk in self._raw_chunks():
+                if chunk:
+                    call.bytes_out += len(chunk)
+                    tracker.feed(chunk)
+                    yield chunk
+            self.complete = True
+        except (Urllib3Error, requests.RequestException, OSError) as exc:
+            # Bytes already reached the client: too late to retry or change the status.
+            log.warning("upstream %s broke off mid-answer (request id %s): %s", call.target, call.request_id, exc)
+            call.error_type = "upstream_stream_error"
+            if tracker.sse:
+                event = {"error": {"type": "upstream_stream_error", "message": "The upstream stopped mid-stream.",
+                                   "request_id": call.request_id}}
+                yield b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n"
+
+    def close(self) -> None:
+        call = self.call
+        try:
+            if self.complete:
+                self.upstream.raw.release_conn()  # back to the pool for the next call
+            else:
+                self.upstream.close()  # unread answer: the connection cannot be reused
+                if not call.error_type:
+                    call.error_type = "client_disconnected"
+        finally:
+            call.usage = self.tracker.finish() or call.usage
+            call.finish()
+
+
+def stream_response(call, upstream: requests.Response) -> StreamingHttpResponse:
+    call.status = upstream.status_code
+    call.upstream_ms = (time.perf_counter() - call.started) * 1000
+    call.streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+    response = StreamingHttpResponse(UpstreamBody(call, upstream), status=upstream.status_code, reason=upstream.reason)
+    del response["Content-Type"]  # only what the upstream sent
+    for name, value in client_response_headers(upstream.headers):
+        response[name] = value
+    if settings.GATEWAY_EXPOSE_TARGET:
+        response["X-Gateway-Target"] = call.target
+    return response

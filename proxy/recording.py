@@ -1,0 +1,202 @@
+"""Step 7: one RequestLog row per call, plus the per-key daily usage totals.
+
+Rows are queued and written in batches by a background thread (GATEWAY_LOG_FLUSH_SECONDS), so a
+call never waits for the database; with 0 each row is written when its call finishes. `flush()`
+writes what is queued; it runs at exit and when a gunicorn worker stops, so graceful shutdowns
+and worker restarts lose nothing. A failing write never fails a call: it is reported in the
+server's log (and the rows are kept for the next try, up to a bound).
+"""
+
+import atexit
+import json
+import logging
+import os
+import threading
+from collections import deque
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from routes_admin.models import KeyUsage, RequestLog
+
+log = logging.getLogger("gateway.recording")
+access_log = logging.getLogger("gateway.access")
+
+MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows are dropped and reported
+
+_pending: deque = deque()
+_lock = threading.Lock()
+_writer_pid = None
+_wake = threading.Event()
+
+
+def _row(call, latency_ms: float) -> RequestLog:
+    usage = call.usage or {}
+    route = call.route
+    key = call.key
+    return RequestLog(
+        created=call.created,
+        request_id=call.request_id,
+        api_key_id=key.id if key else None,
+        key_prefix=key.prefix if key else "",
+        route_id=route.id if route else None,
+        route_name=route.name if route else "",
+        method=call.method,
+        path=call.path[:2000],
+        status=call.status,
+        latency_ms=round(latency_ms, 3),
+        upstream_ms=round(call.upstream_ms, 3) if call.upstream_ms is not None else None,
+        target=call.target,
+        targets_tried=call.targets_tried,
+        attempts=call.attempts,
+        fallback_from=call.fallback_from,
+        streamed=call.streamed,
+        bytes_in=call.bytes_in,
+        bytes_out=call.bytes_out,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        total_tokens=usage.get("total_tokens"),
+        error_type=call.error_type,
+        limit=call.limit,
+        client_ip=call.client_ip or None,
+    )
+
+
+def _access_line(row: RequestLog) -> str:
+    return json.dumps(
+        {
+            "time": row.created.isoformat(),
+            "request_id": row.request_id,
+            "key": row.key_prefix,
+            "route": row.route_name,
+            "method": row.method,
+            "path": row.path,
+            "status": row.status,
+            "latency_ms": row.latency_ms,
+            "target": row.target,
+            "attempts": row.attempts,
+            "tokens": row.total_tokens,
+            "error": row.error_type,
+            "client_ip": row.client_ip,
+        },
+        separators=(",", ":"),
+    )
+
+
+def record(call, latency_ms: float) -> None:
+    row = _row(call, latency_ms)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(_access_line(row))
+    if settings.GATEWAY_LOG_FLUSH_SECONDS <= 0:
+        _write([row])  # failures are reported there; the call goes on
+        return
+    with _lock:
+        if len(_pending) >= MAX_PENDING:
+            _pending.popleft()
+            log.error("log queue full: dropped the oldest row")
+        _pending.append(row)
+    _ensure_writer()
+
+
+def _usage_increments(rows) -> dict:
+    """(key id, day) -> summed requests and tokens."""
+    totals: dict = {}
+    for row in rows:
+        if row.api_key_id is None or row.status == 0:
+            continue
+        day = timezone.localdate(row.created)
+        t = totals.setdefault((row.api_key_id, day), [0, 0, 0, 0])
+        t[0] += 1
+        t[1] += row.prompt_tokens or 0
+        t[2] += row.completion_tokens or 0
+        t[3] += row.total_tokens or 0
+    return totals
+
+
+def _add_usage(totals: dict) -> None:
+    for (key_id, day), (requests, prompt, completion, total) in totals.items():
+        rows = KeyUsage.objects.filter(api_key_id=key_id, day=day)
+        increments = {
+            "requests": F("requests") + requests,
+            "prompt_tokens": F("prompt_tokens") + prompt,
+            "completion_tokens": F("completion_tokens") + completion,
+            "total_tokens": F("total_tokens") + total,
+        }
+        if not rows.update(**increments):
+            # Another writer may create the day's row at the same moment: create-or-ignore, then add.
+            KeyUsage.objects.bulk_create([KeyUsage(api_key_id=key_id, day=day)], ignore_conflicts=True)
+            rows.update(**increments)
+
+
+def _save(rows: list) -> None:
+    with transaction.atomic():
+        RequestLog.objects.bulk_create(rows)
+        _add_usage(_usage_increments(rows))
+
+
+def _write(rows: list) -> list:
+    """Save rows; returns those that could not be saved (the database is unreachable)."""
+    try:
+        _save(rows)
+        return []
+    except Exception:
+        log.exception("could not write %d request log row(s) at once; trying one by one", len(rows))
+    # One bad row (its key or route deleted meanwhile) must not hold back the others.
+    for index, row in enumerate(rows):
+        try:
+            _save([row])
+        except Exception:
+            row.api_key_id = row.route_id = None  # the prefix and route name still say who and where
+            try:
+                _save([row])
+            except Exception:
+                log.exception("request log unavailable; keeping %d row(s) for later", len(rows) - index)
+                return rows[index:]
+    return []
+
+
+def flush() -> int:
+    """Write every queued row now, in this thread. Returns how many were written."""
+    written = 0
+    while True:
+        with _lock:
+            batch = [_pending.popleft() for _ in range(min(len(_pending), settings.GATEWAY_LOG_BATCH_SIZE))]
+        if not batch:
+            return written
+        unwritten = _write(batch)
+        written += len(batch) - len(unwritten)
+        if unwritten:
+            with _lock:  # keep them for the next try, in order
+                _pending.extendleft(reversed(unwritten))
+            return written
+
+
+def pending() -> int:
+    return len(_pending)
+
+
+def _writer_loop() -> None:
+    while True:
+        _wake.wait(settings.GATEWAY_LOG_FLUSH_SECONDS)
+        _wake.clear()
+        try:
+            flush()
+        finally:
+            close_old_connections()
+
+
+def _ensure_writer() -> None:
+    """Start the background writer in this process (again after a fork)."""
+    global _writer_pid
+    if _writer_pid == os.getpid():
+        return
+    with _lock:
+        if _writer_pid == os.getpid():
+            return
+        _writer_pid = os.getpid()
+    threading.Thread(target=_writer_loop, name="gateway-log-writer", daemon=True).start()
+
+
+atexit.register(flush)

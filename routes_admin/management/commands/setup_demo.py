@@ -1,0 +1,52 @@
+"""Create, once, what the quickstart needs: an admin user, a demo route and a demo key.
+
+Running it again changes nothing and prints where the saved credentials are.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from routes_admin.models import APIKey, Route, UpstreamTarget
+
+CREDENTIALS = Path(settings.BASE_DIR) / ".run" / "demo-credentials"
+
+
+class Command(BaseCommand):
+    help = "Create the quickstart's admin user, demo route and demo key (once)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--upstream", default=os.environ.get("DEMO_UPSTREAM_URL", "http://127.0.0.1:9000/v1"))
+
+    def handle(self, *args, **options):
+        CREDENTIALS.parent.mkdir(exist_ok=True)
+        saved = dict(
+            line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line
+        ) if CREDENTIALS.exists() else {}
+
+        User = get_user_model()
+        if not User.objects.filter(username="admin").exists():
+            saved["ADMIN_PASSWORD"] = secrets.token_urlsafe(12)
+            User.objects.create_superuser("admin", "admin@example.com", saved["ADMIN_PASSWORD"])
+
+        route, created = Route.objects.get_or_create(
+            name="demo",
+            defaults={"path_prefix": "/v1", "methods": "GET,POST", "retry_non_idempotent": True},
+        )
+        if created:
+            UpstreamTarget.objects.create(route=route, name="demo-component", url=options["upstream"])
+
+        if not APIKey.objects.filter(name="demo").exists() or "DEMO_KEY" not in saved:
+            APIKey.objects.filter(name="demo").delete()
+            key, saved["DEMO_KEY"] = APIKey.objects.issue(name="demo", owner="quickstart")
+            key.routes.set([route])
+
+        CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in saved.items()))
+        CREDENTIALS.chmod(0o600)
+        self.stdout.write(f"Admin:    http://127.0.0.1:8000/admin/  user admin  password {saved.get('ADMIN_PASSWORD', '(set earlier; see ' + str(CREDENTIALS) + ')')}")
+        self.stdout.write(f"Demo key: {saved['DEMO_KEY']}")
+        self.stdout.write(f"(saved in {CREDENTIALS.relative_to(settings.BASE_DIR)}, which git ignores)")

@@ -1,0 +1,321 @@
+"""What admins configure (routes, targets, keys, quota plans) and what the gateway records."""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from . import keys
+
+RESERVED_PREFIXES = ("/admin", "/api", "/console", "/jobs", "/healthz", "/readyz", "/metrics", "/static")
+DEFAULT_RETRY_STATUSES = "429,502,503,504"
+
+
+def split_list(text: str) -> list[str]:
+    """Items of a comma- or newline-separated admin field, blanks dropped."""
+    return [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
+
+
+class Limits(models.Model):
+    """Quota limits; an empty value means no limit."""
+
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    requests_per_hour = models.PositiveIntegerField(null=True, blank=True)
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
+
+    LIMIT_FIELDS = (
+        "requests_per_minute",
+        "requests_per_hour",
+        "requests_per_day",
+        "tokens_per_day",
+        "tokens_per_month",
+        "max_concurrent",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class QuotaPlan(Limits):
+    name = models.CharField(max_length=100, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RouteQuerySet(models.QuerySet):
+    def enabled(self):
+        return self.filter(enabled=True)
+
+
+class Route(models.Model):
+    class Strategy(models.TextChoices):
+        WEIGHTED = "weighted", "Weighted round-robin"
+        LEAST_INFLIGHT = "least_inflight", "Least in-flight requests"
+        FAILOVER = "failover", "Ordered failover"
+
+    name = models.CharField(max_length=100, unique=True)
+    path_prefix = models.CharField(
+        max_length=200,
+        help_text="Public path prefix, e.g. /v1. The rest of the path is appended to the target URL.",
+    )
+    methods = models.CharField(
+        max_length=100, default="GET,POST", blank=True, help_text="Comma-separated; empty allows every method."
+    )
+    model_names = models.TextField(
+        blank=True, help_text="Optional: public model names (comma or newline separated) matched against the body's model."
+    )
+    match_headers = models.JSONField(
+        default=dict, blank=True, help_text='Optional: headers that must be present, e.g. {"X-Tenant": "acme"}; "*" matches any value.'
+    )
+    match_body = models.JSONField(
+        default=dict, blank=True, help_text='Optional: JSON body fields that must match, e.g. {"stream": true}; dotted paths allowed.'
+    )
+    priority = models.IntegerField(default=0, help_text="Higher wins when several routes match the same prefix.")
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.WEIGHTED)
+    connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.01)], help_text="Seconds.")
+    read_timeout = models.FloatField(
+        default=300.0, validators=[MinValueValidator(0.01)], help_text="Seconds to wait for each piece of the answer."
+    )
+    max_body_bytes = models.PositiveIntegerField(default=10 * 1024 * 1024)
+    max_attempts = models.PositiveSmallIntegerField(default=3, validators=[MinValueValidator(1)])
+    retry_statuses = models.CharField(max_length=100, default=DEFAULT_RETRY_STATUSES, blank=True)
+    retry_non_idempotent = models.BooleanField(
+        default=False, help_text="Retry POST and PATCH calls too (safe for most AI completions)."
+    )
+    fallback = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="fallback_for",
+        help_text="Route that takes the call when every target of this one failed.",
+    )
+    quota_plan = models.ForeignKey(
+        QuotaPlan, null=True, blank=True, on_delete=models.SET_NULL, related_name="routes",
+        help_text="Optional cap that applies to every key on this route.",
+    )
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = RouteQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["path_prefix", "-priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if not self.path_prefix.startswith("/"):
+            raise ValidationError({"path_prefix": "The prefix starts with /."})
+        prefix = self.path_prefix.rstrip("/")
+        for reserved in RESERVED_PREFIXES:
+            if prefix == reserved or prefix.startswith(reserved + "/"):
+                raise ValidationError({"path_prefix": f"{reserved} is reserved for the gateway itself."})
+        for status in split_list(self.retry_statuses):
+            if not status.isdigit() or not 100 <= int(status) <= 599:
+                raise ValidationError({"retry_statuses": f"{status!r} is not an HTTP status."})
+        if not isinstance(self.match_headers, dict) or not isinstance(self.match_body, dict):
+            raise ValidationError("Header and body conditions are JSON objects.")
+        if self.fallback_id and self.fallback_id == self.pk:
+            raise ValidationError({"fallback": "A route cannot fall back to itself."})
+
+    @property
+    def method_list(self) -> list[str]:
+        return [m.upper() for m in split_list(self.methods)]
+
+    @property
+    def model_list(self) -> list[str]:
+        return split_list(self.model_names)
+
+
+class UpstreamTarget(models.Model):
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="targets")
+    name = models.CharField(max_length=100, blank=True, help_text="Defaults to the URL's host and port.")
+    url = models.URLField(max_length=500, help_text="Base URL, e.g. http://10.0.0.5:8000/v1")
+    weight = models.PositiveIntegerField(default=1)
+    position = models.PositiveSmallIntegerField(default=0, help_text="Order for failover: lowest first.")
+    enabled = models.BooleanField(default=True)
+    credential_header = models.CharField(
+        max_length=100, blank=True, help_text="Header the gateway adds upstream, e.g. Authorization."
+    )
+    credential_value = models.CharField(max_length=1000, blank=True, help_text="Never shown in full after saving.")
+    model_aliases = models.JSONField(
+        default=dict, blank=True, help_text='Public model name -> this target\'s model name, e.g. {"fast": "llama-3.1-8b-instruct"}.'
+    )
+
+    class Meta:
+        ordering = ["route", "position", "id"]
+        constraints = [
+            # Log rows and breaker state name targets by route and name.
+            models.UniqueConstraint(fields=["route", "name"], name="target_unique_name_per_route"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route.name}/{self.name}" if self.route_id else self.name
+
+    def save(self, *args, **kwargs):
+        if not self.name:
+            self.name = urlsplit(self.url).netloc or self.url
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        from proxy.ssrf import check_target_url  # the same guard the forwarder uses
+
+        if self.url:
+            check_target_url(self.url)
+        if not isinstance(self.model_aliases, dict):
+            raise ValidationError({"model_aliases": "A JSON object of public name -> upstream name."})
+        if bool(self.credential_header) != bool(self.credential_value):
+            raise ValidationError("Give both the credential header and its value, or neither.")
+
+    @property
+    def masked_credential(self) -> str:
+        return mask_secret(self.credential_value)
+
+
+def mask_secret(value: str) -> str:
+    """What may be shown of a stored secret: its last four characters at most."""
+    if not value:
+        return ""
+    if len(value) <= 8:
+        return "****"
+    return "****" + value[-4:]
+
+
+class APIKeyQuerySet(models.QuerySet):
+    def usable(self):
+        now = timezone.now()
+        return self.filter(enabled=True, revoked__isnull=True).filter(Q(expires__isnull=True) | Q(expires__gt=now))
+
+
+class APIKeyManager(models.Manager.from_queryset(APIKeyQuerySet)):
+    def issue(self, **fields) -> tuple["APIKey", str]:
+        """Create a key; returns it with the full secret, which is never stored."""
+        full, prefix, hashed = keys.generate()
+        key = self.create(prefix=prefix, hashed_secret=hashed, **fields)
+        return key, full
+
+    def for_secret(self, full: str) -> "APIKey | None":
+        prefix = keys.prefix_of(full)
+        if prefix is None:
+            return None
+        key = self.filter(prefix=prefix).first()
+        if key is None or not keys.matches(full, key.hashed_secret):
+            return None
+        return key
+
+
+class APIKey(Limits):
+    """A consumer's key. The limit fields here override the key's quota plan."""
+
+    name = models.CharField(max_length=100)
+    owner = models.CharField(max_length=200, blank=True, help_text="Free text: team, person or project.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    prefix = models.CharField(max_length=8, unique=True, editable=False)
+    hashed_secret = models.CharField(max_length=64, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField(null=True, blank=True)
+    revoked = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    all_routes = models.BooleanField(default=False, help_text="May call every route, present and future.")
+    routes = models.ManyToManyField(Route, blank=True, related_name="api_keys")
+    quota_plan = models.ForeignKey(QuotaPlan, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys")
+
+    objects = APIKeyManager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display_prefix})"
+
+    @property
+    def display_prefix(self) -> str:
+        return f"{keys.KEY_START}{self.prefix}_…"
+
+    def effective_limits(self) -> dict[str, int | None]:
+        """The plan's limits with this key's overrides applied."""
+        plan = self.quota_plan
+        return {
+            field: getattr(self, field) if getattr(self, field) is not None else (getattr(plan, field) if plan else None)
+            for field in Limits.LIMIT_FIELDS
+        }
+
+
+class RequestLog(models.Model):
+    """One row per call through the proxy, whatever its outcome. Never edited."""
+
+    created = models.DateTimeField(default=timezone.now)
+    request_id = models.CharField(max_length=128)
+    api_key = models.ForeignKey(APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    key_prefix = models.CharField(max_length=8, blank=True)
+    route = models.ForeignKey(Route, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    route_name = models.CharField(max_length=100, blank=True)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=2000)
+    status = models.PositiveSmallIntegerField()
+    latency_ms = models.FloatField()
+    upstream_ms = models.FloatField(null=True, blank=True, help_text="Until the upstream's response headers.")
+    target = models.CharField(max_length=100, blank=True, help_text="The target that answered.")
+    targets_tried = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    fallback_from = models.CharField(max_length=100, blank=True, help_text="Route whose targets all failed.")
+    streamed = models.BooleanField(default=False)
+    bytes_in = models.PositiveBigIntegerField(default=0)
+    bytes_out = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    error_type = models.CharField(max_length=50, blank=True)
+    limit = models.CharField(max_length=50, blank=True, help_text="The quota limit that refused the call.")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # The log list and retention (prune_logs) scan by time.
+            models.Index(fields=["created"], name="log_created_idx"),
+            # Per-key and per-route history in the admin and console.
+            models.Index(fields=["api_key", "created"], name="log_key_created_idx"),
+            models.Index(fields=["route", "created"], name="log_route_created_idx"),
+            # Looking a call up by the request id a client reports.
+            models.Index(fields=["request_id"], name="log_request_id_idx"),
+            # "Show me the failures": a partial index keeps it small.
+            models.Index(fields=["created"], name="log_errors_idx", condition=Q(status__gte=400)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.method} {self.path} {self.status}"
+
+
+class KeyUsage(models.Model):
+    """Durable per-key, per-day totals: the source of truth for token quotas after a cache restart."""
+
+    api_key = models.ForeignKey(APIKey, on_delete=models.CASCADE, related_name="usage")
+    day = models.DateField()
+    requests = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+        verbose_name_plural = "key usage"
+        constraints = [
+            # One row per key and day; quotas sum this month's rows of one key.
+            models.UniqueConstraint(fields=["api_key", "day"], name="usage_unique_key_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} {self.day}: {self.total_tokens} tokens"

@@ -1,0 +1,47 @@
+"""`make run`: the demo component on :9000 and the gateway under gunicorn on :8000; Ctrl-C stops both."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def main() -> int:
+    env = dict(os.environ)
+    demo = subprocess.Popen([PYTHON, "-m", "demo_upstream", "--port", env.get("DEMO_PORT", "9000")], cwd=ROOT, env=env)
+    gateway = subprocess.Popen(
+        [PYTHON, "-m", "gunicorn", "--config", "gateway_project/gunicorn.conf.py", "gateway_project.wsgi"],
+        cwd=ROOT,
+        env=env,
+    )
+    print("\nGateway on http://127.0.0.1:8000 (admin: /admin/), demo component on http://127.0.0.1:9000. Ctrl-C stops both.\n",
+          flush=True)
+    children = (gateway, demo)
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=35)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0 if stopping else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
