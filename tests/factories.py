@@ -1,0 +1,34 @@
+"""Plain factory helpers: make_route(**overrides), make_key(**overrides)."""
+
+from routes_admin.models import APIKey, QuotaPlan, Route, UpstreamTarget
+
+
+def make_route(upstream_url: str | None = None, **overrides) -> Route:
+    fields = {"name": f"route-{Route.objects.count() + 1}", "path_prefix": "/v1", "methods": "GET,POST"}
+    fields.update(overrides)
+    route = Route.objects.create(**fields)
+    if upstream_url:
+        make_target(route, upstream_url)
+    return route
+
+
+def make_target(route: Route, url: str, **overrides) -> UpstreamTarget:
+    return UpstreamTarget.objects.create(route=route, url=url, **overrides)
+
+
+def make_key(routes=(), **overrides) -> tuple[APIKey, str]:
+    """A key and its secret; by default allowed on the given routes."""
+    fields = {"name": f"key-{APIKey.objects.count() + 1}"}
+    fields.update(overrides)
+    key, secret = APIKey.objects.issue(**fields)
+    key.routes.set(routes)
+    return key, secret
+
+
+def make_plan(**limits) -> QuotaPlan:
+    return QuotaPlan.objects.create(name=limits.pop("name", f"plan-{QuotaPlan.objects.count() + 1}"), **limits)
+
+
+def auth(secret: str) -> dict:
+    """Django test client kwargs for a Bearer key."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}

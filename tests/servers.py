@@ -1,0 +1,131 @@
+"""Real gateway servers (gunicorn, the production config) started by tests, on 127.0.0.1.
+
+Each GatewayCluster has its own database: a temporary SQLite file by default, or a new
+PostgreSQL database when DATABASE_URL is set. Instances of one cluster share that database and,
+when REDIS_URL is set, Redis (under a key prefix of their own). Setup and checks run in the
+servers' own environment through `cluster.shell(code)`.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, timeout: float = 20.0, process=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {timeout}s")
+
+
+class GatewayProcess:
+    def __init__(self, process: subprocess.Popen, url: str, log_path: Path):
+        self.process, self.url, self.log_path = process, url, log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 40.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class GatewayCluster:
+    def __init__(self, tmp_path: Path, **env):
+        self.tmp_path = tmp_path
+        self.processes: list[GatewayProcess] = []
+        self._pg_admin_url = None
+        base_url = os.environ.get("DATABASE_URL", "")
+        if base_url.startswith("postgres"):
+            name = f"gw_servers_{uuid.uuid4().hex[:10]}"
+            parts = urlsplit(base_url)
+            self._pg_admin_url = urlunsplit(parts._replace(path="/postgres"))
+            with psycopg.connect(self._pg_admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            self.database_name = name
+            database_url = urlunsplit(parts._replace(path=f"/{name}"))
+        else:
+            database_url = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+            "SECRET_KEY": "test-servers-secret",
+            "DATABASE_URL": database_url,
+            "CACHE_KEY_PREFIX": f"gwsrv{uuid.uuid4().hex[:8]}",
+            "GATEWAY_LOG_FLUSH_SECONDS": "0.2",
+            "GATEWAY_CONFIG_TTL": "0.2",
+            "PYTHONUNBUFFERED": "1",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.manage("migrate", "--noinput", "-v", "0")
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def shell(self, code: str) -> str:
+        """Run Python in the servers' environment (Django set up); returns what it printed."""
+        return self.manage("shell", "--no-imports", "-c", code)
+
+    def start(self, workers: int = 1, **env) -> GatewayProcess:
+        port = free_port()
+        log_path = self.tmp_path / f"gateway-{port}.log"
+        process_env = {
+            **self.env,
+            "GATEWAY_BIND": f"127.0.0.1:{port}",
+            "GATEWAY_WORKERS": str(workers),
+            **{k: str(v) for k, v in env.items()},
+        }
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", "gateway_project/gunicorn.conf.py", "gateway_project.wsgi"],
+                cwd=ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_path)
+        self.processes.append(gateway)
+        wait_until_up(gateway.url + "/healthz", process=process)
+        return gateway
+
+    def close(self) -> None:
+        for gateway in self.processes:
+            gateway.stop(signal.SIGKILL if gateway.process.poll() is None else signal.SIGTERM, timeout=5)
+        if self._pg_admin_url:
+            with psycopg.connect(self._pg_admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
