@@ -6,10 +6,18 @@ thread or a process per call would run out long before. See the README ("Server 
 """
 
 import os
+import shutil
+import tempfile
 
 import environ
 
 env = environ.Env()
+
+# /metrics sums every worker's counters from files in this directory (prometheus_client's
+# multiprocess mode). One directory per instance: a fresh temporary one unless set; it is
+# emptied at start so counters from a previous run do not linger.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
 
 bind = env.str("GATEWAY_BIND", default="127.0.0.1:8000")
 worker_class = "gevent"
@@ -39,3 +47,25 @@ def worker_exit(server, worker):
     written = recording.flush()
     if written:
         server.log.info("worker %s wrote %d queued log row(s) before exiting", worker.pid, written)
+
+
+def on_starting(server):
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.endswith(".db") and os.path.isfile(path):
+            os.remove(path)
+
+
+def child_exit(server, worker):
+    """A dead worker's in-flight gauge must not count any more."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(directory).startswith("gateway-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)  # the temporary one we made

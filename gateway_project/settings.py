@@ -171,6 +171,8 @@ GATEWAY_LOG_BATCH_SIZE = env.int("GATEWAY_LOG_BATCH_SIZE", default=500)
 GATEWAY_CACHE_FAILURE = env.str("GATEWAY_CACHE_FAILURE", default="open")
 # Upstream connection pool size per process (requests/urllib3).
 GATEWAY_POOL_SIZE = env.int("GATEWAY_POOL_SIZE", default=1000)
+# When set, /metrics answers only scrapers sending `Authorization: Bearer <token>`.
+GATEWAY_METRICS_TOKEN = secret("GATEWAY_METRICS_TOKEN", default="")
 # Send the chosen target's name back in X-Gateway-Target.
 GATEWAY_EXPOSE_TARGET = env.bool("GATEWAY_EXPOSE_TARGET", default=False)
 # SSRF guard: allowed upstream hosts (empty: any), and whether link-local/metadata addresses may be used.

@@ -3,13 +3,14 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
-from proxy import health
+from proxy import health, metrics
 from proxy.views import proxy_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     # Catch-all: /admin/, /api/, /console/, /jobs/, /metrics and /static/ never reach it.
     re_path(r"^(?!(?:admin|api|console|jobs|static)(?:/|$)|(?:healthz|readyz|metrics)$)", proxy_view, name="proxy"),
 ]

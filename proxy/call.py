@@ -7,6 +7,8 @@ from typing import Callable
 
 from django.utils import timezone
 
+from . import metrics
+
 log = logging.getLogger("gateway.call")
 
 
@@ -36,6 +38,9 @@ class Call:
     # Run once when the call ends, whatever the outcome (quota slots, token counters, metrics).
     on_finish: list[Callable[["Call"], None]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        metrics.started()
+
     @property
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -58,4 +63,5 @@ class Call:
                 log.exception("finishing call %s failed in %r", self.request_id, callback)
         from . import recording  # late import: recording imports models
 
+        metrics.finished(self, latency_ms)
         recording.record(self, latency_ms)

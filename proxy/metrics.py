@@ -1,0 +1,152 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+Under gunicorn every worker is a process of its own, so the counters live in prometheus_client's
+multiprocess files (PROMETHEUS_MULTIPROC_DIR, set by gateway_project/gunicorn.conf.py) and
+/metrics sums every worker's files, whichever worker answers the scrape. Without that variable
+(tests, `manage.py runserver`) the process's own registry is served.
+
+Per call: `started()` when the Call is made and `finished()` once when it ends (proxy/call.py);
+both cost a few microseconds.
+"""
+
+import hmac
+import logging
+import os
+
+from django.conf import settings
+from django.http import HttpResponse
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from .errors import error_response
+
+log = logging.getLogger("gateway.metrics")
+
+# Seconds; AI calls range from a few ms (embeddings, cached) to minutes (long streams).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+CALLS = Counter("gateway_calls", "Calls through the proxy, by route and HTTP status.", ["route", "status"])
+CALL_SECONDS = Histogram(
+    "gateway_call_duration_seconds",
+    "Time from the call's arrival to its end (the last byte of a stream), by route.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_SECONDS = Histogram(
+    "gateway_upstream_duration_seconds",
+    "Time until the upstream's response headers, by route and target.",
+    ["route", "target"],
+    buckets=LATENCY_BUCKETS,
+)
+TOKENS = Counter("gateway_tokens", "Tokens reported by upstreams, by route and kind.", ["route", "kind"])
+IN_FLIGHT = Gauge("gateway_in_flight_calls", "Calls in progress (streams included).", multiprocess_mode="livesum")
+QUOTA_REJECTIONS = Counter(
+    "gateway_quota_rejections", "Calls refused with 429 by a quota, by route and limit.", ["route", "limit"]
+)
+LOG_QUEUE = Gauge(
+    "gateway_log_queue_depth",
+    "Request log rows waiting for the background writer (each worker's value at its last call).",
+    multiprocess_mode="livesum",
+)
+
+BREAKER_STATES = ("closed", "half_open", "open")
+
+
+def started() -> None:
+    IN_FLIGHT.inc()
+
+
+def finished(call, latency_ms: float) -> None:
+    """Account one ended call. Never raises: metrics must not fail a call."""
+    try:
+        route = call.route.name if call.route is not None else ""
+        IN_FLIGHT.dec()
+        CALLS.labels(route, str(call.status)).inc()
+        CALL_SECONDS.labels(route).observe(latency_ms / 1000)
+        if call.upstream_ms is not None:
+            UPSTREAM_SECONDS.labels(route, call.target).observe(call.upstream_ms / 1000)
+        if call.usage:
+            for kind in ("prompt", "completion"):
+                count = call.usage.get(f"{kind}_tokens")
+                if count:
+                    TOKENS.labels(route, kind).inc(count)
+        if call.status == 429 and call.limit:
+            QUOTA_REJECTIONS.labels(route, call.limit).inc()
+    except Exception:
+        log.exception("could not account call %s in the metrics", getattr(call, "request_id", "?"))
+
+
+def log_queue_depth(depth: int) -> None:
+    LOG_QUEUE.set(depth)
+
+
+class BreakerCollector:
+    """Breaker state per target, read from the shared cache when scraped (see proxy/breaker.py)."""
+
+    def collect(self):
+        gauge = GaugeMetricFamily(
+            "gateway_breaker_state",
+            "Circuit breaker per target: 1 for its current state (closed, half_open, open).",
+            labels=["route", "target", "state"],
+        )
+        for route, target, state in _breaker_states():
+            for name in BREAKER_STATES:
+                gauge.add_metric([route, target, name], 1.0 if state == name else 0.0)
+        yield gauge
+
+
+def _breaker_states():
+    """(route name, target name, state) for every target of every enabled route."""
+    try:
+        from . import breaker, config
+    except ImportError:  # no breaker in this build
+        return []
+    state_of = getattr(breaker, "state", None)
+    if state_of is None:
+        return []
+    states = []
+    try:
+        for route in config.current().routes:
+            for target in route.targets:
+                states.append((route.name, target.name, str(state_of(route, target))))
+    except Exception:
+        log.warning("could not read breaker state for /metrics", exc_info=True)
+    return states
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics serves: every worker's files in multiprocess mode, else this process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        scraped = CollectorRegistry()
+        multiprocess.MultiProcessCollector(scraped)
+    else:
+        scraped = CollectorRegistry()
+        scraped.register(_Default())
+    scraped.register(BreakerCollector())
+    return scraped
+
+
+class _Default:
+    def collect(self):
+        return REGISTRY.collect()
+
+
+def render() -> tuple[bytes, str]:
+    from . import recording  # late import: recording imports models
+
+    log_queue_depth(recording.pending())  # fresh for the worker answering the scrape
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+def metrics_view(request) -> HttpResponse:
+    """GET /metrics. With GATEWAY_METRICS_TOKEN set, scrapers send `Authorization: Bearer <token>`."""
+    token = settings.GATEWAY_METRICS_TOKEN
+    if token:
+        sent = request.META.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(sent.encode(), token.encode()):
+            return error_response(401, "invalid_api_key", "The metrics token is missing or wrong.", request.request_id)
+    body, content_type = render()
+    return HttpResponse(body, content_type=content_type)
