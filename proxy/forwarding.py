@@ -5,6 +5,7 @@ returned, never followed; nothing of the body is preloaded. Every network failur
 gateway error here: 502 when the upstream cannot be reached, 504 when it is too slow.
 """
 
+import http.cookiejar
 import json
 import logging
 import os
@@ -26,13 +27,23 @@ _session: requests.Session | None = None
 _session_pid = None
 
 
+class _Session(requests.Session):
+    def get_redirect_target(self, resp):
+        # requests reads (and decodes) a redirect's body to prepare the next hop even with
+        # allow_redirects=False; saying "no redirect" leaves the body for the client, byte for byte.
+        return None
+
+
 def session() -> requests.Session:
     """This process's pooled HTTP client (made again after a fork)."""
     global _session, _session_pid
     if _session is None or _session_pid != os.getpid():
-        s = requests.Session()
+        s = _Session()
         s.trust_env = False  # no proxies or .netrc credentials from the environment
         s.headers.clear()  # send the client's headers, not requests' defaults
+        # The session is shared by every client: a cookie one upstream answer sets must never
+        # be replayed on another client's call.
+        s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0
         )

@@ -13,6 +13,7 @@ from .call import Call
 from .errors import GatewayError, KeyNotAllowed, PayloadTooLarge, describe
 from .forwarding import Outgoing, stream_response
 from .matching import by_path_and_method, choose
+from .negotiation import IgnoreAccept
 
 METHODS = ["get", "post", "put", "patch", "delete", "head", "options"]
 
@@ -30,6 +31,7 @@ def read_body(request, limit: int) -> bytes:
 
 class ProxyView(APIView):
     authentication_classes = [APIKeyAuthentication]
+    content_negotiation_class = IgnoreAccept
     http_method_names = METHODS
 
     def initialize_request(self, request, *args, **kwargs):
