@@ -6,7 +6,7 @@ route, forwards and returns the streaming answer. See DESIGN.md for the call pat
 
 from rest_framework.views import APIView
 
-from . import config
+from . import config, quotas
 from .attempts import forward
 from .authentication import APIKeyAuthentication
 from .call import Call
@@ -58,6 +58,10 @@ class ProxyView(APIView):
             raise KeyNotAllowed(f"This API key may not call the route {route.name}.")
         self.body, self.document = body, document
 
+    def check_throttles(self, request):
+        """Step 4: quotas and concurrency (proxy/quotas.py); a refusal raises RateLimited (429)."""
+        self.quota_state = quotas.admit(request._request, request._request.gateway_call)
+
     def proxy(self, request, *args, **kwargs):
         django_request = request._request
         call = django_request.gateway_call
@@ -73,7 +77,9 @@ class ProxyView(APIView):
             request_id=call.request_id,
             client_ip=call.client_ip,
         )
-        return stream_response(call, forward(call, call.route, outgoing))
+        response = stream_response(call, forward(call, call.route, outgoing))
+        quotas.add_headers(response, self.quota_state)
+        return response
 
     get = post = put = patch = delete = head = options = proxy
 

@@ -1,8 +1,11 @@
 """The admin console: routes and targets, keys, quota plans, and the read-only request log."""
 
 from django.contrib import admin, messages
+from django.core.cache import cache
+from django.db.models import Count, Q, Sum
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from . import keys
 from .forms import UpstreamTargetForm
@@ -55,28 +58,117 @@ class RouteAdmin(admin.ModelAdmin):
         return obj._targets
 
 
+def against(used: int | None, limit: int | None) -> str:
+    """'1,234 of 50,000 (2%)', or '1,234 (no limit)'."""
+    used = used or 0
+    if limit is None:
+        return f"{used:,} (no limit)"
+    percent = 100 * used / limit if limit else 100
+    return f"{used:,} of {limit:,} ({percent:.0f}%)"
+
+
+def usage_periods():
+    """Today and the first day of this month, in the server's time zone (as the quotas count)."""
+    today = timezone.localdate()
+    return today, today.replace(day=1)
+
+
 @admin.register(QuotaPlan)
 class QuotaPlanAdmin(admin.ModelAdmin):
-    list_display = ["name", *QuotaPlan.LIMIT_FIELDS]
+    list_display = ["name", *QuotaPlan.LIMIT_FIELDS, "key_count", "route_count"]
     search_fields = ["name"]
+    fieldsets = [
+        (None, {"fields": ["name"], "description": "Every limit is optional: leave it empty for no limit."}),
+        ("Requests", {"fields": ["requests_per_minute", "requests_per_hour", "requests_per_day"]}),
+        ("Tokens", {"fields": ["tokens_per_day", "tokens_per_month"],
+                    "description": "Counted from the usage the upstream reports, per calendar day and month."}),
+        ("Concurrency", {"fields": ["max_concurrent"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            _keys=Count("api_keys", distinct=True), _routes=Count("routes", distinct=True)
+        )
+
+    @admin.display(description="Keys", ordering="_keys")
+    def key_count(self, obj):
+        return obj._keys
+
+    @admin.display(description="Routes capped", ordering="_routes")
+    def route_count(self, obj):
+        return obj._routes
 
 
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "display_prefix", "owner", "quota_plan", "created", "expires", "revoked", "enabled", "all_routes"]
+    list_display = [
+        "name", "display_prefix", "owner", "quota_plan", "requests_today", "tokens_today", "tokens_this_month",
+        "created", "expires", "revoked", "enabled", "all_routes",
+    ]
     list_filter = ["enabled", "all_routes", ("revoked", admin.EmptyFieldListFilter), "quota_plan", "created"]
     search_fields = ["name", "owner", "prefix"]
     list_select_related = ["quota_plan", "user"]
     raw_id_fields = ["user"]
     filter_horizontal = ["routes"]
-    readonly_fields = ["display_prefix", "created", "revoked"]
-    actions = ["revoke"]
+    readonly_fields = ["display_prefix", "created", "revoked", "usage_against_limits"]
+    actions = ["revoke", "reset_quota_counters"]
     fieldsets = [
         (None, {"fields": ["name", "owner", "user", "display_prefix", "created", "expires", "revoked", "enabled"]}),
         ("Reach", {"fields": ["all_routes", "routes"]}),
-        ("Quota", {"fields": ["quota_plan", *APIKey.LIMIT_FIELDS],
+        ("Quota", {"fields": ["quota_plan", *APIKey.LIMIT_FIELDS, "usage_against_limits"],
                    "description": "Limits set here override the plan's; empty means the plan's value."}),
     ]
+
+    def get_queryset(self, request):
+        # Today's and this month's use in the same query as the list (KeyUsage, one row per key and day).
+        today, first = usage_periods()
+        return super().get_queryset(request).annotate(
+            _requests_today=Sum("usage__requests", filter=Q(usage__day=today)),
+            _tokens_today=Sum("usage__total_tokens", filter=Q(usage__day=today)),
+            _tokens_month=Sum("usage__total_tokens", filter=Q(usage__day__gte=first)),
+        )
+
+    @admin.display(description="Requests today", ordering="_requests_today")
+    def requests_today(self, obj):
+        return against(getattr(obj, "_requests_today", 0), obj.effective_limits()["requests_per_day"])
+
+    @admin.display(description="Tokens today", ordering="_tokens_today")
+    def tokens_today(self, obj):
+        return against(getattr(obj, "_tokens_today", 0), obj.effective_limits()["tokens_per_day"])
+
+    @admin.display(description="Tokens this month", ordering="_tokens_month")
+    def tokens_this_month(self, obj):
+        return against(getattr(obj, "_tokens_month", 0), obj.effective_limits()["tokens_per_month"])
+
+    @admin.display(description="Use against the limits")
+    def usage_against_limits(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        from proxy.quotas import SLOT_PREFIX
+
+        today, first = usage_periods()
+        totals = obj.usage.aggregate(
+            requests_today=Sum("requests", filter=Q(day=today)),
+            tokens_today=Sum("total_tokens", filter=Q(day=today)),
+            tokens_month=Sum("total_tokens", filter=Q(day__gte=first)),
+        )
+        limits = obj.effective_limits()
+        try:
+            in_flight = cache.get(f"{SLOT_PREFIX}k{obj.pk}") or 0
+        except Exception:  # the admin page must not fail with the cache
+            in_flight = None
+        rows = [
+            ("Requests today", against(totals["requests_today"], limits["requests_per_day"])),
+            ("Tokens today", against(totals["tokens_today"], limits["tokens_per_day"])),
+            ("Tokens this month", against(totals["tokens_month"], limits["tokens_per_month"])),
+            ("In flight now", "unknown (cache unreachable)" if in_flight is None
+             else against(in_flight, limits["max_concurrent"])),
+        ]
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        return format_html(
+            "<table>{}</table><p class=\"help\">Recorded totals (a few seconds behind the live counters). "
+            "Per-minute and per-hour request windows are counted in the cache only.</p>", body
+        )
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -99,6 +191,22 @@ class APIKeyAdmin(admin.ModelAdmin):
             key.save(update_fields=["revoked"])  # one save per key so every process hears of it
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Reset the quota counters of the selected keys")
+    def reset_quota_counters(self, request, queryset):
+        from proxy.quotas import reset_counters
+
+        capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
+        count = 0
+        for key in queryset.select_related("quota_plan"):
+            reset_counters(key, capped)
+            count += 1
+        self.message_user(
+            request,
+            f"Reset the counters of {count} key(s): request windows, token counters and this month's usage totals "
+            "start again from zero (the request log keeps the history).",
+            messages.SUCCESS,
+        )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -128,7 +236,15 @@ class RequestLogAdmin(ReadOnlyAdmin):
 
 @admin.register(KeyUsage)
 class KeyUsageAdmin(ReadOnlyAdmin):
-    list_display = ["day", "api_key", "requests", "prompt_tokens", "completion_tokens", "total_tokens"]
+    list_display = ["day", "api_key", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "daily_limit"]
     list_filter = ["day"]
     search_fields = ["api_key__name", "api_key__prefix"]
-    list_select_related = ["api_key"]
+    list_select_related = ["api_key", "api_key__quota_plan"]
+    date_hierarchy = "day"
+
+    @admin.display(description="Tokens against the daily limit")
+    def daily_limit(self, obj):
+        return against(obj.total_tokens, obj.api_key.effective_limits()["tokens_per_day"])
+
+
+from . import admin_breakers  # noqa: E402,F401  (target health: circuit breaker states and reset)

@@ -1,0 +1,267 @@
+"""Step 4: admit a call under its key's limits and its route's cap, or refuse it with a 429.
+
+Two scopes can limit a call: the key (its plan with the key's overrides) and the key on the
+route it matched (the route's plan, a cap that applies to every key on that route, counted per
+key). Only the limits that are set cost anything; a key without limits costs no cache round trip.
+
+The checks, in this order, all in the shared Django cache (Redis when REDIS_URL is set):
+1. tokens: this period's counters are read in one get_many (proxy/token_quota.py); refuse when
+   one has reached its limit. Nothing is taken.
+2. concurrency: an atomic incr takes a slot; over the cap it is given back and the call refused.
+   The slot is released by call.on_finish, which runs whatever the outcome.
+3. request rates: django-ratelimit's get_usage(increment=True), one fixed window per limit, key
+   and rate fed from the plan. The check *is* the increment (that is what makes it exact across
+   processes), so a refused call counts in the windows checked up to the one that refused it.
+   Windows are checked shortest first and checking stops at the refusal, so a client hammering
+   its per-minute limit never eats its hour or day quota.
+After the call, its tokens are added to the token counters (on_finish, streams included).
+
+When the cache cannot be reached, GATEWAY_CACHE_FAILURE decides: "open" serves the call without
+quota checks and logs a warning; "closed" answers 503.
+"""
+
+import functools
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from django_ratelimit import ALL
+from django_ratelimit import core as ratelimit
+
+from . import token_quota
+from .errors import CacheUnavailable, GatewayError, RateLimited
+from .ratelimit_headers import Quota, headers, refusal_headers
+
+log = logging.getLogger("gateway.quotas")
+
+# (limit, window in seconds, django-ratelimit period), shortest first: see the module docstring.
+RATE_LIMITS = (("requests_per_minute", 60, "m"), ("requests_per_hour", 3600, "h"), ("requests_per_day", 86400, "d"))
+RATE_GROUP = "gateway.requests"
+SLOT_PREFIX = "quota:inflight:"
+_touched: dict[str, float] = {}  # slot counter -> when this process last renewed its expiry
+
+
+class Scope:
+    """Whose counters a limit uses: the key, or the key on one capped route."""
+
+    __slots__ = ("value", "prefix", "key_id", "route_id", "route_name", "limits")
+
+    def __init__(self, key_id: int, limits: dict, route=None):
+        self.key_id = key_id
+        self.route_id = route.id if route is not None else None
+        self.route_name = route.name if route is not None else ""
+        self.value = f"k{key_id}" if route is None else f"k{key_id}:r{route.id}"
+        self.prefix = "" if route is None else "route_"
+        self.limits = limits
+
+    def describe(self, limit: str, amount: int) -> str:
+        what = f"{amount} {limit.replace('_', ' ')}"
+        return f"the cap of {what} on route {self.route_name}" if self.route_id else f"its limit of {what}"
+
+
+def scopes_for(key, route) -> list[Scope]:
+    """The scopes with at least one limit set."""
+    scopes = []
+    limits = {name: value for name, value in key.limits.items() if value is not None}
+    if limits:
+        scopes.append(Scope(key.id, limits))
+    if route is not None and route.limits:
+        limits = {name: value for name, value in route.limits.items() if value is not None}
+        if limits:
+            scopes.append(Scope(key.id, limits, route))
+    return scopes
+
+
+def admit(request, call) -> list[Quota]:
+    """Admit the call or raise RateLimited; returns the limits' state for the answer's headers."""
+    scopes = scopes_for(call.key, call.route)
+    if not scopes:
+        return []
+    try:
+        return _admit(request, call, scopes)
+    except GatewayError:
+        raise
+    except Exception as exc:  # the cache (or the database seeding it) is unreachable
+        if settings.GATEWAY_CACHE_FAILURE == "closed":
+            log.error(
+                "quota state unreachable, refusing call %s (GATEWAY_CACHE_FAILURE=closed): %r", call.request_id, exc
+            )
+            raise CacheUnavailable() from None
+        log.warning(
+            "quota state unreachable, serving call %s without quota checks (GATEWAY_CACHE_FAILURE=open): %r",
+            call.request_id,
+            exc,
+        )
+        return []
+
+
+def add_headers(response, quotas: list[Quota]) -> None:
+    """RateLimit-Policy and RateLimit on an admitted call's answer: what remains after it."""
+    for name, value in headers(quotas).items():
+        response[name] = value
+
+
+def _admit(request, call, scopes: list[Scope]) -> list[Quota]:
+    quotas: list[Quota] = []
+    _check_tokens(scopes, quotas)
+    _take_slots(call, scopes, quotas)
+    _count_request(request, scopes, quotas)
+    token_scopes = [s for s in scopes if any(name in s.limits for name in token_quota.TOKEN_LIMITS)]
+    if token_scopes:
+        call.on_finish.append(functools.partial(_add_tokens, token_scopes))
+    return quotas
+
+
+def _refuse(quotas: list[Quota], quota: Quota, message: str):
+    raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name)
+
+
+def _check_tokens(scopes: list[Scope], quotas: list[Quota]) -> None:
+    counters = [(scope, name) for scope in scopes for name in token_quota.TOKEN_LIMITS if name in scope.limits]
+    if not counters:
+        return
+    now = timezone.now()
+    periods = token_quota.periods(now)
+    keys = [token_quota.counter_key(scope.value, periods[name]) for scope, name in counters]
+    values = cache.get_many(keys)
+    refused = None
+    for (scope, name), key in zip(counters, keys, strict=True):
+        period, limit = periods[name], scope.limits[name]
+        used = values.get(key)
+        used = int(used) if used is not None else token_quota.seed(key, scope.key_id, scope.route_id, period, now)
+        quota = Quota(scope.prefix + name, limit, limit - used, period.seconds_left(now), period.length, "tokens")
+        quotas.append(quota)
+        if used >= limit and refused is None:
+            refused = (scope, quota)
+    if refused:
+        scope, quota = refused
+        _refuse(
+            quotas,
+            quota,
+            f"This API key has used {scope.describe(quota.name.removeprefix('route_'), quota.limit)}; "
+            f"retry in {quota.reset} seconds.",
+        )
+
+
+def _take_slots(call, scopes: list[Scope], quotas: list[Quota]) -> None:
+    for scope in scopes:
+        limit = scope.limits.get("max_concurrent")
+        if limit is None:
+            continue
+        key = SLOT_PREFIX + scope.value
+        in_flight = _incr_slot(key)
+        name = scope.prefix + "max_concurrent"
+        if in_flight > limit:
+            _release(key)
+            quota = Quota(name, limit, 0, 1, unit="concurrent-requests")
+            quotas.append(quota)
+            _refuse(
+                quotas,
+                quota,
+                f"This API key already has {limit} calls in flight, "
+                f"{scope.describe('max_concurrent', limit).removeprefix('its limit of ')}"
+                "; retry when one finishes.",
+            )
+        call.on_finish.append(lambda _call, key=key: _release(key))
+        quotas.append(Quota(name, limit, limit - in_flight, 0, unit="concurrent-requests"))
+
+
+def _incr_slot(key: str) -> int:
+    """Take a slot atomically. The counter expires GATEWAY_INFLIGHT_TTL after its last use, so
+    slots leaked by a killed process heal once the key is idle that long."""
+    ttl = settings.GATEWAY_INFLIGHT_TTL
+    try:
+        value = cache.incr(key)
+    except ValueError:  # missing: create it; a concurrent creator may win, then count on its value
+        value = 1 if cache.add(key, 1, ttl) else cache.incr(key)
+        _touched[key] = time.monotonic()
+        return value
+    now = time.monotonic()
+    # Renew the expiry now and then (one round trip per quarter TTL per process), never per call.
+    if now - _touched.get(key, 0.0) > ttl / 4:
+        if len(_touched) > 100_000:
+            _touched.clear()
+        cache.touch(key, ttl)
+        _touched[key] = now
+    return value
+
+
+def _release(key: str) -> None:
+    try:
+        cache.decr(key)
+    except ValueError:  # the counter expired meanwhile: nothing left to give back
+        pass
+
+
+def _count_request(request, scopes: list[Scope], quotas: list[Quota]) -> None:
+    for name, window, period in RATE_LIMITS:
+        for scope in scopes:
+            limit = scope.limits.get(name)
+            if limit is None:
+                continue
+            usage = ratelimit.get_usage(
+                request,
+                group=RATE_GROUP,
+                key=lambda _group, _request, value=scope.value: value,
+                rate=f"{limit}/{period}",
+                method=ALL,
+                increment=True,
+            )
+            if usage is None:  # RATELIMIT_ENABLE = False
+                continue
+            if usage["limit"] == 0:  # django-ratelimit's sign that the counter could not be read
+                raise ConnectionError("the request counter could not be read from the cache")
+            quota = Quota(scope.prefix + name, limit, limit - usage["count"], usage["time_left"], window)
+            quotas.append(quota)
+            if usage["should_limit"]:
+                _refuse(
+                    quotas,
+                    quota,
+                    f"This API key has used {scope.describe(name, limit)}; retry in {max(1, quota.reset)} seconds.",
+                )
+
+
+def _add_tokens(scopes: list[Scope], call) -> None:
+    tokens = (call.usage or {}).get("total_tokens") or 0
+    if tokens <= 0:
+        return
+    now = timezone.now()
+    periods = token_quota.periods(now)
+    for scope in scopes:
+        for name in token_quota.TOKEN_LIMITS:
+            if name in scope.limits:
+                period = periods[name]
+                try:
+                    token_quota.add(
+                        token_quota.counter_key(scope.value, period), tokens, scope.key_id, scope.route_id, period, now
+                    )
+                except Exception as exc:  # the database still has them (KeyUsage): a restart reseeds
+                    log.warning("could not add %d tokens of call %s to %s: %r", tokens, call.request_id, name, exc)
+
+
+def reset_counters(key, routes=()) -> None:
+    """Forget a key's current request windows, token counters and this month's durable usage.
+
+    `key` is an APIKey; `routes` the capped routes whose per-key counters go too. In-flight slots
+    are left alone: they belong to calls still running.
+    """
+    from routes_admin.models import KeyUsage
+
+    now = timezone.now()
+    periods = token_quota.periods(now)
+    scopes = [Scope(key.id, key.effective_limits())]
+    scopes += [Scope(key.id, {f: getattr(r.quota_plan, f) for f in r.quota_plan.LIMIT_FIELDS}, r) for r in routes]
+    doomed = []
+    for scope in scopes:
+        doomed += [token_quota.counter_key(scope.value, p) for p in periods.values()]
+        for name, window, period in RATE_LIMITS:
+            limit = scope.limits.get(name)
+            if limit:
+                # django-ratelimit's own key for the current window (its private helpers, pinned 4.1.0).
+                rate = f"{limit}/{period}"
+                window_end = ratelimit._get_window(scope.value, window)
+                doomed.append(ratelimit._make_cache_key(RATE_GROUP, window_end, rate, scope.value, ALL))
+    cache.delete_many(doomed)
+    KeyUsage.objects.filter(api_key_id=key.id, day__gte=periods["tokens_per_month"].start).delete()
