@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
-from proxy import health, metrics
+from proxy import handlers, health, metrics
 from proxy.views import proxy_view
 
 urlpatterns = [
@@ -13,6 +13,8 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     # Catch-all: /admin/, /api/, /console/, /jobs/, /metrics and /static/ never reach it.
     re_path(r"^(?!(?:admin|api|console|jobs|static)(?:/|$)|(?:healthz|readyz|metrics)$)", proxy_view, name="proxy"),
+    # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML).
+    re_path(r"", handlers.not_found, name="not-found"),
 ]
 
 handler400 = "proxy.handlers.bad_request"
