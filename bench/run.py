@@ -1,0 +1,234 @@
+"""`make bench`: the gateway against the demo component called directly, in the same run.
+
+Prints one table (ratios to direct) and writes it to bench/results/. Scenarios:
+  non-streaming at concurrency 1 and 32; stream time to first byte; 256 concurrent calls to a
+  1 s upstream; 1,000 concurrent 30 s streams (a chunk every 100 ms) with a health probe meanwhile;
+  gateway CPU per call (/proc utime+stime of the gunicorn master and workers); peak RSS; and the
+  RequestLog rows counted against the calls sent.
+Environment: DATABASE_URL / REDIS_URL (production-like when set), BENCH_SECONDS (per measured
+step, default 5), BENCH_STREAMS (default 1000), BENCH_STREAM_SECONDS (default 30).
+"""
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import build_request, closed_loop, each_once, percentile  # noqa: E402
+from stack import ROOT, Stack, cpu_seconds, rss_bytes  # noqa: E402
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
+STREAM_SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "30"))
+SLOW_CLIENTS, SLOW_DELAY, SLOW_ROUNDS = 256, 1.0, 10
+CHAT = json.dumps({"model": "demo-chat", "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}).encode()
+STREAM_CHAT = json.dumps({"model": "demo-chat", "stream": True,
+                          "messages": [{"role": "user", "content": "Stream to the benchmark"}]}).encode()
+
+
+class PeakRSS(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stopped = pid, 0, threading.Event()
+
+    def run(self):
+        while not self.stopped.wait(0.25):
+            self.peak = max(self.peak, rss_bytes(self.pid))
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+class Bench:
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.gateway_calls = 0  # calls sent to the gateway: each must have its log row
+        self.rows = []
+
+    def request(self, port: int, body: bytes, gateway: bool, **headers) -> bytes:
+        all_headers = {"Content-Type": "application/json", **headers}
+        if gateway:
+            all_headers["Authorization"] = f"Bearer {self.stack.secret}"
+        return build_request("POST", "/v1/chat/completions", f"127.0.0.1:{port}", all_headers, body)
+
+    def both(self, body: bytes, run, **headers):
+        """Run a scenario against the demo component, then through the gateway."""
+        direct = asyncio.run(run(self.stack.demo_port, self.request(self.stack.demo_port, body, False, **headers)))
+        cpu_before = cpu_seconds(self.stack.pid)
+        through = asyncio.run(run(self.stack.gateway_port, self.request(self.stack.gateway_port, body, True, **headers)))
+        cpu = cpu_seconds(self.stack.pid) - cpu_before
+        self.gateway_calls += len(through.results)
+        return direct, through, cpu
+
+    def add(self, name: str, direct, gateway, unit: str, goal: str = "", ok=None, compare: str = "ratio"):
+        if compare == "ratio" and isinstance(direct, (int, float)) and isinstance(gateway, (int, float)) and direct:
+            relation = f"x{gateway / direct:.2f}"
+        elif compare == "delta" and isinstance(direct, (int, float)) and isinstance(gateway, (int, float)):
+            relation = f"{gateway - direct:+.2f}"
+        else:
+            relation = ""
+        verdict = "" if ok is None else ("ok" if ok else "MISSED")
+        self.rows.append((name, fmt(direct), fmt(gateway), relation, unit, goal, verdict))
+
+    def non_streaming(self, concurrency: int):
+        async def warm(port, raw):
+            return await closed_loop("127.0.0.1", port, raw, concurrency, seconds=1)
+
+        async def measure(port, raw):
+            return await closed_loop("127.0.0.1", port, raw, concurrency, seconds=SECONDS)
+
+        self.both(CHAT, warm)
+        direct, gateway, cpu = self.both(CHAT, measure)
+        d_lat = [r.latency for r in direct.ok]
+        g_lat = [r.latency for r in gateway.ok]
+        c = f"c={concurrency}"
+        self.add(f"{c} throughput", direct.rps, gateway.rps, "calls/s")
+        p50 = (ms(percentile(d_lat, 50)), ms(percentile(g_lat, 50)))
+        p99 = (ms(percentile(d_lat, 99)), ms(percentile(g_lat, 99)))
+        goal1 = concurrency == 1
+        self.add(f"{c} p50 latency", *p50, "ms", "+2 ms" if goal1 else "", (p50[1] - p50[0] <= 2) if goal1 else None,
+                 compare="delta")
+        self.add(f"{c} p99 latency", *p99, "ms", "+5 ms" if goal1 else "", (p99[1] - p99[0] <= 5) if goal1 else None,
+                 compare="delta")
+        self.add(f"{c} errors", direct.errors, gateway.errors, "calls", "0", gateway.errors == 0, compare="")
+        per_call = ms(cpu / max(1, len(gateway.results)))
+        self.add(f"{c} gateway CPU per call", "", per_call, "ms", "<= 2 ms", per_call <= 2, compare="")
+        return gateway
+
+    def stream_ttfb(self):
+        async def measure(port, raw):
+            return await closed_loop("127.0.0.1", port, raw, 1, seconds=SECONDS)
+
+        headers = {"X-Demo-Chunks": "2", "X-Demo-Interval": "0"}
+        self.both(STREAM_CHAT, lambda p, r: closed_loop("127.0.0.1", p, r, 1, seconds=1), **headers)
+        direct, gateway, cpu = self.both(STREAM_CHAT, measure, **headers)
+        d = [r.ttfb for r in direct.ok if r.ttfb is not None]
+        g = [r.ttfb for r in gateway.ok if r.ttfb is not None]
+        p50 = (ms(percentile(d, 50)), ms(percentile(g, 50)))
+        self.add("stream TTFB p50", *p50, "ms", "+2 ms", p50[1] - p50[0] <= 2, compare="delta")
+        self.add("stream TTFB p99", ms(percentile(d, 99)), ms(percentile(g, 99)), "ms", compare="delta")
+        per_call = ms(cpu / max(1, len(gateway.results)))
+        self.add("stream gateway CPU per call", "", per_call, "ms", compare="")
+
+    def slow_upstream(self):
+        # Clients start spread over the first second (as real ones are, not in lockstep); the rate
+        # is counted over the steady state, after the first round and before the last.
+        async def measure(port, raw):
+            return await closed_loop("127.0.0.1", port, raw, SLOW_CLIENTS, seconds=SLOW_ROUNDS * SLOW_DELAY,
+                                     ramp_seconds=SLOW_DELAY)
+
+        direct, gateway, _ = self.both(CHAT, measure, **{"X-Demo-Delay": str(SLOW_DELAY)})
+        window = (2 * SLOW_DELAY, SLOW_ROUNDS * SLOW_DELAY)
+        ideal = SLOW_CLIENTS / SLOW_DELAY
+        self.add(f"{SLOW_CLIENTS} x 1 s upstream: throughput", direct.rate_between(*window),
+                 gateway.rate_between(*window), "calls/s", f">= {0.95 * ideal:.0f}",
+                 gateway.rate_between(*window) >= 0.95 * ideal)
+        self.add(f"{SLOW_CLIENTS} x 1 s upstream: errors", direct.errors, gateway.errors, "calls", "0",
+                 gateway.errors == 0, compare="")
+
+    def many_streams(self):
+        chunks = int(STREAM_SECONDS / 0.1)
+        headers = {"X-Demo-Chunks": str(chunks), "X-Demo-Interval": "0.1"}
+
+        async def measure(port, raw):
+            return await each_once("127.0.0.1", port, raw, STREAMS, ramp_seconds=2)
+
+        def with_probe(port, raw):
+            probe = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "probe.py"), f"http://127.0.0.1:{self.stack.gateway_port}/healthz",
+                 str(STREAM_SECONDS), "0.2"], stdout=subprocess.PIPE, text=True,
+            )
+            try:
+                run = asyncio.run(measure(port, raw))
+            finally:
+                out, _ = probe.communicate(timeout=STREAM_SECONDS + 30)
+            run.health = json.loads(out)
+            return run
+
+        direct = asyncio.run(measure(self.stack.demo_port, self.request(self.stack.demo_port, STREAM_CHAT, False, **headers)))
+        raw = self.request(self.stack.gateway_port, STREAM_CHAT, True, **headers)
+        cpu_before = cpu_seconds(self.stack.pid)
+        gateway = with_probe(self.stack.gateway_port, raw)
+        cpu = cpu_seconds(self.stack.pid) - cpu_before
+        self.gateway_calls += len(gateway.results)
+        expected_chunks = chunks + 4  # role, content chunks, stop, usage, [DONE]: one write each
+        complete = lambda run: sum(1 for r in run.ok if r.chunks >= expected_chunks)  # noqa: E731
+        name = f"{STREAMS} streams x {STREAM_SECONDS:.0f} s"
+        self.add(f"{name}: complete", complete(direct), complete(gateway), "streams", f"{STREAMS}",
+                 complete(gateway) == STREAMS, compare="")
+        d_gap = [r.max_gap for r in direct.ok]
+        g_gap = [r.max_gap for r in gateway.ok]
+        self.add(f"{name}: longest chunk gap p99", ms(percentile(d_gap, 99)), ms(percentile(g_gap, 99)), "ms",
+                 compare="delta")
+        self.add(f"{name}: longest chunk gap max", ms(max(d_gap, default=0)), ms(max(g_gap, default=0)), "ms",
+                 compare="delta")
+        health = gateway.health
+        answered = [v for v in health if v is not None]
+        worst = max(answered, default=float("inf"))
+        self.add(f"{name}: /healthz p50 / max", "", f"{statistics.median(answered):.1f} / {worst:.1f}" if answered else "-",
+                 "ms", "< 100 ms", len(answered) == len(health) and worst < 100, compare="")
+        self.add(f"{name}: gateway CPU per stream", "", ms(cpu / max(1, len(gateway.results))), "ms", compare="")
+
+
+def fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def table(rows) -> str:
+    header = ("scenario", "direct", "gateway", "vs direct", "unit", "goal", "")
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (header, *rows)]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    started = time.monotonic()
+    stack = Stack()
+    sampler = PeakRSS(stack.pid)
+    sampler.start()
+    bench = Bench(stack)
+    try:
+        bench.non_streaming(1)
+        bench.non_streaming(32)
+        rows = stack.wait_for_log_rows(bench.gateway_calls)
+        bench.add("log rows after the top-rate run", bench.gateway_calls, rows, "rows", "= calls",
+                  rows == bench.gateway_calls, compare="")
+        bench.stream_ttfb()
+        bench.slow_upstream()
+        if STREAMS:
+            bench.many_streams()
+        rows = stack.wait_for_log_rows(bench.gateway_calls)
+        bench.add("log rows after every run", bench.gateway_calls, rows, "rows", "= calls",
+                  rows == bench.gateway_calls, compare="")
+        sampler.stopped.set()
+        peak = sampler.peak / 2**20
+        bench.add(f"peak RSS, master + {stack.workers} worker(s)", "", peak, "MB", "< 300 MB", peak < 300, compare="")
+    finally:
+        sampler.stopped.set()
+        stack.close()
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
+    cache = "Redis" if os.environ.get("REDIS_URL") else "locmem"
+    title = (f"gateway bench: gunicorn gevent, {stack.workers} worker(s), {database} + {cache}, "
+             f"{os.cpu_count()} cores shared with the upstream and the load generator "
+             f"({time.monotonic() - started:.0f} s)")
+    text = title + "\n\n" + table(bench.rows)
+    print(text)
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / time.strftime("bench-%Y%m%d-%H%M%S.txt")).write_text(text + "\n")
+    return 0 if all(row[6] != "MISSED" for row in bench.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""What the benchmark and the soak run against: the demo component and the gateway under gunicorn.
+
+The gateway runs with the production server settings (gateway_project/gunicorn.conf.py and the
+settings' defaults: batched log writes, 1 s config TTL), on DATABASE_URL / REDIS_URL when they are
+set (a fresh PostgreSQL database of its own, dropped at the end) or a temporary SQLite file.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import GatewayCluster, free_port, wait_until_up  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants (gunicorn master and workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+                todo.extend(int(child) for child in children)
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process tree, from /proc/<pid>/stat."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of the process tree (shared pages counted in each process: an upper bound)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+class Stack:
+    def __init__(self, **gateway_env):
+        self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+        self.demo_port = free_port()
+        self.demo = subprocess.Popen(
+            [sys.executable, "-m", "demo_upstream", "--port", str(self.demo_port)], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "demo.log", "wb"),
+        )
+        wait_until_up(f"http://127.0.0.1:{self.demo_port}/health", process=self.demo)
+        # Production defaults, not the test harness's fast ones.
+        env = {"GATEWAY_LOG_FLUSH_SECONDS": "0.5", "GATEWAY_CONFIG_TTL": "1", **gateway_env}
+        self.cluster = GatewayCluster(self.tmp, **env)
+        self.secret = self.cluster.shell(
+            "from routes_admin.models import APIKey, QuotaPlan, Route, UpstreamTarget\n"
+            "plan = QuotaPlan.objects.create(name='bench', requests_per_minute=10**9, requests_per_day=10**9,\n"
+            "    tokens_per_day=10**12, max_concurrent=100000)\n"
+            "route = Route.objects.create(name='bench', path_prefix='/v1', read_timeout=120)\n"
+            f"UpstreamTarget.objects.create(route=route, name='demo', url='http://127.0.0.1:{self.demo_port}/v1')\n"
+            "key, secret = APIKey.objects.issue(name='bench', all_routes=True, quota_plan=plan)\n"
+            "print(secret)"
+        ).strip()
+        workers = os.environ.get("GATEWAY_WORKERS") or (str(os.cpu_count() or 1) if os.environ.get("REDIS_URL") else "1")
+        self.workers = int(workers)
+        self.gateway = self.cluster.start(workers=self.workers, **env)
+        self.gateway_port = int(self.gateway.url.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        return self.gateway.pid
+
+    def log_rows(self) -> int:
+        return int(self.cluster.shell("from routes_admin.models import RequestLog\nprint(RequestLog.objects.count())"))
+
+    def wait_for_log_rows(self, expected: int, timeout: float = 30) -> int:
+        """Rows are written in batches: wait until `expected` are there (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        rows = self.log_rows()
+        while rows < expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+            rows = self.log_rows()
+        return rows
+
+    def close(self) -> None:
+        self.cluster.close()
+        self.demo.terminate()
+        try:
+            self.demo.wait(10)
+        except subprocess.TimeoutExpired:
+            self.demo.kill()
