@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import requests
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .errors import UpstreamTimeout, UpstreamUnavailable
@@ -110,11 +111,25 @@ def send(route, target, outgoing: Outgoing) -> requests.Response:
             allow_redirects=False,
             timeout=(route.connect_timeout, route.read_timeout),
         )
-    except requests.Timeout:
-        raise UpstreamTimeout(f"The upstream {target.name} did not answer within the route's timeout.") from None
+    except requests.Timeout as exc:
+        raise UpstreamTimeout(
+            f"The upstream {target.name} did not answer within the route's timeout.", sent=not never_sent(exc)
+        ) from None
     except (requests.RequestException, Urllib3Error, OSError) as exc:
         log.info("upstream %s unreachable: %s", target.name, exc)
-        raise UpstreamUnavailable(f"The upstream {target.name} could not be reached.") from None
+        raise UpstreamUnavailable(f"The upstream {target.name} could not be reached.", sent=not never_sent(exc)) from None
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the connection itself failed (refused, unresolvable, connect timeout): the
+    upstream never saw the request, so any method may be retried elsewhere (see attempts.py)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (requests.ConnectTimeout, ConnectTimeoutError)):  # NewConnectionError is one
+            return True
+        exc = getattr(exc, "reason", None) or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+        seen += 1
+    return False
 
 
 class UpstreamBody:
@@ -185,4 +200,6 @@ def stream_response(call, upstream: requests.Response) -> StreamingHttpResponse:
         response[name] = value
     if settings.GATEWAY_EXPOSE_TARGET:
         response["X-Gateway-Target"] = call.target
+    if call.fallback_from:
+        response["X-Gateway-Fallback"] = call.route.name  # the route that answered instead
     return response
