@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
@@ -35,6 +36,13 @@ def key_with_time_left(routes, minimum: float = 15, **fields):
 
 def call(client, secret, path="/v1/chat/completions"):
     return client.post(path, b'{"model": "m"}', content_type="application/json", **auth(secret))
+
+
+def status(client, secret, path="/v1/chat/completions") -> int:
+    """A whole call, answer read to the end (so it is finished and its tokens counted)."""
+    response = call(client, secret, path)
+    body(response)
+    return response.status_code
 
 
 def body(response) -> bytes:
@@ -86,7 +94,7 @@ def test_requests_per_minute_answers_429_with_the_limit_retry_after_and_ratelimi
 def test_key_override_beats_its_plan(client, upstream):
     route = make_route(upstream.url)
     _, secret = key_with_time_left([route], quota_plan=make_plan(requests_per_minute=100), requests_per_minute=2)
-    assert [call(client, secret).status_code for _ in range(3)] == [200, 200, 429]
+    assert [status(client, secret) for _ in range(3)] == [200, 200, 429]
 
 
 def test_key_without_limits_gets_no_ratelimit_headers(client, upstream):
@@ -108,7 +116,7 @@ def test_route_cap_applies_to_every_key_on_the_route(client, upstream):
         if ratelimit._get_window(f"k{key.id}:r{capped.id}", 60) - time.time() >= 15:
             keys.append(secret)
     for secret in keys:
-        statuses = [call(client, secret).status_code for _ in range(3)]
+        statuses = [status(client, secret) for _ in range(3)]
         assert statuses == [200, 200, 429]
     refused = call(client, keys[0])
     assert "cap of 2 requests per minute on route capped" in json.loads(refused.content)["error"]["message"]
@@ -120,7 +128,7 @@ def test_route_cap_applies_to_every_key_on_the_route(client, upstream):
 def test_minute_refusals_do_not_eat_the_hour_quota(client, upstream):
     route = make_route(upstream.url)
     key, secret = key_with_time_left([route], quota_plan=make_plan(requests_per_minute=2, requests_per_hour=10))
-    assert [call(client, secret).status_code for _ in range(5)] == [200, 200, 429, 429, 429]
+    assert [status(client, secret) for _ in range(5)] == [200, 200, 429, 429, 429]
     hour = ratelimit.get_usage(None, group=quotas.RATE_GROUP, key=lambda *_: f"k{key.id}", rate="10/h")
     assert hour["count"] == 2
 
@@ -187,3 +195,152 @@ def test_token_over_admission_is_at_most_the_calls_already_in_flight(client, ups
     assert cache.get(counter) == 120 + 2 * 60
     assert len(upstream.requests) == 4
     assert call(client, secret).status_code == 429
+
+
+def test_token_quota_survives_a_cache_restart(client, upstream):
+    upstream.reply = json_reply(USAGE_60)
+    route = make_route(upstream.url)
+    _, secret = make_key(routes=[route], quota_plan=make_plan(tokens_per_day=100))
+    assert [status(client, secret) for _ in range(3)] == [200, 200, 429]
+    cache.clear()  # Redis restarted or flushed: the counters are gone, KeyUsage is not
+    refused = call(client, secret)
+    assert refused.status_code == 429
+    assert parse_list(refused["RateLimit"])["tokens_per_day"]["r"] == 0
+
+
+def test_month_counter_is_seeded_from_this_months_usage_rows(client, upstream):
+    route = make_route(upstream.url)
+    key, secret = make_key(routes=[route], quota_plan=make_plan(tokens_per_month=1000))
+    today = timezone.localdate()
+    KeyUsage.objects.create(api_key=key, day=today.replace(day=1), total_tokens=600)
+    last_month = today.replace(day=1) - timedelta(days=1)
+    KeyUsage.objects.create(api_key=key, day=last_month, total_tokens=5000)  # another month: not counted
+    response = call(client, secret)
+    assert response.status_code == 200
+    assert parse_list(response["RateLimit"])["tokens_per_month"]["r"] == 400
+    body(response)
+    usage, _ = KeyUsage.objects.get_or_create(api_key=key, day=today)  # the call above made today's row
+    usage.total_tokens += 400
+    usage.save()
+    cache.clear()
+    assert call(client, secret).status_code == 429
+
+
+def test_route_cap_token_counter_is_seeded_from_the_log(client, upstream):
+    upstream.reply = json_reply(USAGE_60)
+    route = make_route(upstream.url, quota_plan=make_plan(tokens_per_day=100))
+    _, secret = make_key(routes=[route])
+    assert [status(client, secret) for _ in range(3)] == [200, 200, 429]
+    cache.clear()
+    refused = call(client, secret)
+    assert refused.status_code == 429
+    assert RequestLog.objects.filter(limit="route_tokens_per_day").count() == 2
+
+
+def slots_in_use(key) -> int:
+    return cache.get(quotas.SLOT_PREFIX + f"k{key.id}") or 0
+
+
+def test_concurrency_cap_refuses_the_call_over_it(client, upstream):
+    upstream.reply = sse_reply(["a", "b", "[DONE]"])
+    route = make_route(upstream.url)
+    key, secret = make_key(routes=[route], quota_plan=make_plan(max_concurrent=2))
+    first, second = call(client, secret), call(client, secret)  # streams not read yet: both in flight
+    assert parse_list(second["RateLimit"])["max_concurrent"] == {"r": 0}
+    assert parse_list(second["RateLimit-Policy"])["max_concurrent"] == {"q": 2, "qu": "concurrent-requests"}
+    assert slots_in_use(key) == 2
+    refused = call(client, secret)
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "1"
+    assert "2 calls in flight" in json.loads(refused.content)["error"]["message"]
+    assert slots_in_use(key) == 2  # the refused call gave its slot back
+    body(first)
+    assert slots_in_use(key) == 1
+    assert call(client, secret).status_code == 200
+    body(second)
+    assert RequestLog.objects.get(status=429).limit == "max_concurrent"
+
+
+def test_slot_is_released_after_success(client, upstream):
+    route = make_route(upstream.url)
+    key, secret = make_key(routes=[route], max_concurrent=1)
+    for _ in range(3):
+        response = call(client, secret)
+        assert response.status_code == 200
+        body(response)
+    assert slots_in_use(key) == 0
+
+
+def test_slot_is_released_after_an_upstream_error(client):
+    from tests.servers import free_port
+
+    route = make_route(f"http://127.0.0.1:{free_port()}", max_attempts=1)  # nothing listens there
+    key, secret = make_key(routes=[route], max_concurrent=1)
+    for _ in range(2):
+        response = call(client, secret)
+        assert response.status_code == 502
+        assert json.loads(response.content)["error"]["type"] == "upstream_unavailable"
+    assert slots_in_use(key) == 0
+
+
+def test_slot_is_released_after_a_timeout(client, upstream):
+    def slow(handler):
+        time.sleep(1)
+        handler.send_json(200, {"late": True})
+
+    upstream.reply = slow
+    route = make_route(upstream.url, read_timeout=0.2, max_attempts=1)
+    key, secret = make_key(routes=[route], max_concurrent=1)
+    for _ in range(2):
+        assert call(client, secret).status_code == 504
+    assert slots_in_use(key) == 0
+
+
+# Closing the answer fires request_finished, which closes the database connection: no test transaction here.
+@pytest.mark.django_db(transaction=True)
+def test_slot_is_released_when_the_client_disconnects_mid_stream(client, upstream):
+    upstream.reply = sse_reply([{"n": n} for n in range(50)], interval=0.02)
+    route = make_route(upstream.url)
+    key, secret = make_key(routes=[route], max_concurrent=1)
+    response = call(client, secret)
+    assert next(iter(response.streaming_content)).startswith(b"data:")
+    assert slots_in_use(key) == 1
+    response.close()  # what the WSGI server does when the client goes away
+    assert slots_in_use(key) == 0
+    assert RequestLog.objects.get().error_type == "client_disconnected"
+    again = call(client, secret)
+    assert again.status_code == 200
+    again.close()
+
+
+def test_admin_shows_todays_and_this_months_use_against_the_limits(admin_client, client, upstream):
+    upstream.reply = json_reply(USAGE_60)
+    route = make_route(upstream.url)
+    key, secret = make_key(routes=[route], quota_plan=make_plan(name="free", tokens_per_day=50_000))
+    for _ in range(2):
+        body(call(client, secret))
+    listing = admin_client.get("/admin/routes_admin/apikey/").content.decode()
+    assert "120 of 50,000 (0%)" in listing
+    page = admin_client.get(f"/admin/routes_admin/apikey/{key.pk}/change/").content.decode()
+    assert "Tokens this month" in page and "120 (no limit)" in page
+    assert "2 (no limit)" in page  # requests today
+    assert admin_client.get("/admin/routes_admin/keyusage/").status_code == 200
+    assert admin_client.get("/admin/routes_admin/quotaplan/").status_code == 200
+
+
+def test_admin_reset_action_lets_a_refused_key_call_again(admin_client, client, upstream):
+    upstream.reply = json_reply(USAGE_60)
+    route = make_route(upstream.url, quota_plan=make_plan(name="route cap", requests_per_day=50))
+    key, secret = make_key(routes=[route], quota_plan=make_plan(requests_per_minute=2, tokens_per_day=1000))
+    assert [status(client, secret) for _ in range(3)] == [200, 200, 429]
+
+    response = admin_client.post(
+        "/admin/routes_admin/apikey/", {"action": "reset_quota_counters", "_selected_action": [key.pk]}, follow=True
+    )
+    assert "Reset the counters of 1 key(s)" in response.content.decode()
+    assert not KeyUsage.objects.filter(api_key=key).exists()
+    again = call(client, secret)
+    assert again.status_code == 200
+    assert parse_list(again["RateLimit"])["requests_per_minute"]["r"] == 1
+    assert parse_list(again["RateLimit"])["tokens_per_day"]["r"] == 1000
+    assert parse_list(again["RateLimit"])["route_requests_per_day"]["r"] == 49
