@@ -241,6 +241,33 @@ def _add_tokens(scopes: list[Scope], call) -> None:
                     log.warning("could not add %d tokens of call %s to %s: %r", tokens, call.request_id, name, exc)
 
 
+def live_state(key) -> list[Quota]:
+    """The key's own limits as the cache counts them now (for the admin); consumes nothing."""
+    scope = Scope(key.id, {name: value for name, value in key.effective_limits().items() if value is not None})
+    now = timezone.now()
+    state = []
+    for name, window, period in RATE_LIMITS:
+        limit = scope.limits.get(name)
+        if limit is not None:
+            usage = ratelimit.get_usage(
+                None, group=RATE_GROUP, key=lambda *_: scope.value, rate=f"{limit}/{period}", method=ALL
+            )
+            if usage and usage["limit"]:
+                state.append(Quota(name, limit, limit - usage["count"], usage["time_left"], window))
+    periods = token_quota.periods(now)
+    for name in token_quota.TOKEN_LIMITS:
+        limit = scope.limits.get(name)
+        if limit is not None:
+            used = cache.get(token_quota.counter_key(scope.value, periods[name]))
+            if used is None:  # no call yet this period (or the cache restarted): what the next call will see
+                used = token_quota.used_in_database(key.id, None, periods[name])
+            state.append(Quota(name, limit, limit - int(used), periods[name].seconds_left(now), periods[name].length))
+    if "max_concurrent" in scope.limits:
+        limit = scope.limits["max_concurrent"]
+        state.append(Quota("max_concurrent", limit, limit - (cache.get(SLOT_PREFIX + scope.value) or 0), 0))
+    return state
+
+
 def reset_counters(key, routes=()) -> None:
     """Forget a key's current request windows, token counters and this month's durable usage.
 

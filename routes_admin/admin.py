@@ -1,11 +1,12 @@
 """The admin console: routes and targets, keys, quota plans, and the read-only request log."""
 
 from django.contrib import admin, messages
-from django.core.cache import cache
 from django.db.models import Count, Q, Sum
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+
+from proxy.quotas import live_state, reset_counters
 
 from . import keys
 from .forms import UpstreamTargetForm
@@ -65,6 +66,12 @@ def against(used: int | None, limit: int | None) -> str:
         return f"{used:,} (no limit)"
     percent = 100 * used / limit if limit else 100
     return f"{used:,} of {limit:,} ({percent:.0f}%)"
+
+
+def live_line(quota) -> str:
+    used = quota.limit - quota.remaining
+    line = against(used, quota.limit)
+    return f"{line}, resets in {quota.reset} s" if quota.window else line
 
 
 def usage_periods():
@@ -144,8 +151,6 @@ class APIKeyAdmin(admin.ModelAdmin):
     def usage_against_limits(self, obj):
         if obj is None or obj.pk is None:
             return "—"
-        from proxy.quotas import SLOT_PREFIX
-
         today, first = usage_periods()
         totals = obj.usage.aggregate(
             requests_today=Sum("requests", filter=Q(day=today)),
@@ -153,21 +158,21 @@ class APIKeyAdmin(admin.ModelAdmin):
             tokens_month=Sum("total_tokens", filter=Q(day__gte=first)),
         )
         limits = obj.effective_limits()
-        try:
-            in_flight = cache.get(f"{SLOT_PREFIX}k{obj.pk}") or 0
-        except Exception:  # the admin page must not fail with the cache
-            in_flight = None
         rows = [
-            ("Requests today", against(totals["requests_today"], limits["requests_per_day"])),
+            ("Calls today (refused ones included)", against(totals["requests_today"], None)),
             ("Tokens today", against(totals["tokens_today"], limits["tokens_per_day"])),
             ("Tokens this month", against(totals["tokens_month"], limits["tokens_per_month"])),
-            ("In flight now", "unknown (cache unreachable)" if in_flight is None
-             else against(in_flight, limits["max_concurrent"])),
         ]
-        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        try:
+            live = [(f"Now: {q.name.replace('_', ' ')}", live_line(q)) for q in live_state(obj)]
+        except Exception:  # the admin page must not fail with the cache
+            live = [("Now", "unknown: the cache is unreachable")]
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows + live)
         return format_html(
-            "<table>{}</table><p class=\"help\">Recorded totals (a few seconds behind the live counters). "
-            "Per-minute and per-hour request windows are counted in the cache only.</p>", body
+            "<table>{}</table><p class=\"help\">Totals are recorded per day, a few seconds behind the calls. "
+            "The “Now” lines are the live counters that admit or refuse calls; request windows are fixed "
+            "periods with their own reset time.</p>",
+            body,
         )
 
     def save_model(self, request, obj, form, change):
@@ -194,8 +199,6 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reset the quota counters of the selected keys")
     def reset_quota_counters(self, request, queryset):
-        from proxy.quotas import reset_counters
-
         capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
         count = 0
         for key in queryset.select_related("quota_plan"):

@@ -323,7 +323,8 @@ def test_admin_shows_todays_and_this_months_use_against_the_limits(admin_client,
     assert "120 of 50,000 (0%)" in listing
     page = admin_client.get(f"/admin/routes_admin/apikey/{key.pk}/change/").content.decode()
     assert "Tokens this month" in page and "120 (no limit)" in page
-    assert "2 (no limit)" in page  # requests today
+    assert "2 (no limit)" in page  # calls today
+    assert "Now: tokens per day" in page and "120 of 50,000 (0%), resets in" in page  # the live counter
     assert admin_client.get("/admin/routes_admin/keyusage/").status_code == 200
     assert admin_client.get("/admin/routes_admin/quotaplan/").status_code == 200
 
@@ -331,7 +332,7 @@ def test_admin_shows_todays_and_this_months_use_against_the_limits(admin_client,
 def test_admin_reset_action_lets_a_refused_key_call_again(admin_client, client, upstream):
     upstream.reply = json_reply(USAGE_60)
     route = make_route(upstream.url, quota_plan=make_plan(name="route cap", requests_per_day=50))
-    key, secret = make_key(routes=[route], quota_plan=make_plan(requests_per_minute=2, tokens_per_day=1000))
+    key, secret = key_with_time_left([route], quota_plan=make_plan(requests_per_minute=2, tokens_per_day=1000))
     assert [status(client, secret) for _ in range(3)] == [200, 200, 429]
 
     response = admin_client.post(
@@ -344,3 +345,6 @@ def test_admin_reset_action_lets_a_refused_key_call_again(admin_client, client, 
     assert parse_list(again["RateLimit"])["requests_per_minute"]["r"] == 1
     assert parse_list(again["RateLimit"])["tokens_per_day"]["r"] == 1000
     assert parse_list(again["RateLimit"])["route_requests_per_day"]["r"] == 49
+    body(again)
+    page = admin_client.get(f"/admin/routes_admin/apikey/{key.pk}/change/").content.decode()
+    assert "Now: requests per minute" in page and "1 of 2 (50%), resets in" in page
