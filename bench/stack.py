@@ -17,6 +17,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers import GatewayCluster, free_port, wait_until_up  # noqa: E402
 
+# The bench key's quota plan (limits far above the load, so every call is checked and admitted);
+# BENCH_PLAN overrides it, e.g. BENCH_PLAN="requests_per_minute=10**9".
+PLAN = os.environ.get(
+    "BENCH_PLAN", "requests_per_minute=10**9, requests_per_day=10**9, tokens_per_day=10**12, max_concurrent=100000"
+)
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -60,7 +65,7 @@ def rss_bytes(pid: int) -> int:
 
 
 class Stack:
-    def __init__(self, **gateway_env):
+    def __init__(self, plan: str = "", **gateway_env):
         self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
         self.demo_port = free_port()
         self.demo = subprocess.Popen(
@@ -73,8 +78,7 @@ class Stack:
         self.cluster = GatewayCluster(self.tmp, **env)
         self.secret = self.cluster.shell(
             "from routes_admin.models import APIKey, QuotaPlan, Route, UpstreamTarget\n"
-            "plan = QuotaPlan.objects.create(name='bench', requests_per_minute=10**9, requests_per_day=10**9,\n"
-            "    tokens_per_day=10**12, max_concurrent=100000)\n"
+            f"plan = QuotaPlan.objects.create(name='bench', {plan or PLAN})\n"
             "route = Route.objects.create(name='bench', path_prefix='/v1', read_timeout=120)\n"
             f"UpstreamTarget.objects.create(route=route, name='demo', url='http://127.0.0.1:{self.demo_port}/v1')\n"
             "key, secret = APIKey.objects.issue(name='bench', all_routes=True, quota_plan=plan)\n"

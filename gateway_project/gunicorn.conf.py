@@ -38,6 +38,12 @@ accesslog = None  # the gateway writes its own JSON access line per call
 errorlog = "-"
 loglevel = env.str("GATEWAY_LOG_LEVEL", default="info")
 proc_name = "ai-gateway"
+# gunicorn's control socket defaults to one path per user, which several instances on one host
+# would share; it is off unless GATEWAY_CONTROL_SOCKET names a path for this instance.
+_control_socket = env.str("GATEWAY_CONTROL_SOCKET", default="")
+if _control_socket:
+    control_socket = _control_socket
+control_socket_disable = not _control_socket
 
 
 def worker_exit(server, worker):
