@@ -131,7 +131,9 @@ class Attempts:
         try:
             target, probe = next(candidates, (None, False))
             if target is None:
-                raise CircuitOpen(f"No target of the route {route.name} is available now.", headers={"Retry-After": "1"})
+                raise CircuitOpen(
+                    f"No target of the route {route.name} is available now.", headers={"Retry-After": "1"}
+                )
         except GatewayError:
             if can_fall_back:
                 return None  # nothing was sent: the fallback route may take the call
@@ -158,7 +160,9 @@ class Attempts:
                 return self._keep(target, response)  # the last upstream answer, as it is
             self._discard(target, response)
             pause = max(backoff(tries), wait or 0.0)
-            log.info("call %s: retrying after %s from %s", self.call.request_id, error or response.status_code, target.name)
+            log.info(
+                "call %s: retrying after %s from %s", self.call.request_id, error or response.status_code, target.name
+            )
             time.sleep(pause)
             target, probe = following
 

@@ -69,3 +69,11 @@ def release(target: TargetInfo) -> None:
 
 def inflight(target: TargetInfo) -> int:
     return _inflight.get(target.id, 0)
+
+
+def reset() -> None:
+    """Forget this process's balancing state (tests, where target ids are reused)."""
+    with _lock:
+        _current.clear()
+        _inflight.clear()
+        _turn.clear()

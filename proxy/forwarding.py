@@ -127,7 +127,8 @@ def never_sent(exc: BaseException) -> bool:
     while exc is not None and seen < 5:
         if isinstance(exc, (requests.ConnectTimeout, ConnectTimeoutError)):  # NewConnectionError is one
             return True
-        exc = getattr(exc, "reason", None) or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+        cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = getattr(exc, "reason", None) or cause  # requests wraps urllib3, which wraps the socket error
         seen += 1
     return False
 

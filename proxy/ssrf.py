@@ -59,7 +59,9 @@ def check_target_url(url: str) -> None:
     for address in _addresses(host):
         mapped = getattr(address, "ipv4_mapped", None) or address
         if any(mapped in network for network in BLOCKED_NETWORKS if network.version == mapped.version):
-            raise ValidationError({"url": f"{host} is a link-local or metadata address; set GATEWAY_ALLOW_LINK_LOCAL to allow it."})
+            raise ValidationError(
+                {"url": f"{host} is a link-local or metadata address; set GATEWAY_ALLOW_LINK_LOCAL to allow it."}
+            )
 
 
 CHECK_TTL = 60.0  # seconds a verdict on a URL is trusted by this process

@@ -4,7 +4,7 @@ The state comes from the shared cache (see proxy/breaker.py), read with one get_
 Targets are edited on their route's page; this page only shows and resets breakers.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -23,14 +23,15 @@ class BreakerChangeList(ChangeList):
         except Exception:  # the cache is down: show the targets anyway
             states = {}
         for target in self.result_list:
-            target.breaker = states.get(target.id, {"state": "unknown (cache unreachable)", "failures": None,
-                                                    "opened": None, "until": None})
+            target.breaker = states.get(
+                target.id, {"state": "unknown (cache unreachable)", "failures": None, "opened": None, "until": None}
+            )
 
 
 def _time(timestamp: float | None) -> str:
     if timestamp is None:
         return "—"
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @admin.register(UpstreamTarget)

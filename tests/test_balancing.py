@@ -15,6 +15,14 @@ from tests.upstream import json_reply
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def fresh_balancing():
+    """Target ids are reused between tests: start from no in-flight calls and fresh weights."""
+    balancing.reset()
+    yield
+    balancing.reset()
+
+
 def named(servers, name):  # noqa: F811
     return servers(json_reply({"target": name}))
 
@@ -41,8 +49,12 @@ def test_load_spreads_by_weight_within_two_percent_over_many_calls(client, serve
 
 
 def test_weighted_round_robin_is_smooth():
-    targets = [TargetInfo(id=i, name=n, url="", weight=w, position=i, credential_header="", credential_value="",
-                          model_aliases={}) for i, (n, w) in enumerate((("a", 5), ("b", 1), ("c", 1)))]
+    targets = [
+        TargetInfo(
+            id=i, name=n, url="", weight=w, position=i, credential_header="", credential_value="", model_aliases={}
+        )
+        for i, (n, w) in enumerate((("a", 5), ("b", 1), ("c", 1)))
+    ]
     route_id = 990001  # a route of its own: no other test's state
 
     picks = "".join(balancing.smooth_pick(route_id, targets).name for _ in range(14))
@@ -95,16 +107,18 @@ def test_least_inflight_sends_calls_away_from_a_target_busy_with_a_stream(client
     make_target(route, two.url, name="two")
     _, secret = make_key(routes=[route])
     try:
-        stream = client.post("/v1/chat/completions", b'{"model": "m", "stream": true}',
-                             content_type="application/json", **auth(secret))
+        stream = client.post(
+            "/v1/chat/completions", b'{"model": "m", "stream": true}', content_type="application/json", **auth(secret)
+        )
         first_chunk = next(iter(stream.streaming_content))
         assert first_chunk == b"data: {}\n\n"
         busy, idle = (one, two) if one.requests else (two, one)
         idle.reply = busy.reply = json_reply({"ok": True})
 
         for _ in range(4):
-            response = client.post("/v1/chat/completions", b'{"model": "m"}', content_type="application/json",
-                                   **auth(secret))
+            response = client.post(
+                "/v1/chat/completions", b'{"model": "m"}', content_type="application/json", **auth(secret)
+            )
             b"".join(response.streaming_content)
 
         assert len(busy.requests) == 1  # only the stream it is still serving
@@ -117,8 +131,16 @@ def test_least_inflight_sends_calls_away_from_a_target_busy_with_a_stream(client
 
 def route_target(route, server) -> TargetInfo:
     target = route.targets.get(url=server.url)
-    return TargetInfo(id=target.id, name=target.name, url=target.url, weight=1, position=0,
-                      credential_header="", credential_value="", model_aliases={})
+    return TargetInfo(
+        id=target.id,
+        name=target.name,
+        url=target.url,
+        weight=1,
+        position=0,
+        credential_header="",
+        credential_value="",
+        model_aliases={},
+    )
 
 
 def test_least_inflight_spreads_idle_calls_over_every_target(client, servers):  # noqa: F811
@@ -133,12 +155,39 @@ def test_least_inflight_spreads_idle_calls_over_every_target(client, servers):  
 
 
 def test_order_of_retries_follows_the_strategy():
-    targets = [TargetInfo(id=900 + i, name=f"t{i}", url="", weight=1, position=i, credential_header="",
-                          credential_value="", model_aliases={}) for i in range(3)]
-    route = RouteInfo(id=990002, name="r", prefix="/v1", methods=frozenset(), models=frozenset(), match_headers={},
-                      match_body={}, priority=0, strategy="weighted", connect_timeout=1, read_timeout=1,
-                      max_body_bytes=1, max_attempts=3, retry_statuses=frozenset(), retry_non_idempotent=False,
-                      fallback_id=None, limits={}, targets=tuple(targets))
+    targets = [
+        TargetInfo(
+            id=900 + i,
+            name=f"t{i}",
+            url="",
+            weight=1,
+            position=i,
+            credential_header="",
+            credential_value="",
+            model_aliases={},
+        )
+        for i in range(3)
+    ]
+    route = RouteInfo(
+        id=990002,
+        name="r",
+        prefix="/v1",
+        methods=frozenset(),
+        models=frozenset(),
+        match_headers={},
+        match_body={},
+        priority=0,
+        strategy="weighted",
+        connect_timeout=1,
+        read_timeout=1,
+        max_body_bytes=1,
+        max_attempts=3,
+        retry_statuses=frozenset(),
+        retry_non_idempotent=False,
+        fallback_id=None,
+        limits={},
+        targets=tuple(targets),
+    )
 
     orders = [[t.name for t in balancing.order(route, targets)] for _ in range(3)]
 

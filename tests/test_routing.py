@@ -33,8 +33,9 @@ def post(client, secret, path="/v1/chat/completions", body=None, **headers):
 
 
 def test_method_selects_the_route(client, servers):  # noqa: F811
-    secret = routed(servers, reads={"path_prefix": "/v1", "methods": "GET"},
-                    writes={"path_prefix": "/v1", "methods": "POST"})
+    secret = routed(
+        servers, reads={"path_prefix": "/v1", "methods": "GET"}, writes={"path_prefix": "/v1", "methods": "POST"}
+    )
 
     assert served_by(client.get("/v1/models", **auth(secret))) == "reads"
     assert served_by(post(client, secret)) == "writes"
@@ -142,4 +143,5 @@ def test_model_without_an_alias_is_sent_unchanged(client, upstream):
     response = client.post("/v1/chat/completions", raw, content_type="application/json", **auth(secret))
 
     assert response.status_code == 200
+    b"".join(response.streaming_content)
     assert upstream.last.body == raw  # byte for byte: nothing to rewrite

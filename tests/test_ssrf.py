@@ -80,8 +80,9 @@ def test_a_target_saved_without_validation_is_still_not_called(client, upstream)
     _, secret = make_key(routes=[route])
 
     with override_settings(GATEWAY_UPSTREAM_HOSTS=["models.internal"]):
-        response = client.post("/v1/chat/completions", b'{"model": "m"}', content_type="application/json",
-                               **auth(secret))
+        response = client.post(
+            "/v1/chat/completions", b'{"model": "m"}', content_type="application/json", **auth(secret)
+        )
 
     assert response.status_code == 502
     assert response.json()["error"]["type"] == "upstream_unavailable"
