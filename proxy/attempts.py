@@ -199,7 +199,12 @@ def forward(call, route: RouteInfo, outgoing: Outgoing) -> requests.Response:
     seen = {route.id}
     while True:
         fallback = _fallback_of(route, seen, outgoing.path)
-        response = attempts.on_route(route, can_fall_back=fallback is not None)
+        try:
+            response = attempts.on_route(route, can_fall_back=fallback is not None)
+        except GatewayError as exc:
+            if call.fallback_from:  # the gateway's own error answer says where it came from too
+                exc.headers = {**exc.headers, "X-Gateway-Fallback": route.name}
+            raise
         if response is not None:
             return response
         log.warning("call %s: route %s failed, falling back to %s", call.request_id, route.name, fallback.name)

@@ -1,9 +1,11 @@
 """Circuit breaker: K failures within the window open it, the target is skipped for the cooldown,
 then one probe call decides. State is in the cache, so every worker agrees."""
 
+import os
 import time
 
 import pytest
+import requests
 from django.test import override_settings
 
 from proxy import breaker
@@ -188,3 +190,29 @@ def test_target_page_sends_editors_to_the_route(admin_client, pair):
 
     assert response.status_code == 302
     assert response["Location"] == f"/admin/routes_admin/route/{flaky_target.route_id}/change/"
+
+
+def test_breaker_state_is_shared_by_real_gateway_servers(cluster, servers):  # noqa: F811
+    """Two gateway instances with Redis (one without it: the cache is per process then)."""
+    flaky, steady = servers(BUSY), servers(OK)
+    secret = cluster.shell(
+        "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
+        "route = Route.objects.create(name='r', path_prefix='/v1', strategy='failover')\n"
+        f"UpstreamTarget.objects.create(route=route, name='flaky', url='{flaky.url}', position=0)\n"
+        f"UpstreamTarget.objects.create(route=route, name='steady', url='{steady.url}', position=1)\n"
+        "print(APIKey.objects.issue(name='k', all_routes=True)[1])"
+    ).strip()
+    settings = {"GATEWAY_BREAKER_FAILURES": 2, "GATEWAY_BREAKER_COOLDOWN": 30, "GATEWAY_EXPOSE_TARGET": 1}
+    first = cluster.start(**settings)
+    second = cluster.start(**settings) if os.environ.get("REDIS_URL") else first
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    for _ in range(2):  # two failures seen by the first instance open the breaker
+        response = requests.get(f"{first.url}/v1/models", headers=headers, timeout=5)
+        assert (response.status_code, response.headers["X-Gateway-Target"]) == (200, "steady")
+    for _ in range(3):  # the second instance skips the target without trying it
+        response = requests.get(f"{second.url}/v1/models", headers=headers, timeout=5)
+        assert (response.status_code, response.headers["X-Gateway-Target"]) == (200, "steady")
+
+    assert len(flaky.requests) == 2
+    assert len(steady.requests) == 5

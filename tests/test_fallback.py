@@ -130,3 +130,19 @@ def test_fallback_routes_that_point_at_each_other_end(client, servers):  # noqa:
 
     assert response.status_code == 503
     assert RequestLog.objects.get().targets_tried == ["a-1", "b-1"]
+
+
+def test_gateway_error_after_a_fallback_also_names_the_fallback_route(client, servers):  # noqa: F811
+    small = make_route(name="small", path_prefix="/internal/small")
+    make_target(small, refused_url(), name="small-1")
+    big = make_route(name="big", path_prefix="/v1", fallback=small, retry_non_idempotent=True)
+    make_target(big, servers(BUSY).url, name="big-1")
+    _, secret = make_key(routes=[big])
+
+    response, content = post(client, secret)
+
+    assert response.status_code == 502
+    assert json.loads(content)["error"]["type"] == "upstream_unavailable"
+    assert response["X-Gateway-Fallback"] == "small"
+    row = RequestLog.objects.get()
+    assert (row.route_name, row.fallback_from, row.targets_tried) == ("small", "big", ["big-1", "small-1"])
