@@ -23,8 +23,11 @@ class UpstreamTargetInline(admin.StackedInline):
     extra = 0
     readonly_fields = ["stored_credential"]
     fields = [
-        ("name", "url"), ("weight", "position", "enabled"), ("credential_header", "credential_value"),
-        ("stored_credential", "clear_credential"), "model_aliases",
+        ("name", "url"),
+        ("weight", "position", "enabled"),
+        ("credential_header", "credential_value"),
+        ("stored_credential", "clear_credential"),
+        "model_aliases",
     ]
 
     @admin.display(description="Stored credential")
@@ -42,10 +45,18 @@ class RouteAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "enabled", "path_prefix", "methods", "model_names", "priority"]}),
         ("Content conditions", {"fields": ["match_headers", "match_body"], "classes": ["collapse"]}),
-        ("Upstream behaviour", {"fields": [
-            "strategy", ("connect_timeout", "read_timeout"), "max_body_bytes",
-            ("max_attempts", "retry_statuses", "retry_non_idempotent"), "fallback",
-        ]}),
+        (
+            "Upstream behaviour",
+            {
+                "fields": [
+                    "strategy",
+                    ("connect_timeout", "read_timeout"),
+                    "max_body_bytes",
+                    ("max_attempts", "retry_statuses", "retry_non_idempotent"),
+                    "fallback",
+                ]
+            },
+        ),
         ("Quota", {"fields": ["quota_plan"]}),
     ]
 
@@ -87,14 +98,21 @@ class QuotaPlanAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name"], "description": "Every limit is optional: leave it empty for no limit."}),
         ("Requests", {"fields": ["requests_per_minute", "requests_per_hour", "requests_per_day"]}),
-        ("Tokens", {"fields": ["tokens_per_day", "tokens_per_month"],
-                    "description": "Counted from the usage the upstream reports, per calendar day and month."}),
+        (
+            "Tokens",
+            {
+                "fields": ["tokens_per_day", "tokens_per_month"],
+                "description": "Counted from the usage the upstream reports, per calendar day and month.",
+            },
+        ),
         ("Concurrency", {"fields": ["max_concurrent"]}),
     ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            _keys=Count("api_keys", distinct=True), _routes=Count("routes", distinct=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_keys=Count("api_keys", distinct=True), _routes=Count("routes", distinct=True))
         )
 
     @admin.display(description="Keys", ordering="_keys")
@@ -109,8 +127,18 @@ class QuotaPlanAdmin(admin.ModelAdmin):
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "display_prefix", "owner", "quota_plan", "requests_today", "tokens_today", "tokens_this_month",
-        "created", "expires", "revoked", "enabled", "all_routes",
+        "name",
+        "display_prefix",
+        "owner",
+        "quota_plan",
+        "requests_today",
+        "tokens_today",
+        "tokens_this_month",
+        "created",
+        "expires",
+        "revoked",
+        "enabled",
+        "all_routes",
     ]
     list_filter = ["enabled", "all_routes", ("revoked", admin.EmptyFieldListFilter), "quota_plan", "created"]
     search_fields = ["name", "owner", "prefix"]
@@ -122,17 +150,26 @@ class APIKeyAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "owner", "user", "display_prefix", "created", "expires", "revoked", "enabled"]}),
         ("Reach", {"fields": ["all_routes", "routes"]}),
-        ("Quota", {"fields": ["quota_plan", *APIKey.LIMIT_FIELDS, "usage_against_limits"],
-                   "description": "Limits set here override the plan's; empty means the plan's value."}),
+        (
+            "Quota",
+            {
+                "fields": ["quota_plan", *APIKey.LIMIT_FIELDS, "usage_against_limits"],
+                "description": "Limits set here override the plan's; empty means the plan's value.",
+            },
+        ),
     ]
 
     def get_queryset(self, request):
         # Today's and this month's use in the same query as the list (KeyUsage, one row per key and day).
         today, first = usage_periods()
-        return super().get_queryset(request).annotate(
-            _requests_today=Sum("usage__requests", filter=Q(usage__day=today)),
-            _tokens_today=Sum("usage__total_tokens", filter=Q(usage__day=today)),
-            _tokens_month=Sum("usage__total_tokens", filter=Q(usage__day__gte=first)),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _requests_today=Sum("usage__requests", filter=Q(usage__day=today)),
+                _tokens_today=Sum("usage__total_tokens", filter=Q(usage__day=today)),
+                _tokens_month=Sum("usage__total_tokens", filter=Q(usage__day__gte=first)),
+            )
         )
 
     @admin.display(description="Requests today", ordering="_requests_today")
@@ -169,7 +206,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             live = [("Now", "unknown: the cache is unreachable")]
         body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows + live)
         return format_html(
-            "<table>{}</table><p class=\"help\">Totals are recorded per day, a few seconds behind the calls. "
+            '<table>{}</table><p class="help">Totals are recorded per day, a few seconds behind the calls. '
             "The “Now” lines are the live counters that admit or refuse calls; request windows are fixed "
             "periods with their own reset time.</p>",
             body,
@@ -182,8 +219,13 @@ class APIKeyAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):
-        context = {**self.admin_site.each_context(request), "key": obj, "secret": request._issued_key,
-                   "opts": self.model._meta, "title": "API key issued"}
+        context = {
+            **self.admin_site.each_context(request),
+            "key": obj,
+            "secret": request._issued_key,
+            "opts": self.model._meta,
+            "title": "API key issued",
+        }
         response = TemplateResponse(request, "admin/routes_admin/apikey/issued.html", context)
         response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
         return response
@@ -228,8 +270,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(RequestLog)
 class RequestLogAdmin(ReadOnlyAdmin):
     list_display = [
-        "created", "request_id", "key_prefix", "route_name", "method", "path", "status", "latency_ms",
-        "target", "attempts", "total_tokens", "error_type", "client_ip",
+        # What an auditor scans first comes first; the long request id last (it is searchable).
+        "created",
+        "status",
+        "method",
+        "path",
+        "route_name",
+        "key_prefix",
+        "latency_ms",
+        "total_tokens",
+        "error_type",
+        "target",
+        "attempts",
+        "client_ip",
+        "request_id",
     ]
     list_filter = ["status", "method", "route_name", "error_type", "streamed", "created"]
     search_fields = ["request_id", "path", "key_prefix", "route_name", "target", "client_ip"]
