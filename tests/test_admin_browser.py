@@ -1,0 +1,152 @@
+"""Issue 2, points 2 and 4, as an admin does it: in a real browser (Debian's Chromium, headless).
+
+Run alone with `pytest -m browser`; skipped when Chromium or Playwright is missing.
+"""
+
+import os
+import shutil
+
+import pytest
+import requests
+from django.core.servers.basehttp import WSGIServer
+from django.db import connection
+from django.test.testcases import LiveServerThread
+
+from routes_admin.models import APIKey, RequestLog, UpstreamTarget
+from tests.upstream import json_reply
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("GATEWAY_SCREENSHOTS", "/tmp")
+CREDENTIAL = "Bearer sk-upstream-0123456789-SECRET-wxyz"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+class SerialWSGIServer(WSGIServer):
+    """One request at a time (and no keep-alive, which Django drops for unthreaded servers)."""
+
+    def __init__(self, *args, connections_override=None, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def serial_live_server_on_memory_sqlite():
+    # The live server shares the test's in-memory SQLite connection with its request threads, and
+    # an sqlite3 connection used by two threads at once fails ("not an error"): serve one at a time.
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        LiveServerThread.server_class = SerialWSGIServer
+
+
+@pytest.fixture
+def page(monkeypatch):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_load_state("networkidle")  # and the test's own queries wait for the page's
+    page.screenshot(path=os.path.join(SCREENSHOTS, f"gateway-admin-{name}.png"), full_page=True)
+
+
+def test_an_admin_adds_a_route_issues_a_key_and_sees_the_call_in_the_log(page, live_server, admin_user, upstream):
+    upstream.reply = json_reply({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+    base = live_server.url
+
+    # Log in.
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    assert "Configuration and audit" in page.content()
+    shot(page, "1-index")
+
+    # A route with one target that carries a credential.
+    page.goto(f"{base}/admin/routes_admin/route/add/")
+    page.fill("#id_name", "chat")
+    page.fill("#id_path_prefix", "/v1")
+    page.click("text=Add another Upstream target")
+    page.fill("#id_targets-0-url", upstream.url)
+    page.fill("#id_targets-0-credential_header", "Authorization")
+    page.fill("#id_targets-0-credential_value", CREDENTIAL)
+    page.click("input[name=_continue]")
+    page.wait_for_selector("ul.messagelist")
+    assert "was added successfully" in page.content()
+    shot(page, "2-route-saved")
+
+    # The stored credential is shown masked, never in full, and not in the form's fields either.
+    html = page.content()
+    assert CREDENTIAL not in html and "0123456789" not in html
+    assert "****wxyz" in html
+    assert page.input_value("#id_targets-0-credential_value") == ""
+    page.wait_for_load_state("networkidle")
+    target = UpstreamTarget.objects.get()
+    assert target.credential_value == CREDENTIAL
+
+    # Saving again without retyping keeps the credential.
+    page.click("input[name=_continue]")
+    page.wait_for_selector("ul.messagelist")
+    page.wait_for_load_state("networkidle")
+    target.refresh_from_db()
+    assert target.credential_value == CREDENTIAL
+
+    # An API key for that route: the secret is on the "issued" page, once.
+    page.goto(f"{base}/admin/routes_admin/apikey/add/")
+    page.fill("#id_name", "browser key")
+    page.fill("#id_owner", "team browser")
+    page.select_option("#id_routes_from", label="chat")  # in "Available routes"...
+    page.click("#id_routes_add, #id_routes_add_link")  # ...then the "Choose" arrow
+    assert page.locator("#id_routes_to option").all_inner_texts() == ["chat"]
+    page.click("input[name=_save]")
+    page.wait_for_selector("#api-key-secret")
+    assert "API key issued" in page.title()
+    secret = page.inner_text("#api-key-secret").strip()
+    assert secret.startswith("gw_") and page.content().count(secret) == 1
+    shot(page, "3-key-issued")
+
+    key = APIKey.objects.get(name="browser key")
+    assert [r.name for r in key.routes.all()] == ["chat"]
+    page.click("text=Edit this key")
+    page.wait_for_selector("#id_name")
+    assert secret.split("_", 2)[2] not in page.content()  # shown only once
+    shot(page, "4-key-page")
+
+    # The key works through the gateway, and the upstream gets the target's credential.
+    response = requests.post(f"{base}/v1/chat/completions", json={"model": "m"},
+                             headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    assert response.status_code == 200 and response.json()["usage"]["total_tokens"] == 7
+    assert upstream.last.headers["authorization"] == CREDENTIAL
+    request_id = response.headers["X-Request-ID"]
+    assert requests.get(f"{base}/v1/models", timeout=10).status_code == 401
+
+    # The call is in the request log, which is read-only.
+    page.goto(f"{base}/admin/routes_admin/requestlog/")
+    page.wait_for_selector("#result_list")
+    log_html = page.content()
+    assert request_id in log_html and "/v1/chat/completions" in log_html
+    assert page.locator("#result_list tbody tr").count() == 2  # the 401 too, and nothing of the admin's own pages
+    assert page.locator(".object-tools a.addlink").count() == 0
+    assert page.locator("select[name=action] option[value=delete_selected]").count() == 0
+    shot(page, "5-request-log")
+
+    row = RequestLog.objects.get(request_id=request_id)
+    assert (row.status, row.total_tokens, row.route_name) == (200, 7, "chat")
+    page.goto(f"{base}/admin/routes_admin/requestlog/{row.pk}/change/")
+    page.wait_for_selector("#content")
+    assert page.locator("input[name=_save]").count() == 0  # a view, not a form
+    assert page.locator("a.deletelink").count() == 0
+    shot(page, "6-log-row")
+    assert page.goto(f"{base}/admin/routes_admin/requestlog/add/").status == 403
+    assert page.goto(f"{base}/admin/routes_admin/requestlog/{row.pk}/delete/").status == 403
