@@ -11,8 +11,11 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-# A local .env (written by `make run`, never committed) may hold SECRET_KEY and friends.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A local .env (written by `make run`, never committed) may hold SECRET_KEY and friends; the
+# environment wins. GATEWAY_DOT_ENV names another file, or "" to read none.
+DOT_ENV = env.str("GATEWAY_DOT_ENV", default=str(BASE_DIR / ".env"))
+if DOT_ENV:
+    environ.Env.read_env(DOT_ENV, overwrite=False)
 
 
 def secret(name: str, default: str | None = None) -> str | None:
