@@ -16,11 +16,20 @@ from routes_admin.models import APIKey, Route, UpstreamTarget
 CREDENTIALS = Path(settings.BASE_DIR) / ".run" / "demo-credentials"
 
 
+def demo_upstream_url() -> str:
+    """Where `make run` starts the demo component (DEMO_PORT), unless DEMO_UPSTREAM_URL says otherwise."""
+    return os.environ.get("DEMO_UPSTREAM_URL") or f"http://127.0.0.1:{os.environ.get('DEMO_PORT', '9000')}/v1"
+
+
+def gateway_url() -> str:
+    return "http://" + os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
+
+
 class Command(BaseCommand):
     help = "Create the quickstart's admin user, demo route and demo key (once)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--upstream", default=os.environ.get("DEMO_UPSTREAM_URL", "http://127.0.0.1:9000/v1"))
+        parser.add_argument("--upstream", default=demo_upstream_url())
 
     def handle(self, *args, **options):
         CREDENTIALS.parent.mkdir(exist_ok=True)
@@ -37,8 +46,14 @@ class Command(BaseCommand):
             name="demo",
             defaults={"path_prefix": "/v1", "methods": "GET,POST", "retry_non_idempotent": True},
         )
+        target = UpstreamTarget.objects.filter(route=route, name="demo-component").first()
         if created:
             UpstreamTarget.objects.create(route=route, name="demo-component", url=options["upstream"])
+        elif target is not None and target.url != options["upstream"]:
+            # The demo component moved (another DEMO_PORT): follow it rather than answer 502.
+            target.url = options["upstream"]
+            target.save(update_fields=["url"])
+            self.stdout.write(f"Demo route now points at {target.url}")
 
         if not APIKey.objects.filter(name="demo").exists() or "DEMO_KEY" not in saved:
             APIKey.objects.filter(name="demo").delete()
@@ -47,6 +62,6 @@ class Command(BaseCommand):
 
         CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in saved.items()))
         CREDENTIALS.chmod(0o600)
-        self.stdout.write(f"Admin:    http://127.0.0.1:8000/admin/  user admin  password {saved.get('ADMIN_PASSWORD', '(set earlier; see ' + str(CREDENTIALS) + ')')}")
+        self.stdout.write(f"Admin:    {gateway_url()}/admin/  user admin  password {saved.get('ADMIN_PASSWORD', '(set earlier; see ' + str(CREDENTIALS) + ')')}")
         self.stdout.write(f"Demo key: {saved['DEMO_KEY']}")
         self.stdout.write(f"(saved in {CREDENTIALS.relative_to(settings.BASE_DIR)}, which git ignores)")
