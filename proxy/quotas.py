@@ -160,9 +160,9 @@ def _take_slots(call, scopes: list[Scope], quotas: list[Quota]) -> None:
             _refuse(
                 quotas,
                 quota,
-                f"This API key already has {limit} calls in flight, "
-                f"{scope.describe('max_concurrent', limit).removeprefix('its limit of ')}"
-                "; retry when one finishes.",
+                f"This API key already has {limit} calls in flight"
+                + (f" on route {scope.route_name}, the route's cap" if scope.route_id else ", its limit")
+                + " (max_concurrent); retry when one finishes.",
             )
         call.on_finish.append(lambda _call, key=key: _release(key))
         quotas.append(Quota(name, limit, limit - in_flight, 0, unit="concurrent-requests"))

@@ -348,3 +348,22 @@ def test_admin_reset_action_lets_a_refused_key_call_again(admin_client, client, 
     body(again)
     page = admin_client.get(f"/admin/routes_admin/apikey/{key.pk}/change/").content.decode()
     assert "Now: requests per minute" in page and "1 of 2 (50%), resets in" in page
+
+
+def test_route_concurrency_cap_counts_each_key_on_the_route(client, upstream):
+    upstream.reply = sse_reply(["a", "[DONE]"])
+    route = make_route(upstream.url, name="busy", quota_plan=make_plan(max_concurrent=1))
+    _, first_secret = make_key(routes=[route])
+    _, second_secret = make_key(routes=[route])
+    held = call(client, first_secret)
+    refused = call(client, first_secret)
+    assert refused.status_code == 429
+    message = json.loads(refused.content)["error"]["message"]
+    assert message == (
+        "This API key already has 1 calls in flight on route busy, the route's cap (max_concurrent); "
+        "retry when one finishes."
+    )
+    other = call(client, second_secret)  # another key has a slot of its own on the route
+    assert other.status_code == 200
+    body(other), body(held)
+    assert RequestLog.objects.get(status=429).limit == "route_max_concurrent"
