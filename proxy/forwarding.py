@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -71,7 +72,8 @@ class Outgoing:
 
 
 def upstream_url(route, target, outgoing: Outgoing) -> str:
-    rest = outgoing.path[len(route.prefix) :]
+    # The path arrives decoded: encode it again, or %3F would become a query and %23 a fragment.
+    rest = quote(outgoing.path[len(route.prefix) :], safe="/:@!$&'()*+,;=")
     url = target.url + rest
     return f"{url}?{outgoing.query}" if outgoing.query else url
 

@@ -23,7 +23,12 @@ def read_body(request, limit: int) -> bytes:
     length = request.META.get("CONTENT_LENGTH")
     if length and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"The request body is larger than this route allows ({limit} bytes).")
-    body = request.read(limit + 1)
+    if not length and request.META.get("wsgi.input_terminated"):
+        # A chunked body has no Content-Length, so Django would read nothing; the server (gunicorn)
+        # marks the stream as ending by itself, so it is read from there.
+        body = request.META["wsgi.input"].read(limit + 1)
+    else:
+        body = request.read(limit + 1)
     if len(body) > limit:
         raise PayloadTooLarge(f"The request body is larger than this route allows ({limit} bytes).")
     return body

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import requests
 
 from tests.factories import auth, make_key, make_route, make_target
 from tests.upstream import json_reply
@@ -227,3 +228,35 @@ def test_a_compressed_redirect_body_is_returned_byte_for_byte(client, upstream, 
     assert response.status_code == 302
     assert response["Content-Encoding"] == "gzip"
     assert body_of(response) == packed
+
+
+def test_encoded_reserved_characters_in_the_path_stay_encoded(client, upstream, secret):
+    # Decoded, %3F would start a query string upstream, %23 a fragment, and %25 an escape.
+    client.get("/v1/files/what%3Fis%23this%25x%20y/caf%C3%A9?q=1", **auth(secret))
+    assert upstream.last.path == "/files/what%3Fis%23this%25x%20y/caf%C3%A9"
+    assert upstream.last.query == "q=1"
+
+
+def test_a_chunked_request_body_reaches_the_upstream_through_a_real_server(cluster, upstream):
+    """Django reads no body without a Content-Length; gunicorn passes chunked bodies on."""
+    secret = cluster.shell(
+        "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
+        "route = Route.objects.create(name='r', path_prefix='/v1', max_body_bytes=1000)\n"
+        f"UpstreamTarget.objects.create(route=route, url='{upstream.url}')\n"
+        "key, secret = APIKey.objects.issue(name='k', all_routes=True)\n"
+        "print(secret)"
+    ).strip()
+    gateway = cluster.start()
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    pieces = [b'{"model": ', b'"m", "messages": ', b"[]}"]
+    response = requests.post(f"{gateway.url}/v1/chat", data=iter(pieces), headers=headers, timeout=10)
+    assert response.status_code == 200
+    assert upstream.last.body == b"".join(pieces)
+    assert upstream.last.headers["content-length"] == str(len(b"".join(pieces)))
+    assert "transfer-encoding" not in upstream.last.headers
+
+    too_big = requests.post(f"{gateway.url}/v1/chat", data=iter([b"x" * 600, b"y" * 600]), headers=headers,
+                            timeout=10)
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["type"] == "request_too_large"
+    assert len(upstream.requests) == 1
