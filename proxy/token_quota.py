@@ -31,27 +31,39 @@ class Period:
     tag: str  # "d20261126" or "m202611": part of the cache key
     start: date
     end: datetime  # aware; the next period starts here
+    length: int  # seconds (the RateLimit-Policy window)
 
     def seconds_left(self, now: datetime) -> int:
         return max(1, int((self.end - now).total_seconds()))
 
-    @property
-    def length(self) -> int:
-        return int((self.end - timezone.make_aware(datetime.combine(self.start, datetime.min.time()))).total_seconds())
+
+_current: tuple | None = None  # (day start, day end, periods): computed once a day per process
+
+
+def _midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
 
 
 def periods(now: datetime) -> dict[str, Period]:
+    """This day's and month's periods in the server's time zone (TIME_ZONE)."""
+    global _current
+    current = _current
+    if current is not None and current[0] <= now < current[1]:
+        return current[2]
     today = timezone.localdate(now)
     first = today.replace(day=1)
-    next_month = (first + timedelta(days=32)).replace(day=1)
-
-    def midnight(day: date) -> datetime:
-        return timezone.make_aware(datetime.combine(day, datetime.min.time()))
-
-    return {
-        "tokens_per_day": Period("tokens_per_day", f"d{today:%Y%m%d}", today, midnight(today + timedelta(days=1))),
-        "tokens_per_month": Period("tokens_per_month", f"m{today:%Y%m}", first, midnight(next_month)),
+    day_start, day_end = _midnight(today), _midnight(today + timedelta(days=1))
+    month_start, month_end = _midnight(first), _midnight((first + timedelta(days=32)).replace(day=1))
+    found = {
+        "tokens_per_day": Period(
+            "tokens_per_day", f"d{today:%Y%m%d}", today, day_end, int((day_end - day_start).total_seconds())
+        ),
+        "tokens_per_month": Period(
+            "tokens_per_month", f"m{today:%Y%m}", first, month_end, int((month_end - month_start).total_seconds())
+        ),
     }
+    _current = (day_start, day_end, found)
+    return found
 
 
 def counter_key(scope_value: str, period: Period) -> str:
@@ -63,8 +75,7 @@ def used_in_database(key_id: int, route_id: int | None, period: Period) -> int:
     if route_id is None:
         rows = KeyUsage.objects.filter(api_key_id=key_id, day__gte=period.start, day__lt=period.end.date())
     else:
-        start = timezone.make_aware(datetime.combine(period.start, datetime.min.time()))
-        rows = RequestLog.objects.filter(api_key_id=key_id, route_id=route_id, created__gte=start)
+        rows = RequestLog.objects.filter(api_key_id=key_id, route_id=route_id, created__gte=_midnight(period.start))
     return rows.aggregate(total=Sum("total_tokens"))["total"] or 0
 
 
