@@ -80,7 +80,7 @@ def against(used: int | None, limit: int | None) -> str:
 
 
 def live_line(quota) -> str:
-    used = quota.limit - quota.remaining
+    used = quota.limit - max(0, quota.remaining)  # refused calls count in the window, but nothing is over-used
     line = against(used, quota.limit)
     return f"{line}, resets in {quota.reset} s" if quota.window else line
 
