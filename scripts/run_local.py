@@ -17,16 +17,20 @@ def main() -> int:
     bind = env.get("GATEWAY_BIND", "127.0.0.1:8000")
     # Own sessions: Ctrl-C reaches only this script, which stops both gracefully with SIGTERM
     # (gunicorn treats SIGINT as "quit now" and its gevent worker prints a traceback).
-    demo = subprocess.Popen([PYTHON, "-m", "demo_upstream", "--port", demo_port], cwd=ROOT, env=env,
-                            start_new_session=True)
+    demo = subprocess.Popen(
+        [PYTHON, "-m", "demo_upstream", "--port", demo_port], cwd=ROOT, env=env, start_new_session=True
+    )
     gateway = subprocess.Popen(
         [PYTHON, "-m", "gunicorn", "--config", "gateway_project/gunicorn.conf.py", "gateway_project.wsgi"],
         cwd=ROOT,
         env=env,
         start_new_session=True,
     )
-    print(f"\nGateway on http://{bind} (admin: /admin/), demo component on http://127.0.0.1:{demo_port}. "
-          "Ctrl-C stops both.\n", flush=True)
+    print(
+        f"\nGateway on http://{bind} (admin: /admin/), demo component on http://127.0.0.1:{demo_port}. "
+        "Ctrl-C stops both.\n",
+        flush=True,
+    )
     children = (gateway, demo)
     stopping = False
 

@@ -47,7 +47,8 @@ def page(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(15_000)
@@ -61,7 +62,9 @@ def shot(page, name: str) -> None:
 
 
 def test_an_admin_adds_a_route_issues_a_key_and_sees_the_call_in_the_log(page, live_server, admin_user, upstream):
-    upstream.reply = json_reply({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+    upstream.reply = json_reply(
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    )
     base = live_server.url
 
     # Log in.
@@ -124,8 +127,9 @@ def test_an_admin_adds_a_route_issues_a_key_and_sees_the_call_in_the_log(page, l
     shot(page, "4-key-page")
 
     # The key works through the gateway, and the upstream gets the target's credential.
-    response = requests.post(f"{base}/v1/chat/completions", json={"model": "m"},
-                             headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    response = requests.post(
+        f"{base}/v1/chat/completions", json={"model": "m"}, headers={"Authorization": f"Bearer {secret}"}, timeout=10
+    )
     assert response.status_code == 200 and response.json()["usage"]["total_tokens"] == 7
     assert upstream.last.headers["authorization"] == CREDENTIAL
     request_id = response.headers["X-Request-ID"]

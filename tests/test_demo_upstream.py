@@ -75,8 +75,9 @@ def test_chat_completion_with_usage(demo):
 
 def test_streaming_chat_completion_with_usage_and_done(demo):
     plain = requests.post(f"{demo}/v1/chat/completions", json=CHAT, timeout=5).json()
-    with requests.post(f"{demo}/v1/chat/completions", json={**CHAT, "stream": True}, headers=FAST,
-                       stream=True, timeout=5) as response:
+    with requests.post(
+        f"{demo}/v1/chat/completions", json={**CHAT, "stream": True}, headers=FAST, stream=True, timeout=5
+    ) as response:
         assert response.headers["Content-Type"] == "text/event-stream"
         events = sse_events(response)
     assert events[-1] == "[DONE]"
@@ -98,8 +99,9 @@ def test_streaming_without_usage_when_the_client_says_so(demo):
 
 def test_x_demo_chunks_sets_the_number_of_streamed_pieces(demo):
     headers = {"X-Demo-Interval": "0.01", "X-Demo-Chunks": "10"}
-    with requests.post(f"{demo}/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers,
-                       stream=True, timeout=5) as response:
+    with requests.post(
+        f"{demo}/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers, stream=True, timeout=5
+    ) as response:
         lines = response.iter_lines()
         first = next(line for line in lines if line)
         assert b'"role": "assistant"' in first
@@ -144,8 +146,13 @@ def test_behind_the_gateway_usage_is_recorded_for_both_kinds_of_answer(client, d
     route = make_route(f"{demo}/v1")
     _, secret = make_key(routes=[route])
     for stream in (False, True):
-        response = client.post("/v1/chat/completions", json.dumps({**CHAT, "stream": stream}),
-                               content_type="application/json", HTTP_X_DEMO_INTERVAL="0", **auth(secret))
+        response = client.post(
+            "/v1/chat/completions",
+            json.dumps({**CHAT, "stream": stream}),
+            content_type="application/json",
+            HTTP_X_DEMO_INTERVAL="0",
+            **auth(secret),
+        )
         assert response.status_code == 200
         b"".join(response.streaming_content)
     rows = list(RequestLog.objects.order_by("id"))
@@ -156,8 +163,12 @@ def test_behind_the_gateway_usage_is_recorded_for_both_kinds_of_answer(client, d
 def test_python_m_demo_upstream_serves_on_the_given_port():
     """What `make run` starts."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "demo_upstream", "--port", str(port)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "demo_upstream", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", process=process)
         assert requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["object"] == "list"

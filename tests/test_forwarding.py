@@ -30,8 +30,11 @@ def body_of(response) -> bytes:
 def test_method_path_query_and_body_arrive_unchanged(client, upstream, secret):
     body = bytes(range(256)) * 4  # not UTF-8, not JSON: bytes must pass untouched
     response = client.generic(
-        "PUT", "/v1/files/report%20v2.bin?b=2&a=1&a=%C3%A9&empty=", body,
-        content_type="application/octet-stream", **auth(secret),
+        "PUT",
+        "/v1/files/report%20v2.bin?b=2&a=1&a=%C3%A9&empty=",
+        body,
+        content_type="application/octet-stream",
+        **auth(secret),
     )
     assert response.status_code == 200
     received = upstream.last
@@ -60,8 +63,13 @@ def test_target_url_path_is_kept_before_the_rest_of_the_path(client, upstream):
 
 def test_end_to_end_headers_are_forwarded(client, upstream, secret):
     client.post(
-        "/v1/chat", b"{}", content_type="application/json",
-        HTTP_ACCEPT="text/event-stream", HTTP_OPENAI_ORGANIZATION="org-1", HTTP_X_CUSTOM="kept", **auth(secret),
+        "/v1/chat",
+        b"{}",
+        content_type="application/json",
+        HTTP_ACCEPT="text/event-stream",
+        HTTP_OPENAI_ORGANIZATION="org-1",
+        HTTP_X_CUSTOM="kept",
+        **auth(secret),
     )
     headers = upstream.last.headers
     assert headers["accept"] == "text/event-stream"
@@ -72,15 +80,32 @@ def test_end_to_end_headers_are_forwarded(client, upstream, secret):
 
 def test_hop_by_hop_request_headers_are_dropped_including_those_named_in_connection(client, upstream, secret):
     client.post(
-        "/v1/chat", b"{}", content_type="application/json",
-        HTTP_CONNECTION="keep-alive, X-Hop-One, x-hop-two", HTTP_X_HOP_ONE="1", HTTP_X_HOP_TWO="2",
-        HTTP_KEEP_ALIVE="timeout=5", HTTP_TE="trailers", HTTP_UPGRADE="websocket", HTTP_TRAILER="X-Sum",
-        HTTP_PROXY_AUTHORIZATION="Basic c2VjcmV0", HTTP_PROXY_CONNECTION="keep-alive", HTTP_X_END_TO_END="kept",
+        "/v1/chat",
+        b"{}",
+        content_type="application/json",
+        HTTP_CONNECTION="keep-alive, X-Hop-One, x-hop-two",
+        HTTP_X_HOP_ONE="1",
+        HTTP_X_HOP_TWO="2",
+        HTTP_KEEP_ALIVE="timeout=5",
+        HTTP_TE="trailers",
+        HTTP_UPGRADE="websocket",
+        HTTP_TRAILER="X-Sum",
+        HTTP_PROXY_AUTHORIZATION="Basic c2VjcmV0",
+        HTTP_PROXY_CONNECTION="keep-alive",
+        HTTP_X_END_TO_END="kept",
         **auth(secret),
     )
     headers = upstream.last.headers
-    for name in ("x-hop-one", "x-hop-two", "keep-alive", "te", "upgrade", "trailer", "proxy-authorization",
-                 "proxy-connection"):
+    for name in (
+        "x-hop-one",
+        "x-hop-two",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+    ):
         assert name not in headers, name
     assert headers.get("connection", "keep-alive").lower() in ("keep-alive", "close")  # the gateway's own hop
     assert headers["x-end-to-end"] == "kept"
@@ -89,8 +114,14 @@ def test_hop_by_hop_request_headers_are_dropped_including_those_named_in_connect
 def test_hop_by_hop_response_headers_are_dropped_including_those_named_in_connection(client, upstream, secret):
     upstream.reply = json_reply(
         {"ok": True},
-        headers={"Connection": "X-Upstream-Hop", "X-Upstream-Hop": "secret-ish", "Keep-Alive": "timeout=5",
-                 "Proxy-Authenticate": "Basic", "Trailer": "X-Sum", "X-Upstream-Kept": "yes"},
+        headers={
+            "Connection": "X-Upstream-Hop",
+            "X-Upstream-Hop": "secret-ish",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authenticate": "Basic",
+            "Trailer": "X-Sum",
+            "X-Upstream-Kept": "yes",
+        },
     )
     response = client.get("/v1/models", **auth(secret))
     assert response.status_code == 200
@@ -255,8 +286,7 @@ def test_a_chunked_request_body_reaches_the_upstream_through_a_real_server(clust
     assert upstream.last.headers["content-length"] == str(len(b"".join(pieces)))
     assert "transfer-encoding" not in upstream.last.headers
 
-    too_big = requests.post(f"{gateway.url}/v1/chat", data=iter([b"x" * 600, b"y" * 600]), headers=headers,
-                            timeout=10)
+    too_big = requests.post(f"{gateway.url}/v1/chat", data=iter([b"x" * 600, b"y" * 600]), headers=headers, timeout=10)
     assert too_big.status_code == 413
     assert too_big.json()["error"]["type"] == "request_too_large"
     assert len(upstream.requests) == 1

@@ -114,8 +114,11 @@ def test_a_key_issued_in_the_admin_is_shown_once_and_stored_only_as_a_hash(admin
 
     # Never again: not on the key's page, not in the list.
     random_part = secret.split("_", 2)[2]
-    for page in (f"/admin/routes_admin/apikey/{key.pk}/change/", "/admin/routes_admin/apikey/",
-                 "/admin/routes_admin/requestlog/"):
+    for page in (
+        f"/admin/routes_admin/apikey/{key.pk}/change/",
+        "/admin/routes_admin/apikey/",
+        "/admin/routes_admin/requestlog/",
+    ):
         shown = admin_client.get(page)
         assert shown.status_code == 200
         assert random_part not in shown.content.decode()

@@ -33,8 +33,12 @@ def test_a_successful_call_has_one_row_with_every_field(client, upstream):
     before = timezone.now()
     body = b'{"model": "m", "messages": []}'
     response = client.post(
-        "/v1/chat/completions?debug=1", body, content_type="application/json",
-        REMOTE_ADDR="192.0.2.44", HTTP_X_REQUEST_ID="log-me-1", **auth(secret),
+        "/v1/chat/completions?debug=1",
+        body,
+        content_type="application/json",
+        REMOTE_ADDR="192.0.2.44",
+        HTTP_X_REQUEST_ID="log-me-1",
+        **auth(secret),
     )
     answer = drain(response)
     row = RequestLog.objects.get()
@@ -99,15 +103,17 @@ FAILURES = [
 @pytest.mark.parametrize(
     "method, path, key, body, status, error_type, route_name", [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES]
 )
-def test_each_failure_has_exactly_one_row(client, upstream, world, method, path, key, body, status, error_type,
-                                          route_name):
+def test_each_failure_has_exactly_one_row(
+    client, upstream, world, method, path, key, body, status, error_type, route_name
+):
     release = threading.Event()
     if status == 504:
         upstream.reply = lambda handler: release.wait(5)
     headers = {"HTTP_AUTHORIZATION": f"Bearer {world.get(key, key)}"} if key else {}
     try:
-        response = client.generic(method, path, body, content_type="application/json",
-                                  HTTP_X_REQUEST_ID=f"fail-{status}", **headers)
+        response = client.generic(
+            method, path, body, content_type="application/json", HTTP_X_REQUEST_ID=f"fail-{status}", **headers
+        )
     finally:
         release.set()
     assert response.status_code == status
@@ -139,7 +145,10 @@ def test_a_failing_log_write_does_not_fail_the_call_and_is_reported(client, upst
     with caplog.at_level(logging.ERROR, logger="gateway.recording"):
         response = client.get("/v1/models", **auth(secret))
         assert response.status_code == 200
-        assert drain(response) == b'{"ok": true, "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}'
+        assert (
+            drain(response)
+            == b'{"ok": true, "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}'
+        )
         assert client.get("/v1/models").status_code == 401  # the gateway's own errors too
     reports = [r for r in caplog.records if r.name == "gateway.recording" and r.levelno >= logging.ERROR]
     assert reports, "the failed write was not reported in the server's log"

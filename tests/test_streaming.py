@@ -155,7 +155,8 @@ def test_streaming_through_a_real_server_and_a_client_that_hangs_up(cluster, ups
     sock = socket.create_connection((host, int(port)), timeout=WAIT)
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {secret}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        + f"Authorization: Bearer {secret}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
     )
     received = b""
     while b'data: {"n": 0}' not in received:

@@ -86,8 +86,10 @@ def test_usage_from_a_gzip_encoded_json_answer_which_passes_still_compressed(cli
 @pytest.mark.django_db
 def test_usage_from_a_gzip_encoded_stream(client, upstream, secret):
     compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
-    pieces = [compressor.compress(sse_body()[i : i + 20]) + compressor.flush(zlib.Z_SYNC_FLUSH)
-              for i in range(0, len(sse_body()), 20)]
+    pieces = [
+        compressor.compress(sse_body()[i : i + 20]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        for i in range(0, len(sse_body()), 20)
+    ]
     pieces.append(compressor.flush())
 
     def reply(handler):
@@ -138,7 +140,9 @@ def test_sse_split_exactly_inside_the_word_usage_and_at_the_newline():
 
 
 def test_sse_with_crlf_line_ends_and_no_space_after_data():
-    data = b'data:{"choices":[]}\r\n\r\ndata:{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\r\n\r\n'
+    data = (
+        b'data:{"choices":[]}\r\n\r\ndata:{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\r\n\r\n'
+    )
     tracker = UsageTracker("text/event-stream")
     assert feed_in_pieces(tracker, data, [9] * 12) == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
 
@@ -151,12 +155,14 @@ def test_sse_whose_last_event_has_no_trailing_newline():
 
 
 def test_sse_the_last_usage_wins_and_null_usage_is_ignored():
-    data = sse_body([
-        {"usage": None},
-        {"usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
-        {"usage": USAGE},
-        {"choices": [{"delta": {"content": "the word \"usage\" in content"}}]},
-    ])
+    data = sse_body(
+        [
+            {"usage": None},
+            {"usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+            {"usage": USAGE},
+            {"choices": [{"delta": {"content": 'the word "usage" in content'}}]},
+        ]
+    )
     assert feed_in_pieces(UsageTracker("text/event-stream"), data, [11] * 40) == USAGE
 
 
@@ -185,7 +191,10 @@ def test_vendor_json_media_type():
 def test_total_is_computed_when_missing():
     data = json.dumps({"usage": {"prompt_tokens": 8, "completion_tokens": 2}}).encode()
     assert feed_in_pieces(UsageTracker("application/json"), data, []) == {
-        "prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+        "prompt_tokens": 8,
+        "completion_tokens": 2,
+        "total_tokens": 10,
+    }
 
 
 def test_embeddings_usage_has_no_completion_tokens():
@@ -202,7 +211,7 @@ def test_embeddings_usage_has_no_completion_tokens():
         ("application/json", "", b'{"usage": "not an object"}'),
         ("application/json", "", b'{"usage": {"prompt_tokens": "many"}}'),
         ("application/json", "", b'{"truncated": '),
-        ("text/event-stream", "", b"data: {not json with \"usage\"}\n\n"),
+        ("text/event-stream", "", b'data: {not json with "usage"}\n\n'),
     ],
 )
 def test_answers_without_readable_usage_give_none_and_never_raise(content_type, encoding, data):

@@ -33,9 +33,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         CREDENTIALS.parent.mkdir(exist_ok=True)
-        saved = dict(
-            line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line
-        ) if CREDENTIALS.exists() else {}
+        saved = (
+            dict(line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line)
+            if CREDENTIALS.exists()
+            else {}
+        )
 
         User = get_user_model()
         if not User.objects.filter(username="admin").exists():
@@ -62,6 +64,8 @@ class Command(BaseCommand):
 
         CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in saved.items()))
         CREDENTIALS.chmod(0o600)
-        self.stdout.write(f"Admin:    {gateway_url()}/admin/  user admin  password {saved.get('ADMIN_PASSWORD', '(set earlier; see ' + str(CREDENTIALS) + ')')}")
+        self.stdout.write(
+            f"Admin:    {gateway_url()}/admin/  user admin  password {saved.get('ADMIN_PASSWORD', '(set earlier; see ' + str(CREDENTIALS) + ')')}"
+        )
         self.stdout.write(f"Demo key: {saved['DEMO_KEY']}")
         self.stdout.write(f"(saved in {CREDENTIALS.relative_to(settings.BASE_DIR)}, which git ignores)")
