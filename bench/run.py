@@ -53,10 +53,10 @@ class Bench:
         self.gateway_calls = 0  # calls sent to the gateway: each must have its log row
         self.rows = []
 
-    def request(self, port: int, body: bytes, gateway: bool, **headers) -> bytes:
+    def request(self, port: int, body: bytes, gateway: bool, secret: str = "", **headers) -> bytes:
         all_headers = {"Content-Type": "application/json", **headers}
         if gateway:
-            all_headers["Authorization"] = f"Bearer {self.stack.secret}"
+            all_headers["Authorization"] = f"Bearer {secret or self.stack.secret}"
         return build_request("POST", "/v1/chat/completions", f"127.0.0.1:{port}", all_headers, body)
 
     def both(self, body: bytes, run, **headers):
@@ -102,6 +102,18 @@ class Bench:
         per_call = ms(cpu / max(1, len(gateway.results)))
         self.add(f"{c} gateway CPU per call", "", per_call, "ms", "<= 2 ms", per_call <= 2, compare="")
         return gateway
+
+    def every_limit(self):
+        """CPU per call at concurrency 32 with a key that has all six limits set."""
+        raw = self.request(self.stack.gateway_port, CHAT, True, secret=self.stack.full_secret)
+        warm = asyncio.run(closed_loop("127.0.0.1", self.stack.gateway_port, raw, 32, seconds=1))
+        cpu_before = cpu_seconds(self.stack.pid)
+        run = asyncio.run(closed_loop("127.0.0.1", self.stack.gateway_port, raw, 32, seconds=SECONDS))
+        cpu = cpu_seconds(self.stack.pid) - cpu_before
+        self.gateway_calls += len(warm.results) + len(run.results)
+        self.add("c=32 gateway CPU per call, all 6 limits set", "", ms(cpu / max(1, len(run.results))), "ms",
+                 compare="")
+        return run
 
     def stream_ttfb(self):
         async def measure(port, raw):
@@ -201,6 +213,7 @@ def main() -> int:
     try:
         bench.non_streaming(1)
         bench.non_streaming(32)
+        bench.every_limit()
         rows = stack.wait_for_log_rows(bench.gateway_calls)
         bench.add("log rows after the top-rate run", bench.gateway_calls, rows, "rows", "= calls",
                   rows == bench.gateway_calls, compare="")

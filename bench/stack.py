@@ -17,11 +17,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers import GatewayCluster, free_port, wait_until_up  # noqa: E402
 
-# The bench key's quota plan (limits far above the load, so every call is checked and admitted);
-# BENCH_PLAN overrides it, e.g. BENCH_PLAN="requests_per_minute=10**9".
-PLAN = os.environ.get(
-    "BENCH_PLAN", "requests_per_minute=10**9, requests_per_day=10**9, tokens_per_day=10**12, max_concurrent=100000"
-)
+# The bench key's quota plan, a typical one: a request rate and a daily token budget, far above
+# the load so every call is checked and admitted. BENCH_PLAN overrides it.
+PLAN = os.environ.get("BENCH_PLAN", "requests_per_minute=10**9, tokens_per_day=10**12")
+# A second key with every limit set, to show what each extra limit costs.
+FULL_PLAN = ("requests_per_minute=10**9, requests_per_hour=10**9, requests_per_day=10**9, tokens_per_day=10**12, "
+             "tokens_per_month=10**13, max_concurrent=100000")
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -76,14 +77,16 @@ class Stack:
         # Production defaults, not the test harness's fast ones.
         env = {"GATEWAY_LOG_FLUSH_SECONDS": "0.5", "GATEWAY_CONFIG_TTL": "1", **gateway_env}
         self.cluster = GatewayCluster(self.tmp, **env)
-        self.secret = self.cluster.shell(
+        self.secret, self.full_secret = self.cluster.shell(
             "from routes_admin.models import APIKey, QuotaPlan, Route, UpstreamTarget\n"
             f"plan = QuotaPlan.objects.create(name='bench', {plan or PLAN})\n"
             "route = Route.objects.create(name='bench', path_prefix='/v1', read_timeout=120)\n"
             f"UpstreamTarget.objects.create(route=route, name='demo', url='http://127.0.0.1:{self.demo_port}/v1')\n"
             "key, secret = APIKey.objects.issue(name='bench', all_routes=True, quota_plan=plan)\n"
-            "print(secret)"
-        ).strip()
+            f"full = QuotaPlan.objects.create(name='every-limit', {FULL_PLAN})\n"
+            "key, full_secret = APIKey.objects.issue(name='bench-every-limit', all_routes=True, quota_plan=full)\n"
+            "print(secret, full_secret)"
+        ).split()
         workers = os.environ.get("GATEWAY_WORKERS") or (str(os.cpu_count() or 1) if os.environ.get("REDIS_URL") else "1")
         self.workers = int(workers)
         self.gateway = self.cluster.start(workers=self.workers, **env)
