@@ -50,7 +50,7 @@ LOG_QUEUE = Gauge(
     multiprocess_mode="livesum",
 )
 
-BREAKER_STATES = ("closed", "half_open", "open")
+BREAKER_STATES = ("closed", "open", "half-open", "probing")  # as proxy/breaker.py describes them
 
 
 def started() -> None:
@@ -87,7 +87,7 @@ class BreakerCollector:
     def collect(self):
         gauge = GaugeMetricFamily(
             "gateway_breaker_state",
-            "Circuit breaker per target: 1 for its current state (closed, half_open, open).",
+            "Circuit breaker per target: 1 for its current state (closed, open, half-open, probing).",
             labels=["route", "target", "state"],
         )
         for route, target, state in _breaker_states():
@@ -97,22 +97,20 @@ class BreakerCollector:
 
 
 def _breaker_states():
-    """(route name, target name, state) for every target of every enabled route."""
+    """(route name, target name, state) for every target of every enabled route: one cache read."""
+    from . import breaker, config  # late import: config imports models
+
     try:
-        from . import breaker, config
-    except ImportError:  # no breaker in this build
-        return []
-    state_of = getattr(breaker, "state", None)
-    if state_of is None:
-        return []
-    states = []
-    try:
-        for route in config.current().routes:
-            for target in route.targets:
-                states.append((route.name, target.name, str(state_of(route, target))))
-    except Exception:
+        routes = config.current().routes
+        described = breaker.describe([target.id for route in routes for target in route.targets])
+        return [
+            (route.name, target.name, described.get(target.id, {}).get("state", "closed"))
+            for route in routes
+            for target in route.targets
+        ]
+    except Exception:  # the cache is away: no breaker series rather than a failed scrape
         log.warning("could not read breaker state for /metrics", exc_info=True)
-    return states
+        return []
 
 
 def registry() -> CollectorRegistry:

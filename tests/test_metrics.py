@@ -146,3 +146,19 @@ def test_in_flight_calls_include_open_streams(cluster, upstream):
     assert value(during, "gateway_in_flight_calls") == 3
     assert value(after, "gateway_in_flight_calls") == 0
     assert value(after, "gateway_calls_total", route="streams", status="200") == 3
+
+
+@pytest.mark.django_db
+def test_breaker_state_is_exported_per_target(client, settings):
+    from tests.servers import free_port
+
+    settings.GATEWAY_BREAKER_FAILURES = 1
+    route = make_route(f"http://127.0.0.1:{free_port()}", name="fragile")  # nothing listens there
+    _, secret = make_key(routes=[route])
+    target = route.targets.get().name
+    before = scrape(client)
+    assert value(before, "gateway_breaker_state", route="fragile", target=target, state="closed") == 1
+    assert client.post("/v1/chat/completions", b"{}", content_type="application/json", **auth(secret)).status_code == 502
+    after = scrape(client)
+    assert value(after, "gateway_breaker_state", route="fragile", target=target, state="open") == 1
+    assert value(after, "gateway_breaker_state", route="fragile", target=target, state="closed") == 0
