@@ -191,3 +191,8 @@ def test_errors_ignore_the_clients_accept_header(client, route, debug):
 @pytest.mark.parametrize("path", ["/api/x", "/v1/models"])
 def test_errors_are_json_when_the_client_accepts_only_event_streams(client, route, path):
     assert client.get(path, HTTP_ACCEPT="text/event-stream")["Content-Type"] == "application/json"
+
+
+def test_a_host_the_gateway_does_not_serve_is_a_json_400(client, route):
+    response = client.get("/v1/models", HTTP_HOST="evil.example.com")
+    assert_error(response, 400, "invalid_request_error")
