@@ -8,6 +8,7 @@ thread or a process per call would run out long before. See the README ("Server 
 import gc
 import os
 import shutil
+import signal
 import tempfile
 
 import environ
@@ -45,6 +46,13 @@ _control_socket = env.str("GATEWAY_CONTROL_SOCKET", default="")
 if _control_socket:
     control_socket = _control_socket
 control_socket_disable = not _control_socket
+
+
+def post_fork(server, worker):
+    """Until a new worker installs its own signal handlers, a SIGTERM would run the master's
+    handler it inherited through fork and be lost: the worker would serve on until killed at the
+    graceful timeout, losing its queued log rows. Note it instead, so the worker starts stopping."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
 
 
 def post_worker_init(worker):
