@@ -9,7 +9,7 @@ import shutil
 import pytest
 import requests
 from django.core.servers.basehttp import WSGIServer
-from django.db import connection
+from django.db import connection, connections
 from django.test.testcases import LiveServerThread
 
 from routes_admin.models import APIKey, RequestLog, UpstreamTarget
@@ -54,6 +54,9 @@ def page(monkeypatch):
         page.set_default_timeout(15_000)
         yield page
         browser.close()
+        # While Playwright's loop runs, Django gives this code a connection of its own (async
+        # context); close it, or PostgreSQL cannot drop the test database at the end.
+        connections.close_all()
 
 
 def shot(page, name: str) -> None:
@@ -61,7 +64,8 @@ def shot(page, name: str) -> None:
     page.screenshot(path=os.path.join(SCREENSHOTS, f"gateway-admin-{name}.png"), full_page=True)
 
 
-def test_an_admin_adds_a_route_issues_a_key_and_sees_the_call_in_the_log(page, live_server, admin_user, upstream):
+# admin_user first: the test database is then set up before the live server and dropped after it stops.
+def test_an_admin_adds_a_route_issues_a_key_and_sees_the_call_in_the_log(admin_user, live_server, page, upstream):
     upstream.reply = json_reply(
         {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
     )
