@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 from django.conf import settings
@@ -71,10 +71,20 @@ class Outgoing:
     client_ip: str
 
 
+def path_rest(prefix: str, outgoing: Outgoing) -> str:
+    """The path after the route's prefix, encoded as the client sent it.
+
+    WSGI decodes the path; gunicorn keeps the raw one in RAW_URI, which alone tells %2F from /.
+    Without it the decoded path is encoded again (else %3F would start a query, %23 a fragment).
+    """
+    raw = outgoing.meta.get("RAW_URI", "").split("?", 1)[0]
+    if raw.startswith(prefix) and unquote(raw) == outgoing.path:
+        return raw[len(prefix) :]
+    return quote(outgoing.path[len(prefix) :], safe="/:@!$&'()*+,;=")
+
+
 def upstream_url(route, target, outgoing: Outgoing) -> str:
-    # The path arrives decoded: encode it again, or %3F would become a query and %23 a fragment.
-    rest = quote(outgoing.path[len(route.prefix) :], safe="/:@!$&'()*+,;=")
-    url = target.url + rest
+    url = target.url + path_rest(route.prefix, outgoing)
     return f"{url}?{outgoing.query}" if outgoing.query else url
 
 

@@ -268,8 +268,8 @@ def test_encoded_reserved_characters_in_the_path_stay_encoded(client, upstream, 
     assert upstream.last.query == "q=1"
 
 
-def test_a_chunked_request_body_reaches_the_upstream_through_a_real_server(cluster, upstream):
-    """Django reads no body without a Content-Length; gunicorn passes chunked bodies on."""
+def test_through_a_real_server_the_raw_path_and_chunked_bodies_are_forwarded(cluster, upstream):
+    """gunicorn keeps the raw path (%2F stays %2F) and passes chunked bodies on (Django alone reads none)."""
     secret = cluster.shell(
         "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
         "route = Route.objects.create(name='r', path_prefix='/v1', max_body_bytes=1000)\n"
@@ -279,6 +279,10 @@ def test_a_chunked_request_body_reaches_the_upstream_through_a_real_server(clust
     ).strip()
     gateway = cluster.start()
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    raw = requests.get(f"{gateway.url}/v1/models/org%2Fmodel%3Fv%20x/info?a=%2F", headers=headers, timeout=10)
+    assert raw.status_code == 200
+    assert (upstream.last.path, upstream.last.query) == ("/models/org%2Fmodel%3Fv%20x/info", "a=%2F")  # %2F is not /
+
     pieces = [b'{"model": ', b'"m", "messages": ', b"[]}"]
     response = requests.post(f"{gateway.url}/v1/chat", data=iter(pieces), headers=headers, timeout=10)
     assert response.status_code == 200
@@ -289,4 +293,4 @@ def test_a_chunked_request_body_reaches_the_upstream_through_a_real_server(clust
     too_big = requests.post(f"{gateway.url}/v1/chat", data=iter([b"x" * 600, b"y" * 600]), headers=headers, timeout=10)
     assert too_big.status_code == 413
     assert too_big.json()["error"]["type"] == "request_too_large"
-    assert len(upstream.requests) == 1
+    assert len(upstream.requests) == 2  # the too-big body never left the gateway
