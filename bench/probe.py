@@ -1,6 +1,6 @@
 """A health probe as a load balancer runs it: GET a URL on a fresh connection every INTERVAL.
 
-python bench/probe.py URL SECONDS INTERVAL  ->  prints one JSON list of latencies in ms (None: failed)
+python bench/probe.py URL SECONDS INTERVAL  ->  prints one JSON list of [seconds since start, latency in ms or None when it failed]
 Runs as a process of its own so the load generator's busy event loop does not delay it.
 """
 
@@ -15,7 +15,8 @@ def main() -> None:
     url, seconds, interval = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
     parts = urlsplit(url)
     latencies = []
-    end = time.monotonic() + seconds
+    begin = time.monotonic()
+    end = begin + seconds
     while time.monotonic() < end:
         start = time.perf_counter()
         try:
@@ -24,9 +25,10 @@ def main() -> None:
             response = connection.getresponse()
             response.read()
             connection.close()
-            latencies.append((time.perf_counter() - start) * 1000 if response.status == 200 else None)
+            latency = (time.perf_counter() - start) * 1000 if response.status == 200 else None
         except OSError:
-            latencies.append(None)
+            latency = None
+        latencies.append([round(time.monotonic() - begin, 2), latency])
         time.sleep(interval)
     print(json.dumps(latencies))
 

@@ -4,9 +4,12 @@ Prints one table (ratios to direct) and writes it to bench/results/. Scenarios:
   non-streaming at concurrency 1 and 32; stream time to first byte; 256 concurrent calls to a
   1 s upstream; 1,000 concurrent 30 s streams (a chunk every 100 ms) with a health probe meanwhile;
   gateway CPU per call (/proc utime+stime of the gunicorn master and workers); peak RSS; and the
-  RequestLog rows counted against the calls sent.
+  RequestLog rows counted against the calls sent. The first scenarios call the demo component;
+  the two slow ones call bench/slow_upstream.py (prepared bytes, so the upstream's own CPU does
+  not crowd the gateway on a 2-core machine), directly and through the gateway's route /slow.
 Environment: DATABASE_URL / REDIS_URL (production-like when set), BENCH_SECONDS (per measured
-step, default 5), BENCH_STREAMS (default 1000), BENCH_STREAM_SECONDS (default 30).
+step, default 5), BENCH_STREAMS (default 1000), BENCH_STREAM_SECONDS (default 30), BENCH_STREAM_RAMP
+(seconds over which the streams connect, default 5).
 """
 
 import asyncio
@@ -27,6 +30,7 @@ from stack import ROOT, Stack, cpu_seconds, rss_bytes  # noqa: E402
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 STREAM_SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "30"))
+STREAM_RAMP = float(os.environ.get("BENCH_STREAM_RAMP", "5"))
 SLOW_CLIENTS, SLOW_DELAY, SLOW_ROUNDS = 256, 1.0, 10
 CHAT = json.dumps({"model": "demo-chat", "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}).encode()
 STREAM_CHAT = json.dumps({"model": "demo-chat", "stream": True,
@@ -53,17 +57,22 @@ class Bench:
         self.gateway_calls = 0  # calls sent to the gateway: each must have its log row
         self.rows = []
 
-    def request(self, port: int, body: bytes, gateway: bool, secret: str = "", **headers) -> bytes:
+    def request(self, port: int, body: bytes, gateway: bool, secret: str = "", path: str = "/v1", **headers) -> bytes:
         all_headers = {"Content-Type": "application/json", **headers}
         if gateway:
             all_headers["Authorization"] = f"Bearer {secret or self.stack.secret}"
-        return build_request("POST", "/v1/chat/completions", f"127.0.0.1:{port}", all_headers, body)
+        return build_request("POST", f"{path}/chat/completions", f"127.0.0.1:{port}", all_headers, body)
 
-    def both(self, body: bytes, run, **headers):
-        """Run a scenario against the demo component, then through the gateway."""
-        direct = asyncio.run(run(self.stack.demo_port, self.request(self.stack.demo_port, body, False, **headers)))
+    def both(self, body: bytes, run, slow: bool = False, **headers):
+        """Run a scenario against the upstream directly, then through the gateway.
+
+        slow: the lean upstream of the slow scenarios (route /slow) instead of the demo component."""
+        upstream = self.stack.slow_port if slow else self.stack.demo_port
+        direct = asyncio.run(run(upstream, self.request(upstream, body, False, **headers)))
         cpu_before = cpu_seconds(self.stack.pid)
-        through = asyncio.run(run(self.stack.gateway_port, self.request(self.stack.gateway_port, body, True, **headers)))
+        path = "/slow" if slow else "/v1"
+        through = asyncio.run(run(self.stack.gateway_port, self.request(self.stack.gateway_port, body, True, path=path,
+                                                                        **headers)))
         cpu = cpu_seconds(self.stack.pid) - cpu_before
         self.gateway_calls += len(through.results)
         return direct, through, cpu
@@ -137,7 +146,7 @@ class Bench:
             return await closed_loop("127.0.0.1", port, raw, SLOW_CLIENTS, seconds=SLOW_ROUNDS * SLOW_DELAY,
                                      ramp_seconds=SLOW_DELAY)
 
-        direct, gateway, _ = self.both(CHAT, measure, **{"X-Demo-Delay": str(SLOW_DELAY)})
+        direct, gateway, _ = self.both(CHAT, measure, slow=True, **{"X-Demo-Delay": str(SLOW_DELAY)})
         window = (2 * SLOW_DELAY, SLOW_ROUNDS * SLOW_DELAY)
         ideal = SLOW_CLIENTS / SLOW_DELAY
         self.add(f"{SLOW_CLIENTS} x 1 s upstream: throughput", direct.rate_between(*window),
@@ -151,7 +160,8 @@ class Bench:
         headers = {"X-Demo-Chunks": str(chunks), "X-Demo-Interval": "0.1"}
 
         async def measure(port, raw):
-            return await each_once("127.0.0.1", port, raw, STREAMS, ramp_seconds=2)
+            # Clients connect over the first STREAM_RAMP seconds, as a crowd arriving, not in one instant.
+            return await each_once("127.0.0.1", port, raw, STREAMS, ramp_seconds=STREAM_RAMP)
 
         def with_probe(port, raw):
             probe = subprocess.Popen(
@@ -165,8 +175,8 @@ class Bench:
             run.health = json.loads(out)
             return run
 
-        direct = asyncio.run(measure(self.stack.demo_port, self.request(self.stack.demo_port, STREAM_CHAT, False, **headers)))
-        raw = self.request(self.stack.gateway_port, STREAM_CHAT, True, **headers)
+        direct = asyncio.run(measure(self.stack.slow_port, self.request(self.stack.slow_port, STREAM_CHAT, False, **headers)))
+        raw = self.request(self.stack.gateway_port, STREAM_CHAT, True, path="/slow", **headers)
         cpu_before = cpu_seconds(self.stack.pid)
         gateway = with_probe(self.stack.gateway_port, raw)
         cpu = cpu_seconds(self.stack.pid) - cpu_before
@@ -182,9 +192,13 @@ class Bench:
                  compare="delta")
         self.add(f"{name}: longest chunk gap max", ms(max(d_gap, default=0)), ms(max(g_gap, default=0)), "ms",
                  compare="delta")
-        health = gateway.health
+        health = [latency for _, latency in gateway.health]
         answered = [v for v in health if v is not None]
         worst = max(answered, default=float("inf"))
+        slow = [f"{'failed' if latency is None else f'{latency:.0f} ms'} at {at:.1f} s"
+                for at, latency in gateway.health if latency is None or latency >= 100]
+        if slow:
+            print(f"slow /healthz answers during the streams: {', '.join(slow)}", file=sys.stderr)
         self.add(f"{name}: /healthz p50 / max", "", f"{statistics.median(answered):.1f} / {worst:.1f}" if answered else "-",
                  "ms", "< 100 ms", len(answered) == len(health) and worst < 100, compare="")
         self.add(f"{name}: gateway CPU per stream", "", ms(cpu / max(1, len(gateway.results))), "ms", compare="")

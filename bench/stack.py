@@ -74,6 +74,11 @@ class Stack:
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / "demo.log", "wb"),
         )
         wait_until_up(f"http://127.0.0.1:{self.demo_port}/health", process=self.demo)
+        # The slow scenarios' upstream (see bench/slow_upstream.py), behind the route /slow.
+        self.slow_port = free_port()
+        self.slow = subprocess.Popen([sys.executable, str(ROOT / "bench" / "slow_upstream.py"), str(self.slow_port)],
+                                     cwd=ROOT, stderr=open(self.tmp / "slow.log", "wb"))
+        wait_until_up(f"http://127.0.0.1:{self.slow_port}/", process=self.slow)
         # Production defaults, not the test harness's fast ones.
         env = {"GATEWAY_LOG_FLUSH_SECONDS": "0.5", "GATEWAY_CONFIG_TTL": "1", **gateway_env}
         self.cluster = GatewayCluster(self.tmp, **env)
@@ -82,6 +87,8 @@ class Stack:
             f"plan = QuotaPlan.objects.create(name='bench', {plan or PLAN})\n"
             "route = Route.objects.create(name='bench', path_prefix='/v1', read_timeout=120)\n"
             f"UpstreamTarget.objects.create(route=route, name='demo', url='http://127.0.0.1:{self.demo_port}/v1')\n"
+            "slow = Route.objects.create(name='bench-slow', path_prefix='/slow', read_timeout=120)\n"
+            f"UpstreamTarget.objects.create(route=slow, name='slow', url='http://127.0.0.1:{self.slow_port}/v1')\n"
             "key, secret = APIKey.objects.issue(name='bench', all_routes=True, quota_plan=plan)\n"
             f"full = QuotaPlan.objects.create(name='every-limit', {FULL_PLAN})\n"
             "key, full_secret = APIKey.objects.issue(name='bench-every-limit', all_routes=True, quota_plan=full)\n"
@@ -110,8 +117,9 @@ class Stack:
 
     def close(self) -> None:
         self.cluster.close()
-        self.demo.terminate()
-        try:
-            self.demo.wait(10)
-        except subprocess.TimeoutExpired:
-            self.demo.kill()
+        for upstream in (self.demo, self.slow):
+            upstream.terminate()
+            try:
+                upstream.wait(10)
+            except subprocess.TimeoutExpired:
+                upstream.kill()

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "proxy.middleware.RequestIdMiddleware",
+    "gateway_project.middleware.ReleaseDatabaseBeforeStreaming",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -107,7 +108,11 @@ if REDIS_URL:
                 # Fail fast when Redis is away, so GATEWAY_CACHE_FAILURE can decide quickly.
                 "socket_connect_timeout": env.float("REDIS_TIMEOUT", default=0.5),
                 "socket_timeout": env.float("REDIS_TIMEOUT", default=0.5),
+                # Shared by every greenlet of a process (gateway_project/cache.py): when all are
+                # busy a call waits up to REDIS_POOL_TIMEOUT for one instead of failing at once.
+                "pool_class": "redis.BlockingConnectionPool",
                 "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=200),
+                "timeout": env.float("REDIS_POOL_TIMEOUT", default=2.0),
             },
         }
     }
