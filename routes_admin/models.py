@@ -242,7 +242,8 @@ class APIKey(Limits):
 
     @property
     def display_prefix(self) -> str:
-        return f"{keys.KEY_START}{self.prefix}_…"
+        """What lists show of the key; empty until it is issued."""
+        return f"{keys.KEY_START}{self.prefix}_…" if self.prefix else ""
 
     def effective_limits(self) -> dict[str, int | None]:
         """The plan's limits with this key's overrides applied."""
