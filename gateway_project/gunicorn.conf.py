@@ -56,12 +56,26 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Objects made while loading Django live as long as the worker: move them out of the
-    garbage collector's sight, so its collections only walk what requests allocate."""
-    if os.environ.get("GATEWAY_GC_FREEZE", "1") != "1":
-        return
-    gc.collect()
-    gc.freeze()
+    """Write queued log rows as soon as shutdown starts, and freeze the startup objects."""
+    stop = worker.handle_exit
+
+    def handle_exit(signum, frame):
+        stop(signum, frame)
+        # Rows of finished calls are written now, not only when the worker exits: a worker that
+        # outlives the graceful timeout is killed, and its queue with it. (Database work cannot
+        # run inside a signal handler: a greenlet does it.)
+        import gevent
+
+        from proxy import recording
+
+        gevent.spawn(recording.flush)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+    # Objects made while loading Django live as long as the worker: moved out of the garbage
+    # collector's sight, its collections only walk what requests allocate.
+    if os.environ.get("GATEWAY_GC_FREEZE", "1") == "1":
+        gc.collect()
+        gc.freeze()
 
 
 def worker_exit(server, worker):

@@ -95,7 +95,7 @@ def test_worker_restarts_lose_no_log_row(cluster, upstream):
     upstream.reply = lambda handler: handler.send_json(200, {"ok": True})
     secret = setup(cluster, upstream)
     # Each worker restarts after 5 calls; rows queued in a retiring worker are written on its way out.
-    gateway = cluster.start(workers=2, GATEWAY_LOG_FLUSH_SECONDS=60, GATEWAY_MAX_REQUESTS=5)
+    gateway = cluster.start(workers=2, GATEWAY_LOG_FLUSH_SECONDS=60, GATEWAY_MAX_REQUESTS=5, GATEWAY_GRACEFUL_TIMEOUT=8)
     url = f"{gateway.url}/v1/chat/completions"
     sent = []
     for i in range(40):
