@@ -213,7 +213,7 @@ def fmt(value) -> str:
 def table(rows) -> str:
     header = ("scenario", "direct", "gateway", "vs direct", "unit", "goal", "")
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 

@@ -49,7 +49,7 @@ class SharedRedisCacheClient(RedisCacheClient):
     def incr(self, key, delta):
         value = self._shared(True)[2](keys=[key], args=[delta])
         if value is None:
-            raise ValueError("Key '%s' not found." % key)
+            raise ValueError(f"Key '{key}' not found.")
         return value
 
 
