@@ -144,16 +144,26 @@ async def _worker(host, port, raw, run: Run, deadline: float, remaining: list, r
         connection.close()
 
 
-async def closed_loop(host: str, port: int, raw: bytes, concurrency: int, seconds: float = 60.0,
-                      total: int | None = None, ramp_seconds: float = 0.0) -> Run:
+async def closed_loop(
+    host: str,
+    port: int,
+    raw: bytes,
+    concurrency: int,
+    seconds: float = 60.0,
+    total: int | None = None,
+    ramp_seconds: float = 0.0,
+) -> Run:
     """`concurrency` clients, each sending the next call when the last one ended."""
     run = Run()
     start = run.started = time.perf_counter()
     deadline = start + seconds + ramp_seconds
     remaining = [total]
-    await asyncio.gather(*(
-        _worker(host, port, raw, run, deadline, remaining, ramp_seconds * i / concurrency) for i in range(concurrency)
-    ))
+    await asyncio.gather(
+        *(
+            _worker(host, port, raw, run, deadline, remaining, ramp_seconds * i / concurrency)
+            for i in range(concurrency)
+        )
+    )
     run.seconds = time.perf_counter() - start
     return run
 

@@ -43,20 +43,42 @@ def summarize(collapsed: Path, top: int = 40) -> str:
 def main() -> int:
     stack = Stack()
     try:
-        raw = build_request("POST", "/v1/chat/completions", f"127.0.0.1:{stack.gateway_port}",
-                            {"Content-Type": "application/json", "Authorization": f"Bearer {stack.secret}"}, CHAT)
+        raw = build_request(
+            "POST",
+            "/v1/chat/completions",
+            f"127.0.0.1:{stack.gateway_port}",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {stack.secret}"},
+            CHAT,
+        )
         out = ROOT / "bench" / "results" / "profile.txt"
         out.parent.mkdir(exist_ok=True)
         load = threading.Thread(
-            target=lambda: asyncio.run(closed_loop("127.0.0.1", stack.gateway_port, raw, 32, seconds=SECONDS + 5)))
+            target=lambda: asyncio.run(closed_loop("127.0.0.1", stack.gateway_port, raw, 32, seconds=SECONDS + 5))
+        )
         load.start()
         workers = [pid for pid in tree(stack.pid) if pid != stack.pid]
         before = {pid: cpu_seconds(pid) for pid in workers}
         time.sleep(2)
         worker = max(workers, key=lambda pid: cpu_seconds(pid) - before[pid])  # a busy one
-        subprocess.run([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(worker), "--duration",
-                        str(int(SECONDS)), "--format", "raw", "--output", str(out), "--nonblocking", "--rate", "250"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(worker),
+                "--duration",
+                str(int(SECONDS)),
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+                "--rate",
+                "250",
+            ],
+            check=True,
+            capture_output=True,
+        )
         load.join()
         print(summarize(out))
     finally:

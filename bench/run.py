@@ -32,9 +32,12 @@ STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 STREAM_SECONDS = float(os.environ.get("BENCH_STREAM_SECONDS", "30"))
 STREAM_RAMP = float(os.environ.get("BENCH_STREAM_RAMP", "5"))
 SLOW_CLIENTS, SLOW_DELAY, SLOW_ROUNDS = 256, 1.0, 10
-CHAT = json.dumps({"model": "demo-chat", "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}).encode()
-STREAM_CHAT = json.dumps({"model": "demo-chat", "stream": True,
-                          "messages": [{"role": "user", "content": "Stream to the benchmark"}]}).encode()
+CHAT = json.dumps(
+    {"model": "demo-chat", "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}
+).encode()
+STREAM_CHAT = json.dumps(
+    {"model": "demo-chat", "stream": True, "messages": [{"role": "user", "content": "Stream to the benchmark"}]}
+).encode()
 
 
 class PeakRSS(threading.Thread):
@@ -71,8 +74,9 @@ class Bench:
         direct = asyncio.run(run(upstream, self.request(upstream, body, False, **headers)))
         cpu_before = cpu_seconds(self.stack.pid)
         path = "/slow" if slow else "/v1"
-        through = asyncio.run(run(self.stack.gateway_port, self.request(self.stack.gateway_port, body, True, path=path,
-                                                                        **headers)))
+        through = asyncio.run(
+            run(self.stack.gateway_port, self.request(self.stack.gateway_port, body, True, path=path, **headers))
+        )
         cpu = cpu_seconds(self.stack.pid) - cpu_before
         self.gateway_calls += len(through.results)
         return direct, through, cpu
@@ -103,10 +107,22 @@ class Bench:
         p50 = (ms(percentile(d_lat, 50)), ms(percentile(g_lat, 50)))
         p99 = (ms(percentile(d_lat, 99)), ms(percentile(g_lat, 99)))
         goal1 = concurrency == 1
-        self.add(f"{c} p50 latency", *p50, "ms", "+2 ms" if goal1 else "", (p50[1] - p50[0] <= 2) if goal1 else None,
-                 compare="delta")
-        self.add(f"{c} p99 latency", *p99, "ms", "+5 ms" if goal1 else "", (p99[1] - p99[0] <= 5) if goal1 else None,
-                 compare="delta")
+        self.add(
+            f"{c} p50 latency",
+            *p50,
+            "ms",
+            "+2 ms" if goal1 else "",
+            (p50[1] - p50[0] <= 2) if goal1 else None,
+            compare="delta",
+        )
+        self.add(
+            f"{c} p99 latency",
+            *p99,
+            "ms",
+            "+5 ms" if goal1 else "",
+            (p99[1] - p99[0] <= 5) if goal1 else None,
+            compare="delta",
+        )
         self.add(f"{c} errors", direct.errors, gateway.errors, "calls", "0", gateway.errors == 0, compare="")
         per_call = ms(cpu / max(1, len(gateway.results)))
         self.add(f"{c} gateway CPU per call", "", per_call, "ms", "<= 2 ms", per_call <= 2, compare="")
@@ -120,8 +136,9 @@ class Bench:
         run = asyncio.run(closed_loop("127.0.0.1", self.stack.gateway_port, raw, 32, seconds=SECONDS))
         cpu = cpu_seconds(self.stack.pid) - cpu_before
         self.gateway_calls += len(warm.results) + len(run.results)
-        self.add("c=32 gateway CPU per call, all 6 limits set", "", ms(cpu / max(1, len(run.results))), "ms",
-                 compare="")
+        self.add(
+            "c=32 gateway CPU per call, all 6 limits set", "", ms(cpu / max(1, len(run.results))), "ms", compare=""
+        )
         return run
 
     def stream_ttfb(self):
@@ -143,17 +160,30 @@ class Bench:
         # Clients start spread over the first second (as real ones are, not in lockstep); the rate
         # is counted over the steady state, after the first round and before the last.
         async def measure(port, raw):
-            return await closed_loop("127.0.0.1", port, raw, SLOW_CLIENTS, seconds=SLOW_ROUNDS * SLOW_DELAY,
-                                     ramp_seconds=SLOW_DELAY)
+            return await closed_loop(
+                "127.0.0.1", port, raw, SLOW_CLIENTS, seconds=SLOW_ROUNDS * SLOW_DELAY, ramp_seconds=SLOW_DELAY
+            )
 
         direct, gateway, _ = self.both(CHAT, measure, slow=True, **{"X-Demo-Delay": str(SLOW_DELAY)})
         window = (2 * SLOW_DELAY, SLOW_ROUNDS * SLOW_DELAY)
         ideal = SLOW_CLIENTS / SLOW_DELAY
-        self.add(f"{SLOW_CLIENTS} x 1 s upstream: throughput", direct.rate_between(*window),
-                 gateway.rate_between(*window), "calls/s", f">= {0.95 * ideal:.0f}",
-                 gateway.rate_between(*window) >= 0.95 * ideal)
-        self.add(f"{SLOW_CLIENTS} x 1 s upstream: errors", direct.errors, gateway.errors, "calls", "0",
-                 gateway.errors == 0, compare="")
+        self.add(
+            f"{SLOW_CLIENTS} x 1 s upstream: throughput",
+            direct.rate_between(*window),
+            gateway.rate_between(*window),
+            "calls/s",
+            f">= {0.95 * ideal:.0f}",
+            gateway.rate_between(*window) >= 0.95 * ideal,
+        )
+        self.add(
+            f"{SLOW_CLIENTS} x 1 s upstream: errors",
+            direct.errors,
+            gateway.errors,
+            "calls",
+            "0",
+            gateway.errors == 0,
+            compare="",
+        )
 
     def many_streams(self):
         chunks = int(STREAM_SECONDS / 0.1)
@@ -165,8 +195,15 @@ class Bench:
 
         def with_probe(port, raw):
             probe = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "probe.py"), f"http://127.0.0.1:{self.stack.gateway_port}/healthz",
-                 str(STREAM_SECONDS), "0.2"], stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "probe.py"),
+                    f"http://127.0.0.1:{self.stack.gateway_port}/healthz",
+                    str(STREAM_SECONDS),
+                    "0.2",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
             )
             try:
                 run = asyncio.run(measure(port, raw))
@@ -175,7 +212,9 @@ class Bench:
             run.health = json.loads(out)
             return run
 
-        direct = asyncio.run(measure(self.stack.slow_port, self.request(self.stack.slow_port, STREAM_CHAT, False, **headers)))
+        direct = asyncio.run(
+            measure(self.stack.slow_port, self.request(self.stack.slow_port, STREAM_CHAT, False, **headers))
+        )
         raw = self.request(self.stack.gateway_port, STREAM_CHAT, True, path="/slow", **headers)
         cpu_before = cpu_seconds(self.stack.pid)
         gateway = with_probe(self.stack.gateway_port, raw)
@@ -184,23 +223,50 @@ class Bench:
         expected_chunks = chunks + 4  # role, content chunks, stop, usage, [DONE]: one write each
         complete = lambda run: sum(1 for r in run.ok if r.chunks >= expected_chunks)  # noqa: E731
         name = f"{STREAMS} streams x {STREAM_SECONDS:.0f} s"
-        self.add(f"{name}: complete", complete(direct), complete(gateway), "streams", f"{STREAMS}",
-                 complete(gateway) == STREAMS, compare="")
+        self.add(
+            f"{name}: complete",
+            complete(direct),
+            complete(gateway),
+            "streams",
+            f"{STREAMS}",
+            complete(gateway) == STREAMS,
+            compare="",
+        )
         d_gap = [r.max_gap for r in direct.ok]
         g_gap = [r.max_gap for r in gateway.ok]
-        self.add(f"{name}: longest chunk gap p99", ms(percentile(d_gap, 99)), ms(percentile(g_gap, 99)), "ms",
-                 compare="delta")
-        self.add(f"{name}: longest chunk gap max", ms(max(d_gap, default=0)), ms(max(g_gap, default=0)), "ms",
-                 compare="delta")
+        self.add(
+            f"{name}: longest chunk gap p99",
+            ms(percentile(d_gap, 99)),
+            ms(percentile(g_gap, 99)),
+            "ms",
+            compare="delta",
+        )
+        self.add(
+            f"{name}: longest chunk gap max",
+            ms(max(d_gap, default=0)),
+            ms(max(g_gap, default=0)),
+            "ms",
+            compare="delta",
+        )
         health = [latency for _, latency in gateway.health]
         answered = [v for v in health if v is not None]
         worst = max(answered, default=float("inf"))
-        slow = [f"{'failed' if latency is None else f'{latency:.0f} ms'} at {at:.1f} s"
-                for at, latency in gateway.health if latency is None or latency >= 100]
+        slow = [
+            f"{'failed' if latency is None else f'{latency:.0f} ms'} at {at:.1f} s"
+            for at, latency in gateway.health
+            if latency is None or latency >= 100
+        ]
         if slow:
             print(f"slow /healthz answers during the streams: {', '.join(slow)}", file=sys.stderr)
-        self.add(f"{name}: /healthz p50 / max", "", f"{statistics.median(answered):.1f} / {worst:.1f}" if answered else "-",
-                 "ms", "< 100 ms", len(answered) == len(health) and worst < 100, compare="")
+        self.add(
+            f"{name}: /healthz p50 / max",
+            "",
+            f"{statistics.median(answered):.1f} / {worst:.1f}" if answered else "-",
+            "ms",
+            "< 100 ms",
+            len(answered) == len(health) and worst < 100,
+            compare="",
+        )
         self.add(f"{name}: gateway CPU per stream", "", ms(cpu / max(1, len(gateway.results))), "ms", compare="")
 
 
@@ -213,7 +279,10 @@ def fmt(value) -> str:
 def table(rows) -> str:
     header = ("scenario", "direct", "gateway", "vs direct", "unit", "goal", "")
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -229,15 +298,29 @@ def main() -> int:
         bench.non_streaming(32)
         bench.every_limit()
         rows = stack.wait_for_log_rows(bench.gateway_calls)
-        bench.add("log rows after the top-rate run", bench.gateway_calls, rows, "rows", "= calls",
-                  rows == bench.gateway_calls, compare="")
+        bench.add(
+            "log rows after the top-rate run",
+            bench.gateway_calls,
+            rows,
+            "rows",
+            "= calls",
+            rows == bench.gateway_calls,
+            compare="",
+        )
         bench.stream_ttfb()
         bench.slow_upstream()
         if STREAMS:
             bench.many_streams()
         rows = stack.wait_for_log_rows(bench.gateway_calls)
-        bench.add("log rows after every run", bench.gateway_calls, rows, "rows", "= calls",
-                  rows == bench.gateway_calls, compare="")
+        bench.add(
+            "log rows after every run",
+            bench.gateway_calls,
+            rows,
+            "rows",
+            "= calls",
+            rows == bench.gateway_calls,
+            compare="",
+        )
         sampler.stopped.set()
         peak = sampler.peak / 2**20
         bench.add(f"peak RSS, master + {stack.workers} worker(s)", "", peak, "MB", "< 300 MB", peak < 300, compare="")
@@ -246,9 +329,11 @@ def main() -> int:
         stack.close()
     database = "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
     cache = "Redis" if os.environ.get("REDIS_URL") else "locmem"
-    title = (f"gateway bench: gunicorn gevent, {stack.workers} worker(s), {database} + {cache}, "
-             f"{os.cpu_count()} cores shared with the upstream and the load generator "
-             f"({time.monotonic() - started:.0f} s)")
+    title = (
+        f"gateway bench: gunicorn gevent, {stack.workers} worker(s), {database} + {cache}, "
+        f"{os.cpu_count()} cores shared with the upstream and the load generator "
+        f"({time.monotonic() - started:.0f} s)"
+    )
     text = title + "\n\n" + table(bench.rows)
     print(text)
     results = ROOT / "bench" / "results"

@@ -14,9 +14,17 @@ import json
 import sys
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
-ANSWER = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "model": "demo-chat",
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the bench."},
-                                  "finish_reason": "stop"}], "usage": USAGE}).encode()
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "model": "demo-chat",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello from the bench."}, "finish_reason": "stop"}
+        ],
+        "usage": USAGE,
+    }
+).encode()
 
 
 def event(data: dict) -> bytes:
@@ -24,11 +32,16 @@ def event(data: dict) -> bytes:
     return b"%x\r\n%s\r\n" % (len(line), line)
 
 
-FIRST = event({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+FIRST = event(
+    {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+)
 WORD = event({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "word "}}]})
-LAST = (event({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        + event({"object": "chat.completion.chunk", "choices": [], "usage": USAGE})
-        + b"e\r\ndata: [DONE]\n\n\r\n" + b"0\r\n\r\n")
+LAST = (
+    event({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    + event({"object": "chat.completion.chunk", "choices": [], "usage": USAGE})
+    + b"e\r\ndata: [DONE]\n\n\r\n"
+    + b"0\r\n\r\n"
+)
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -46,15 +59,19 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             if b'"stream": true' in body or b'"stream":true' in body:
                 chunks = int(headers.get(b"x-demo-chunks", b"10"))
                 interval = float(headers.get(b"x-demo-interval", b"0.05"))
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n" + FIRST)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n" + FIRST
+                )
                 for _ in range(chunks):
                     await asyncio.sleep(interval)
                     writer.write(WORD)
                 writer.write(LAST)
             else:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(ANSWER), ANSWER))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(ANSWER), ANSWER)
+                )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, ValueError):
         pass

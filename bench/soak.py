@@ -43,8 +43,9 @@ def main() -> int:
         auth = {"Content-Type": "application/json", "Authorization": f"Bearer {stack.secret}"}
         plain = build_request("POST", "/v1/chat/completions", host, auth, CHAT)
         # One call in ten is a short stream, as in real AI traffic.
-        stream = build_request("POST", "/v1/chat/completions", host,
-                               {**auth, "X-Demo-Chunks": "5", "X-Demo-Interval": "0.02"}, STREAM_CHAT)
+        stream = build_request(
+            "POST", "/v1/chat/completions", host, {**auth, "X-Demo-Chunks": "5", "X-Demo-Interval": "0.02"}, STREAM_CHAT
+        )
         cpu_before = cpu_seconds(stack.pid)
 
         async def both():
@@ -62,8 +63,9 @@ def main() -> int:
         # A call that got an HTTP status reached the gateway and must have its row; one that
         # failed at the connection (a keep-alive socket closed as a request went out) never did.
         answered = sum(1 for run in runs for r in run.results if r.status)
-        kinds = collections.Counter(r.error or f"HTTP {r.status}" for run in runs for r in run.results
-                                    if r.error or r.status != 200)
+        kinds = collections.Counter(
+            r.error or f"HTTP {r.status}" for run in runs for r in run.results if r.error or r.status != 200
+        )
         rows = stack.wait_for_log_rows(answered)
     finally:
         stop.set()

@@ -21,8 +21,10 @@ from tests.servers import GatewayCluster, free_port, wait_until_up  # noqa: E402
 # the load so every call is checked and admitted. BENCH_PLAN overrides it.
 PLAN = os.environ.get("BENCH_PLAN", "requests_per_minute=10**9, tokens_per_day=10**12")
 # A second key with every limit set, to show what each extra limit costs.
-FULL_PLAN = ("requests_per_minute=10**9, requests_per_hour=10**9, requests_per_day=10**9, tokens_per_day=10**12, "
-             "tokens_per_month=10**13, max_concurrent=100000")
+FULL_PLAN = (
+    "requests_per_minute=10**9, requests_per_hour=10**9, requests_per_day=10**9, tokens_per_day=10**12, "
+    "tokens_per_month=10**13, max_concurrent=100000"
+)
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -70,14 +72,19 @@ class Stack:
         self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
         self.demo_port = free_port()
         self.demo = subprocess.Popen(
-            [sys.executable, "-m", "demo_upstream", "--port", str(self.demo_port)], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "demo.log", "wb"),
+            [sys.executable, "-m", "demo_upstream", "--port", str(self.demo_port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / "demo.log", "wb"),
         )
         wait_until_up(f"http://127.0.0.1:{self.demo_port}/health", process=self.demo)
         # The slow scenarios' upstream (see bench/slow_upstream.py), behind the route /slow.
         self.slow_port = free_port()
-        self.slow = subprocess.Popen([sys.executable, str(ROOT / "bench" / "slow_upstream.py"), str(self.slow_port)],
-                                     cwd=ROOT, stderr=open(self.tmp / "slow.log", "wb"))
+        self.slow = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "slow_upstream.py"), str(self.slow_port)],
+            cwd=ROOT,
+            stderr=open(self.tmp / "slow.log", "wb"),
+        )
         wait_until_up(f"http://127.0.0.1:{self.slow_port}/", process=self.slow)
         # Production defaults, not the test harness's fast ones.
         env = {"GATEWAY_LOG_FLUSH_SECONDS": "0.5", "GATEWAY_CONFIG_TTL": "1", **gateway_env}
@@ -94,7 +101,9 @@ class Stack:
             "key, full_secret = APIKey.objects.issue(name='bench-every-limit', all_routes=True, quota_plan=full)\n"
             "print(secret, full_secret)"
         ).split()
-        workers = os.environ.get("GATEWAY_WORKERS") or (str(os.cpu_count() or 1) if os.environ.get("REDIS_URL") else "1")
+        workers = os.environ.get("GATEWAY_WORKERS") or (
+            str(os.cpu_count() or 1) if os.environ.get("REDIS_URL") else "1"
+        )
         self.workers = int(workers)
         self.gateway = self.cluster.start(workers=self.workers, **env)
         self.gateway_port = int(self.gateway.url.rsplit(":", 1)[1])

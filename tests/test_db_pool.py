@@ -38,8 +38,9 @@ def test_a_call_gets_a_connection_while_a_stream_holds_the_only_one_it_used(clus
 
     def stream():
         # The first key is looked up in the database: this call uses the pool's one connection.
-        with requests.post(url, json={"stream": True}, headers={"Authorization": f"Bearer {secrets[0]}"}, stream=True,
-                           timeout=20) as response:
+        with requests.post(
+            url, json={"stream": True}, headers={"Authorization": f"Bearer {secrets[0]}"}, stream=True, timeout=20
+        ) as response:
             for line in response.iter_lines():
                 streaming.set()
                 events.append(line)

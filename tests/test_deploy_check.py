@@ -18,11 +18,19 @@ PRODUCTION = {
 
 def check_deploy(**env) -> subprocess.CompletedProcess:
     """`manage.py check --deploy` with only these variables (and no .env file's help)."""
-    clean = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "gateway_project.settings", "GATEWAY_DOT_ENV": "",
-             **env}
+    clean = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+        "GATEWAY_DOT_ENV": "",
+        **env,
+    }
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -21,7 +21,9 @@ needs_redis = pytest.mark.skipif(
 
 
 def issue(cluster, upstream_url: str, limits: str = "", **route) -> str:
-    route_fields = ", ".join(f"{name}={value!r}" for name, value in {"name": "shared", "path_prefix": "/v1", **route}.items())
+    route_fields = ", ".join(
+        f"{name}={value!r}" for name, value in {"name": "shared", "path_prefix": "/v1", **route}.items()
+    )
     return cluster.shell(
         "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
         f"route = Route.objects.create({route_fields})\n"

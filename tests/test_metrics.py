@@ -69,9 +69,11 @@ def test_quota_rejections_are_counted_by_limit(client):
     call.fail(429, "rate_limit_exceeded", limit="requests_per_minute")
     call.finish()
     after = scrape(client)
-    assert value(after, "gateway_quota_rejections_total", route="capped", limit="requests_per_minute") - value(
-        before, "gateway_quota_rejections_total", route="capped", limit="requests_per_minute"
-    ) == 1
+    assert (
+        value(after, "gateway_quota_rejections_total", route="capped", limit="requests_per_minute")
+        - value(before, "gateway_quota_rejections_total", route="capped", limit="requests_per_minute")
+        == 1
+    )
 
 
 @pytest.mark.django_db
@@ -101,8 +103,9 @@ def test_totals_are_summed_across_gunicorn_workers(cluster, upstream, tmp_path):
 
     def call(_):
         # A new connection per call, so the kernel spreads them over both workers.
-        return requests.post(f"{gateway.url}/v1/chat/completions", json={}, headers={"Authorization": f"Bearer {secret}"},
-                             timeout=10).status_code
+        return requests.post(
+            f"{gateway.url}/v1/chat/completions", json={}, headers={"Authorization": f"Bearer {secret}"}, timeout=10
+        ).status_code
 
     with ThreadPoolExecutor(8) as pool:  # the test upstream's listen backlog is small
         statuses = list(pool.map(call, range(40)))
@@ -129,8 +132,13 @@ def test_in_flight_calls_include_open_streams(cluster, upstream):
     first_chunk = threading.Event()
 
     def stream():
-        with requests.post(f"{gateway.url}/v1/chat/completions", json={"stream": True},
-                           headers={"Authorization": f"Bearer {secret}"}, stream=True, timeout=10) as response:
+        with requests.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={"stream": True},
+            headers={"Authorization": f"Bearer {secret}"},
+            stream=True,
+            timeout=10,
+        ) as response:
             for _ in response.iter_content(None):
                 first_chunk.set()
 
@@ -158,7 +166,9 @@ def test_breaker_state_is_exported_per_target(client, settings):
     target = route.targets.get().name
     before = scrape(client)
     assert value(before, "gateway_breaker_state", route="fragile", target=target, state="closed") == 1
-    assert client.post("/v1/chat/completions", b"{}", content_type="application/json", **auth(secret)).status_code == 502
+    assert (
+        client.post("/v1/chat/completions", b"{}", content_type="application/json", **auth(secret)).status_code == 502
+    )
     after = scrape(client)
     assert value(after, "gateway_breaker_state", route="fragile", target=target, state="open") == 1
     assert value(after, "gateway_breaker_state", route="fragile", target=target, state="closed") == 0

@@ -15,8 +15,9 @@ from routes_admin.models import RequestLog
 def make_logs(count: int, age: timedelta) -> None:
     created = timezone.now() - age
     RequestLog.objects.bulk_create(
-        RequestLog(created=created, request_id=f"r{i}-{age.days}", method="POST", path="/v1/x", status=200,
-                   latency_ms=1.0)
+        RequestLog(
+            created=created, request_id=f"r{i}-{age.days}", method="POST", path="/v1/x", status=200, latency_ms=1.0
+        )
         for i in range(count)
     )
 

@@ -55,13 +55,19 @@ def test_sigterm_lets_calls_and_streams_in_flight_finish_and_log(cluster, upstre
     streams_started = threading.Barrier(5 + 1)
 
     def plain(i):
-        response = requests.post(url, json={}, headers={"Authorization": f"Bearer {secret}", "X-Request-ID": f"plain-{i}"},
-                                 timeout=30)
+        response = requests.post(
+            url, json={}, headers={"Authorization": f"Bearer {secret}", "X-Request-ID": f"plain-{i}"}, timeout=30
+        )
         return response.status_code, response.json()
 
     def stream(i):
-        with requests.post(url, json={"stream": True}, stream=True, timeout=30,
-                           headers={"Authorization": f"Bearer {secret}", "X-Request-ID": f"stream-{i}"}) as response:
+        with requests.post(
+            url,
+            json={"stream": True},
+            stream=True,
+            timeout=30,
+            headers={"Authorization": f"Bearer {secret}", "X-Request-ID": f"stream-{i}"},
+        ) as response:
             chunks = response.iter_lines()
             first = next(chunks)
             streams_started.wait(10)
@@ -102,8 +108,9 @@ def test_worker_restarts_lose_no_log_row(cluster, upstream):
         time.sleep(0.1)  # a retiring gevent worker notices within a second
         request_id = f"restart-{i}"
         try:
-            response = requests.post(url, json={}, headers={"Authorization": f"Bearer {secret}", "X-Request-ID": request_id},
-                                     timeout=10)
+            response = requests.post(
+                url, json={}, headers={"Authorization": f"Bearer {secret}", "X-Request-ID": request_id}, timeout=10
+            )
             assert response.status_code == 200
             sent.append(request_id)
         except requests.ConnectionError:  # a retiring worker may close a keep-alive socket; not a call

@@ -33,8 +33,13 @@ class Command(BaseCommand):
     help = "Delete request log rows older than DAYS days, in batches (run it daily, e.g. from cron)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than", type=float, required=True, metavar="DAYS",
-                            help="Keep this many days of log; older rows are deleted.")
+        parser.add_argument(
+            "--older-than",
+            type=float,
+            required=True,
+            metavar="DAYS",
+            help="Keep this many days of log; older rows are deleted.",
+        )
         parser.add_argument("--batch-size", type=int, default=5000, help="Rows deleted per transaction (default 5000).")
         parser.add_argument("--pause", type=float, default=0.0, help="Seconds to sleep between batches (default 0).")
         parser.add_argument("--dry-run", action="store_true", help="Only count the rows that would be deleted.")
