@@ -7,6 +7,7 @@ weighs the same on both sides of every ratio.
 """
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass, field
 
@@ -191,11 +192,13 @@ async def each_once(host: str, port: int, raw: bytes, concurrency: int, ramp_sec
 async def paced(host: str, port: int, raw: bytes, rate: float, seconds: float, connections: int = 64) -> Run:
     """An open loop at `rate` calls per second over a pool of keep-alive connections (soak)."""
     run = Run()
-    idle = [Connection(host, port) for _ in range(connections)]
+    # Used in turn (first in, first out), so none sits idle long enough for the server's
+    # keep-alive timeout to close it under the generator.
+    idle = collections.deque(Connection(host, port) for _ in range(connections))
     tasks = set()
 
     async def one():
-        connection = idle.pop() if idle else Connection(host, port)
+        connection = idle.popleft() if idle else Connection(host, port)
         try:
             run.results.append(await connection.request(raw))
             idle.append(connection)
