@@ -28,6 +28,7 @@ MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows a
 
 _pending: deque = deque()
 _lock = threading.Lock()
+_flush_lock = threading.Lock()
 _writer_pid = None
 _wake = threading.Event()
 
@@ -158,19 +159,29 @@ def _write(rows: list) -> list:
 
 
 def flush() -> int:
-    """Write every queued row now, in this thread. Returns how many were written."""
-    written = 0
-    while True:
-        with _lock:
-            batch = [_pending.popleft() for _ in range(min(len(_pending), settings.GATEWAY_LOG_BATCH_SIZE))]
-        if not batch:
-            return written
-        unwritten = _write(batch)
-        written += len(batch) - len(unwritten)
-        if unwritten:
-            with _lock:  # keep them for the next try, in order
-                _pending.extendleft(reversed(unwritten))
-            return written
+    """Write every queued row now, in this thread. Returns how many were written.
+
+    Flushes run one at a time: a flush that finds the queue empty while another is still writing
+    the last batch waits for it, so "flushed" means "on disk" (a stopping worker relies on that).
+    """
+    if not _flush_lock.acquire(timeout=60):
+        log.error("a log flush is stuck; %d row(s) still queued", len(_pending))
+        return 0
+    try:
+        written = 0
+        while True:
+            with _lock:
+                batch = [_pending.popleft() for _ in range(min(len(_pending), settings.GATEWAY_LOG_BATCH_SIZE))]
+            if not batch:
+                return written
+            unwritten = _write(batch)
+            written += len(batch) - len(unwritten)
+            if unwritten:
+                with _lock:  # keep them for the next try, in order
+                    _pending.extendleft(reversed(unwritten))
+                return written
+    finally:
+        _flush_lock.release()
 
 
 def pending() -> int:
