@@ -5,7 +5,6 @@ returned, never followed; nothing of the body is preloaded. Every network failur
 gateway error here: 502 when the upstream cannot be reached, 504 when it is too slow.
 """
 
-import http.cookiejar
 import json
 import logging
 import os
@@ -16,6 +15,8 @@ from urllib.parse import quote, unquote
 import requests
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from requests.structures import CaseInsensitiveDict
+from requests.utils import requote_uri
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -29,23 +30,12 @@ _session: requests.Session | None = None
 _session_pid = None
 
 
-class _Session(requests.Session):
-    def get_redirect_target(self, resp):
-        # requests reads (and decodes) a redirect's body to prepare the next hop even with
-        # allow_redirects=False; saying "no redirect" leaves the body for the client, byte for byte.
-        return None
-
-
 def session() -> requests.Session:
     """This process's pooled HTTP client (made again after a fork)."""
     global _session, _session_pid
     if _session is None or _session_pid != os.getpid():
-        s = _Session()
+        s = requests.Session()
         s.trust_env = False  # no proxies or .netrc credentials from the environment
-        s.headers.clear()  # send the client's headers, not requests' defaults
-        # The session is shared by every client: a cookie one upstream answer sets must never
-        # be replayed on another client's call.
-        s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0
         )
@@ -53,6 +43,27 @@ def session() -> requests.Session:
         s.mount("https://", adapter)
         _session, _session_pid = s, os.getpid()
     return _session
+
+
+def prepared_request(method: str, url: str, headers: dict, body: bytes | None) -> requests.PreparedRequest:
+    """The request exactly as the gateway means to send it.
+
+    Session.request would merge the session's cookies, headers and hooks and re-quote the URL:
+    nothing the gateway wants (cookies one upstream set must never reach another client's call),
+    and ~0.15 ms of CPU per call. So the request is prepared here and handed to the session's
+    pooled adapter, which never follows redirects and leaves their bodies to the client.
+    """
+    request = requests.PreparedRequest()
+    request.method = method
+    request.url = url if url.isascii() else requote_uri(url)
+    request.headers = CaseInsensitiveDict(headers)
+    request.body = body
+    if body is not None:
+        request.headers["Content-Length"] = str(len(body))
+    elif method not in ("GET", "HEAD", "OPTIONS"):
+        request.headers["Content-Length"] = "0"  # as requests does for a bodiless POST
+    request.hooks = {"response": []}
+    return request
 
 
 @dataclass
@@ -114,14 +125,19 @@ def send(route, target, outgoing: Outgoing) -> requests.Response:
         host=outgoing.host,
     )
     try:
-        return session().request(
-            outgoing.method,
-            upstream_url(route, target, outgoing),
-            headers=headers,
-            data=body_for(target, outgoing) or None,
-            stream=True,
-            allow_redirects=False,
-            timeout=(route.connect_timeout, route.read_timeout),
+        url = upstream_url(route, target, outgoing)
+        request = prepared_request(outgoing.method, url, headers, body_for(target, outgoing) or None)
+        return (
+            session()
+            .get_adapter(url)
+            .send(
+                request,
+                stream=True,
+                timeout=(route.connect_timeout, route.read_timeout),
+                verify=True,
+                cert=None,
+                proxies={},
+            )
         )
     except requests.Timeout as exc:
         raise UpstreamTimeout(
@@ -129,7 +145,9 @@ def send(route, target, outgoing: Outgoing) -> requests.Response:
         ) from None
     except (requests.RequestException, Urllib3Error, OSError) as exc:
         log.info("upstream %s unreachable: %s", target.name, exc)
-        raise UpstreamUnavailable(f"The upstream {target.name} could not be reached.", sent=not never_sent(exc)) from None
+        raise UpstreamUnavailable(
+            f"The upstream {target.name} could not be reached.", sent=not never_sent(exc)
+        ) from None
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -185,8 +203,13 @@ class UpstreamBody:
             log.warning("upstream %s broke off mid-answer (request id %s): %s", call.target, call.request_id, exc)
             call.error_type = "upstream_stream_error"
             if tracker.sse:
-                event = {"error": {"type": "upstream_stream_error", "message": "The upstream stopped mid-stream.",
-                                   "request_id": call.request_id}}
+                event = {
+                    "error": {
+                        "type": "upstream_stream_error",
+                        "message": "The upstream stopped mid-stream.",
+                        "request_id": call.request_id,
+                    }
+                }
                 yield b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n"
 
     def close(self) -> None:
