@@ -52,11 +52,12 @@ MIDDLEWARE = [
     "proxy.middleware.RequestIdMiddleware",
     "gateway_project.middleware.ReleaseDatabaseBeforeStreaming",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Django's own, applied to the admin's browser pages only (see gateway_project/middleware.py).
+    "gateway_project.middleware.BrowserSessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "gateway_project.middleware.BrowserAuthenticationMiddleware",
+    "gateway_project.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
