@@ -120,7 +120,7 @@ def test_totals_are_summed_across_gunicorn_workers(cluster, upstream, tmp_path):
 
 
 def test_in_flight_calls_include_open_streams(cluster, upstream):
-    upstream.reply = sse_reply([{"n": i} for i in range(10)], interval=0.2)
+    upstream.reply = sse_reply([{"n": i} for i in range(20)], interval=0.2)
     secret = cluster.shell(
         "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
         "route = Route.objects.create(name='streams', path_prefix='/v1')\n"
@@ -129,9 +129,9 @@ def test_in_flight_calls_include_open_streams(cluster, upstream):
         "print(secret)"
     ).strip()
     gateway = cluster.start(workers=2)
-    first_chunk = threading.Event()
+    first_chunks = [threading.Event() for _ in range(3)]
 
-    def stream():
+    def stream(first_chunk):
         with requests.post(
             f"{gateway.url}/v1/chat/completions",
             json={"stream": True},
@@ -142,14 +142,13 @@ def test_in_flight_calls_include_open_streams(cluster, upstream):
             for _ in response.iter_content(None):
                 first_chunk.set()
 
-    streams = [threading.Thread(target=stream) for _ in range(3)]
+    streams = [threading.Thread(target=stream, args=(event,)) for event in first_chunks]
     for thread in streams:
         thread.start()
-    assert first_chunk.wait(5)
-    time.sleep(0.3)
+    assert all(event.wait(5) for event in first_chunks)  # all three are streaming now
     during = requests.get(f"{gateway.url}/metrics", timeout=5).text
     for thread in streams:
-        thread.join(10)
+        thread.join(15)
     # The server ends a call just after its last byte, which may reach the client first.
     deadline = time.monotonic() + 3
     after = requests.get(f"{gateway.url}/metrics", timeout=5).text
