@@ -18,7 +18,6 @@ $(STAMP): requirements.txt requirements-test.txt
 
 run: $(STAMP) .env
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py setup_demo
 	$(BIN)/python scripts/run_local.py
 

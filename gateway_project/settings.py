@@ -52,6 +52,8 @@ MIDDLEWARE = [
     "proxy.middleware.RequestIdMiddleware",
     "gateway_project.middleware.ReleaseDatabaseBeforeStreaming",
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and scripts, served by the gateway itself (no separate web server needed).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Django's own, applied to the admin's browser pages only (see gateway_project/middleware.py).
     "gateway_project.middleware.BrowserSessionMiddleware",
@@ -139,7 +141,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the admin's files straight from the apps' static folders: no collectstatic
+# step to forget. STATIC_ROOT is only for those who collect them for a CDN or another server.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
 
 # The proxy reads bodies itself and applies each route's own limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = None
