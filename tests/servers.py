@@ -52,6 +52,14 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def kill_all(self) -> None:
+        """The master and every worker, even workers orphaned by a master that died first."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
     def stop(self, sig=signal.SIGTERM, timeout: float = 40.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -117,6 +125,7 @@ class GatewayCluster:
             process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--config", "gateway_project/gunicorn.conf.py", "gateway_project.wsgi"],
                 cwd=ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: close() ends the workers too
             )
         gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_path)
         self.processes.append(gateway)
@@ -125,7 +134,7 @@ class GatewayCluster:
 
     def close(self) -> None:
         for gateway in self.processes:
-            gateway.stop(signal.SIGKILL if gateway.process.poll() is None else signal.SIGTERM, timeout=5)
+            gateway.kill_all()
         if self._pg_admin_url:
             with psycopg.connect(self._pg_admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
