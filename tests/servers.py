@@ -112,6 +112,22 @@ class GatewayCluster:
         """Run Python in the servers' environment (Django set up); returns what it printed."""
         return self.manage("shell", "--no-imports", "-c", code)
 
+    def route_and_key(self, upstream_url: str, key_fields: str = "", **route_fields) -> str:
+        """A route (prefix /v1 unless given) to one target and a key for every route; returns the key.
+
+        key_fields is Python keyword text for APIKey, e.g. "requests_per_minute=100".
+        """
+        route = ", ".join(
+            f"{name}={value!r}" for name, value in {"name": "r", "path_prefix": "/v1", **route_fields}.items()
+        )
+        return self.shell(
+            "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
+            f"route = Route.objects.create({route})\n"
+            f"UpstreamTarget.objects.create(route=route, url='{upstream_url}')\n"
+            f"key, secret = APIKey.objects.issue(name='k', all_routes=True, {key_fields})\n"
+            "print(secret)"
+        ).strip()
+
     def start(self, workers: int = 1, **env) -> GatewayProcess:
         port = free_port()
         log_path = self.tmp_path / f"gateway-{port}.log"
@@ -123,8 +139,18 @@ class GatewayCluster:
         }
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--config", "gateway_project/gunicorn.conf.py", "gateway_project.wsgi"],
-                cwd=ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--config",
+                    "gateway_project/gunicorn.conf.py",
+                    "gateway_project.wsgi",
+                ],
+                cwd=ROOT,
+                env=process_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: close() ends the workers too
             )
         gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_path)

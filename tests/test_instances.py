@@ -21,16 +21,7 @@ needs_redis = pytest.mark.skipif(
 
 
 def issue(cluster, upstream_url: str, limits: str = "", **route) -> str:
-    route_fields = ", ".join(
-        f"{name}={value!r}" for name, value in {"name": "shared", "path_prefix": "/v1", **route}.items()
-    )
-    return cluster.shell(
-        "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
-        f"route = Route.objects.create({route_fields})\n"
-        f"UpstreamTarget.objects.create(route=route, url='{upstream_url}')\n"
-        f"key, secret = APIKey.objects.issue(name='k', all_routes=True, {limits})\n"
-        "print(secret)"
-    ).strip()
+    return cluster.route_and_key(upstream_url, limits, **{"name": "shared", **route})
 
 
 def rows(cluster) -> list:

@@ -91,13 +91,7 @@ def test_totals_are_summed_across_gunicorn_workers(cluster, upstream, tmp_path):
         handler.send_json(200, {"usage": USAGE})
 
     upstream.reply = slow
-    secret = cluster.shell(
-        "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
-        "route = Route.objects.create(name='multi', path_prefix='/v1')\n"
-        f"UpstreamTarget.objects.create(route=route, url='{upstream.url}')\n"
-        "key, secret = APIKey.objects.issue(name='k', all_routes=True)\n"
-        "print(secret)"
-    ).strip()
+    secret = cluster.route_and_key(upstream.url, name="multi")
     metrics_dir = tmp_path / "metrics"
     gateway = cluster.start(workers=2, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
 
@@ -121,13 +115,7 @@ def test_totals_are_summed_across_gunicorn_workers(cluster, upstream, tmp_path):
 
 def test_in_flight_calls_include_open_streams(cluster, upstream):
     upstream.reply = sse_reply([{"n": i} for i in range(20)], interval=0.2)
-    secret = cluster.shell(
-        "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
-        "route = Route.objects.create(name='streams', path_prefix='/v1')\n"
-        f"UpstreamTarget.objects.create(route=route, url='{upstream.url}')\n"
-        "key, secret = APIKey.objects.issue(name='k', all_routes=True)\n"
-        "print(secret)"
-    ).strip()
+    secret = cluster.route_and_key(upstream.url, name="streams")
     gateway = cluster.start(workers=2)
     first_chunks = [threading.Event() for _ in range(3)]
 

@@ -18,13 +18,7 @@ EVENTS = 10
 
 
 def setup(cluster, upstream) -> str:
-    return cluster.shell(
-        "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
-        "route = Route.objects.create(name='slow', path_prefix='/v1')\n"
-        f"UpstreamTarget.objects.create(route=route, url='{upstream.url}')\n"
-        "key, secret = APIKey.objects.issue(name='k', all_routes=True)\n"
-        "print(secret)"
-    ).strip()
+    return cluster.route_and_key(upstream.url, name="slow")
 
 
 def rows(cluster) -> dict:

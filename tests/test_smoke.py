@@ -20,13 +20,7 @@ def test_call_is_forwarded_in_process(client, upstream):
 
 def test_call_is_forwarded_by_a_real_server(cluster, upstream):
     upstream.reply = json_reply({"answer": 42})
-    secret = cluster.shell(
-        "from routes_admin.models import APIKey, Route, UpstreamTarget\n"
-        "route = Route.objects.create(name='r', path_prefix='/v1')\n"
-        f"UpstreamTarget.objects.create(route=route, url='{upstream.url}/v1')\n"
-        "key, secret = APIKey.objects.issue(name='k', all_routes=True)\n"
-        "print(secret)"
-    ).strip()
+    secret = cluster.route_and_key(f"{upstream.url}/v1")
     gateway = cluster.start()
     response = requests.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}, timeout=5)
     assert response.json() == {"answer": 42}
