@@ -20,9 +20,7 @@ DEFAULT_INTERVAL = float(os.environ.get("DEMO_CHUNK_INTERVAL", "0.05"))
 
 def _json(start_response, status: str, payload, extra_headers=()):
     body = json.dumps(payload).encode()
-    start_response(
-        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra_headers]
-    )
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra_headers])
     return [body]
 
 
@@ -104,8 +102,14 @@ def chat_completions(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
 
     def event(choices, extra=None):
-        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": choices, **(extra or {})}
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **(extra or {}),
+        }
         return b"data: " + json.dumps(data).encode() + b"\n\n"
 
     def stream():
@@ -139,8 +143,12 @@ def embeddings(environ, start_response):
     return _json(
         start_response,
         "200 OK",
-        {"object": "list", "data": data, "model": request.get("model") or "demo-embed",
-         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+        {
+            "object": "list",
+            "data": data,
+            "model": request.get("model") or "demo-embed",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
     )
 
 

@@ -96,12 +96,10 @@ class UsageTracker:
                 except ValueError:
                     pass
             else:
-                match = None
-                for match in USAGE_OBJECT.finditer(self._buffer):
-                    pass
-                if match:
+                found = USAGE_OBJECT.findall(self._buffer)
+                if found:  # the last one: a top-level usage follows any nested ones
                     try:
-                        self.usage = _usage_from({"usage": json.loads(match.group(1))})
+                        self.usage = _usage_from({"usage": json.loads(found[-1])})
                     except ValueError:
                         pass
         elif self.active and self.sse and self._buffer:

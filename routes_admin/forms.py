@@ -16,8 +16,15 @@ class UpstreamTargetForm(forms.ModelForm):
     class Meta:
         model = UpstreamTarget
         fields = [
-            "name", "url", "weight", "position", "enabled", "credential_header", "credential_value",
-            "clear_credential", "model_aliases",
+            "name",
+            "url",
+            "weight",
+            "position",
+            "enabled",
+            "credential_header",
+            "credential_value",
+            "clear_credential",
+            "model_aliases",
         ]
 
     def clean(self):

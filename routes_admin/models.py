@@ -74,13 +74,18 @@ class Route(models.Model):
         max_length=100, default="GET,POST", blank=True, help_text="Comma-separated; empty allows every method."
     )
     model_names = models.TextField(
-        blank=True, help_text="Optional: public model names (comma or newline separated) matched against the body's model."
+        blank=True,
+        help_text="Optional: public model names (comma or newline separated) matched against the body's model.",
     )
     match_headers = models.JSONField(
-        default=dict, blank=True, help_text='Optional: headers that must be present, e.g. {"X-Tenant": "acme"}; "*" matches any value.'
+        default=dict,
+        blank=True,
+        help_text='Optional: headers that must be present, e.g. {"X-Tenant": "acme"}; "*" matches any value.',
     )
     match_body = models.JSONField(
-        default=dict, blank=True, help_text='Optional: JSON body fields that must match, e.g. {"stream": true}; dotted paths allowed.'
+        default=dict,
+        blank=True,
+        help_text='Optional: JSON body fields that must match, e.g. {"stream": true}; dotted paths allowed.',
     )
     priority = models.IntegerField(default=0, help_text="Higher wins when several routes match the same prefix.")
     strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.WEIGHTED)
@@ -95,11 +100,19 @@ class Route(models.Model):
         default=False, help_text="Retry POST and PATCH calls too (safe for most AI completions)."
     )
     fallback = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="fallback_for",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="fallback_for",
         help_text="Route that takes the call when every target of this one failed.",
     )
     quota_plan = models.ForeignKey(
-        QuotaPlan, null=True, blank=True, on_delete=models.SET_NULL, related_name="routes",
+        QuotaPlan,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="routes",
         help_text="Optional cap that applies to every key on this route.",
     )
     enabled = models.BooleanField(default=True)
@@ -150,7 +163,9 @@ class UpstreamTarget(models.Model):
     )
     credential_value = models.CharField(max_length=1000, blank=True, help_text="Never shown in full after saving.")
     model_aliases = models.JSONField(
-        default=dict, blank=True, help_text='Public model name -> this target\'s model name, e.g. {"fast": "llama-3.1-8b-instruct"}.'
+        default=dict,
+        blank=True,
+        help_text='Public model name -> this target\'s model name, e.g. {"fast": "llama-3.1-8b-instruct"}.',
     )
 
     class Meta:
@@ -249,7 +264,9 @@ class APIKey(Limits):
         """The plan's limits with this key's overrides applied."""
         plan = self.quota_plan
         return {
-            field: getattr(self, field) if getattr(self, field) is not None else (getattr(plan, field) if plan else None)
+            field: getattr(self, field)
+            if getattr(self, field) is not None
+            else (getattr(plan, field) if plan else None)
             for field in Limits.LIMIT_FIELDS
         }
 

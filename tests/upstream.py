@@ -1,8 +1,8 @@
 """A real HTTP upstream on 127.0.0.1 whose behaviour each test sets.
 
-    server.reply = json_reply({"ok": True})           # every request gets this
-    server.reply = lambda h: h.send_json(503, {...})  # or any function of the handler
-    server.requests                                   # what arrived: method, path, query, headers, body
+server.reply = json_reply({"ok": True})           # every request gets this
+server.reply = lambda h: h.send_json(503, {...})  # or any function of the handler
+server.requests                                   # what arrived: method, path, query, headers, body
 """
 
 import json

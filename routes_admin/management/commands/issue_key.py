@@ -38,7 +38,10 @@ class Command(BaseCommand):
                 raise CommandError("--expires-days must be a positive number of days.")
             expires = timezone.now() + timedelta(days=options["expires_days"])
         key, secret = APIKey.objects.issue(
-            name=options["name"], owner=options["owner"], all_routes=options["all_routes"], expires=expires,
+            name=options["name"],
+            owner=options["owner"],
+            all_routes=options["all_routes"],
+            expires=expires,
             quota_plan=plan,
         )
         key.routes.set(routes)
