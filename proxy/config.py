@@ -19,6 +19,9 @@ from routes_admin.models import APIKey, Route, split_list
 log = logging.getLogger(__name__)
 GENERATION_KEY = "config:generation"
 MAX_CACHED_KEYS = 100_000
+# Reloaded at least this often even when no change was announced: without Redis, a change saved
+# by another process (a management command, a second admin process) has nobody to announce it.
+MAX_AGE = 30.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class Snapshot:
 
     def __init__(self, generation):
         self.generation = generation
+        self.loaded = time.monotonic()
         routes = Route.objects.enabled().select_related("quota_plan").prefetch_related("targets")
         self.routes: list[RouteInfo] = sorted(
             (_route_info(r) for r in routes), key=lambda r: (-len(r.prefix), -r.priority, r.name)
@@ -177,9 +181,9 @@ def current() -> Snapshot:
     if snapshot is not None and now - _checked_at < settings.GATEWAY_CONFIG_TTL:
         return snapshot
     generation = _shared_generation()
-    if snapshot is None or generation != snapshot.generation:
+    if snapshot is None or generation != snapshot.generation or now - snapshot.loaded > MAX_AGE:
         with _lock:
-            if _snapshot is None or _snapshot.generation != generation:
+            if _snapshot is None or _snapshot.generation != generation or now - _snapshot.loaded > MAX_AGE:
                 _snapshot = Snapshot(generation)
             snapshot = _snapshot
     _checked_at = now
