@@ -18,11 +18,15 @@ from .negotiation import IgnoreAccept
 METHODS = ["get", "post", "put", "patch", "delete", "head", "options"]
 
 
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than this route allows ({limit} bytes).")
+
+
 def read_body(request, limit: int) -> bytes:
     """The body, or 413 as soon as it is known to exceed the limit (before the upstream hears of it)."""
     length = request.META.get("CONTENT_LENGTH")
     if length and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"The request body is larger than this route allows ({limit} bytes).")
+        raise too_large(limit)
     if not length and request.META.get("wsgi.input_terminated"):
         # A chunked body has no Content-Length, so Django would read nothing; the server (gunicorn)
         # marks the stream as ending by itself, so it is read from there.
@@ -30,7 +34,7 @@ def read_body(request, limit: int) -> bytes:
     else:
         body = request.read(limit + 1)
     if len(body) > limit:
-        raise PayloadTooLarge(f"The request body is larger than this route allows ({limit} bytes).")
+        raise too_large(limit)
     return body
 
 
@@ -58,7 +62,7 @@ class ProxyView(APIView):
         route, document = choose(candidates, django_request.headers, body)
         call.route = route
         if len(body) > route.max_body_bytes:
-            raise PayloadTooLarge(f"The request body is larger than this route allows ({route.max_body_bytes} bytes).")
+            raise too_large(route.max_body_bytes)
         if not call.key.may_call(route):
             raise KeyNotAllowed(f"This API key may not call the route {route.name}.")
         self.body, self.document = body, document
