@@ -22,7 +22,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
 
 bind = env.str("GATEWAY_BIND", default="127.0.0.1:8000")
-worker_class = "gevent"
+worker_class = "gateway_project.worker.GatewayWorker"  # gevent's, see worker.py
 # Without Redis the quota counters live in the process: one worker keeps them exact.
 # With Redis every worker shares them; use about one worker per core.
 workers = env.int("GATEWAY_WORKERS", default=(os.cpu_count() or 1) if env.str("REDIS_URL", default="") else 1)
@@ -57,20 +57,11 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     """Write queued log rows as soon as shutdown starts, and freeze the startup objects."""
-    stop = worker.handle_exit
+    from proxy import recording
 
-    def handle_exit(signum, frame):
-        stop(signum, frame)
-        # Rows of finished calls are written now, not only when the worker exits: a worker that
-        # outlives the graceful timeout is killed, and its queue with it. (Database work cannot
-        # run inside a signal handler: a greenlet does it.)
-        import gevent
-
-        from proxy import recording
-
-        gevent.spawn(recording.flush)
-
-    signal.signal(signal.SIGTERM, handle_exit)
+    # Rows of finished calls are written at once, not only when the worker exits: a worker that
+    # outlives the graceful timeout is killed, and its queue with it.
+    worker.when_stopping.append(recording.flush)
     # Objects made while loading Django live as long as the worker: moved out of the garbage
     # collector's sight, its collections only walk what requests allocate.
     if os.environ.get("GATEWAY_GC_FREEZE", "1") == "1":

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from . import metrics
+from . import metrics, recording
 
 log = logging.getLogger("gateway.call")
 
@@ -61,7 +61,5 @@ class Call:
                 callback(self)
             except Exception:
                 log.exception("finishing call %s failed in %r", self.request_id, callback)
-        from . import recording  # late import: recording imports models
-
         metrics.finished(self, latency_ms)
         recording.record(self, latency_ms)

@@ -110,7 +110,25 @@ def test_worker_restarts_lose_no_log_row(cluster, upstream):
         except requests.ConnectionError:  # a retiring worker may close a keep-alive socket; not a call
             pass
     assert len(sent) >= 35
-    time.sleep(1.5)  # let the last retiring worker finish retiring: this test is about restarts
     assert gateway.stop() == 0
     assert gateway.log().count("Booting worker") >= 4  # the workers did restart
     assert set(rows(cluster)) == set(sent), gateway.log()
+
+
+def test_idle_keep_alive_connections_do_not_hold_a_stopping_worker(cluster, upstream):
+    """SDKs keep their connection open between calls; a stopping worker closes it rather than
+    waiting for it until the graceful timeout, when it would be killed with its queued rows."""
+    upstream.reply = lambda handler: handler.send_json(200, {"ok": True})
+    secret = setup(cluster, upstream)
+    gateway = cluster.start(GATEWAY_LOG_FLUSH_SECONDS=60, GATEWAY_GRACEFUL_TIMEOUT=15)
+    with requests.Session() as client:  # like an SDK: one pooled keep-alive connection
+        headers = {"Authorization": f"Bearer {secret}", "X-Request-ID": "kept-alive"}
+        response = client.post(f"{gateway.url}/v1/chat/completions", json={}, headers=headers, timeout=10)
+        assert response.status_code == 200
+        assert response.headers.get("Connection", "").lower() != "close"  # the connection stays open
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(30) == 0
+        log = gateway.log()
+        assert "Worker exiting" in log and "SIGKILL" not in log and "graceful timeout" not in log, log
+        # The closed connection is no error for the client: its pool opens a new one next time.
+    assert set(rows(cluster)) == {"kept-alive"}
