@@ -27,17 +27,23 @@ _lock = threading.Lock()
 
 
 class SharedRedisCacheClient(RedisCacheClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._found: dict = {}
+
     def _shared(self, write: bool):
         index = self._get_connection_pool_index(write)
+        found = self._found.get(index)  # this client's lookups, so a call does not redo them
+        if found is not None:
+            return found
         marker = (self._servers[index], repr(sorted(self._pool_options.items())))
-        found = _shared.get(marker)
-        if found is None:
-            with _lock:
-                found = _shared.get(marker)
-                if found is None:
-                    pool = self._pool_class.from_url(self._servers[index], **self._pool_options)
-                    client = self._client(connection_pool=pool)
-                    found = _shared[marker] = (pool, client, client.register_script(INCR_EXISTING))
+        with _lock:
+            found = _shared.get(marker)
+            if found is None:
+                pool = self._pool_class.from_url(self._servers[index], **self._pool_options)
+                client = self._client(connection_pool=pool)
+                found = _shared[marker] = (pool, client, client.register_script(INCR_EXISTING))
+        self._found[index] = found
         return found
 
     def _get_connection_pool(self, write):
