@@ -65,7 +65,7 @@ def retry_after(response: requests.Response) -> float | None:
         return math.inf  # an HTTP date: always longer than we would wait for
 
 
-def _candidates(route: RouteInfo, outgoing: Outgoing, hold: float):
+def _candidates(route: RouteInfo, outgoing: Outgoing, hold: float, read_ahead: dict | None):
     """(target, is_probe) in the order to try them, claiming a probe lock only when reached.
 
     Raises CircuitOpen when the route has targets but every one is cooling down.
@@ -74,7 +74,7 @@ def _candidates(route: RouteInfo, outgoing: Outgoing, hold: float):
     if not targets:
         raise UpstreamUnavailable(f"The route {route.name} has no usable target.")
     now = time.time()
-    states = breaker.states(t.id for t in targets)
+    states = breaker.states((t.id for t in targets), read_ahead)
     usable = [t for t in targets if not states.get(t.id, breaker.CLOSED).cooling(now)]
     if not usable:
         reopen = min(states[t.id].until for t in targets)
@@ -127,7 +127,8 @@ class Attempts:
 
         Raises the last gateway error when nothing usable answered and the call may not go on.
         """
-        candidates = _candidates(route, self.outgoing, hold=route.connect_timeout + route.read_timeout + 1)
+        hold = route.connect_timeout + route.read_timeout + 1
+        candidates = _candidates(route, self.outgoing, hold, self.call.read_ahead)
         try:
             target, probe = next(candidates, (None, False))
             if target is None:

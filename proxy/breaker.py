@@ -57,16 +57,29 @@ class State:
 CLOSED = State()
 
 
-def states(target_ids) -> dict[int, State]:
-    """Open breakers among these targets (one cache round trip); absent ids are closed."""
+def keys(target_ids) -> list[str]:
+    """The cache keys states() reads, for a caller that reads them ahead with its own."""
+    return [_key(i) for i in target_ids]
+
+
+def states(target_ids, read_ahead: dict | None = None) -> dict[int, State]:
+    """Open breakers among these targets; absent ids are closed.
+
+    One cache round trip, or none when `read_ahead` (cache key -> value or None) already holds
+    every key: the call read them with its token counters a moment earlier.
+    """
     ids = list(target_ids)
     if not ids:
         return {}
-    try:
-        found = cache.get_many([_key(i) for i in ids])
-    except Exception:
-        _warn("reading breaker state")
-        return {}
+    wanted = keys(ids)
+    if read_ahead is not None and all(key in read_ahead for key in wanted):
+        found = read_ahead
+    else:
+        try:
+            found = cache.get_many(wanted)
+        except Exception:
+            _warn("reading breaker state")
+            return {}
     result = {}
     for target_id in ids:
         value = found.get(_key(target_id))

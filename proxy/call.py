@@ -35,6 +35,9 @@ class Call:
     error_type: str = ""
     limit: str = ""
     finished: bool = False
+    # Cache values read ahead with the token counters (breaker states), so step 5 needs no round
+    # trip of its own: cache key -> value (None when absent). See quotas.admit.
+    read_ahead: dict | None = None
     # Run once when the call ends, whatever the outcome (quota slots, token counters, metrics).
     on_finish: list[Callable[["Call"], None]] = field(default_factory=list)
 

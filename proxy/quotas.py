@@ -6,7 +6,8 @@ key). Only the limits that are set cost anything; a key without limits costs no 
 
 The checks, in this order, all in the shared Django cache (Redis when REDIS_URL is set):
 1. tokens: this period's counters are read in one get_many (proxy/token_quota.py); refuse when
-   one has reached its limit. Nothing is taken.
+   one has reached its limit. Nothing is taken. The route's breaker states come in the same
+   round trip (`read_ahead`), which saves the forwarder one.
 2. concurrency: an atomic incr takes a slot; over the cap it is given back and the call refused.
    The slot is released by call.on_finish, which runs whatever the outcome.
 3. request rates: django-ratelimit's get_usage(increment=True), one fixed window per limit, key
@@ -74,13 +75,17 @@ def scopes_for(key, route) -> list[Scope]:
     return scopes
 
 
-def admit(request, call) -> list[Quota]:
-    """Admit the call or raise RateLimited; returns the limits' state for the answer's headers."""
+def admit(request, call, read_ahead: list[str] = ()) -> list[Quota]:
+    """Admit the call or raise RateLimited; returns the limits' state for the answer's headers.
+
+    `read_ahead`: cache keys that the next steps will read. When the token counters are read,
+    these come in the same round trip and land in call.read_ahead.
+    """
     scopes = scopes_for(call.key, call.route)
     if not scopes:
         return []
     try:
-        return _admit(request, call, scopes)
+        return _admit(request, call, scopes, list(read_ahead))
     except GatewayError:
         raise
     except Exception as exc:  # the cache (or the database seeding it) is unreachable
@@ -103,9 +108,9 @@ def add_headers(response, quotas: list[Quota]) -> None:
         response[name] = value
 
 
-def _admit(request, call, scopes: list[Scope]) -> list[Quota]:
+def _admit(request, call, scopes: list[Scope], read_ahead: list[str]) -> list[Quota]:
     quotas: list[Quota] = []
-    _check_tokens(scopes, quotas)
+    _check_tokens(call, scopes, quotas, read_ahead)
     _take_slots(call, scopes, quotas)
     _count_request(request, scopes, quotas)
     token_scopes = [s for s in scopes if any(name in s.limits for name in token_quota.TOKEN_LIMITS)]
@@ -118,14 +123,16 @@ def _refuse(quotas: list[Quota], quota: Quota, message: str):
     raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name)
 
 
-def _check_tokens(scopes: list[Scope], quotas: list[Quota]) -> None:
+def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: list[str]) -> None:
     counters = [(scope, name) for scope in scopes for name in token_quota.TOKEN_LIMITS if name in scope.limits]
     if not counters:
         return
     now = timezone.now()
     periods = token_quota.periods(now)
     keys = [token_quota.counter_key(scope.value, periods[name]) for scope, name in counters]
-    values = cache.get_many(keys)
+    values = cache.get_many(keys + read_ahead)
+    if read_ahead:
+        call.read_ahead = {key: values.get(key) for key in read_ahead}
     refused = None
     for (scope, name), key in zip(counters, keys, strict=True):
         period, limit = periods[name], scope.limits[name]

@@ -6,7 +6,7 @@ route, forwards and returns the streaming answer. See DESIGN.md for the call pat
 
 from rest_framework.views import APIView
 
-from . import config, quotas
+from . import breaker, config, quotas
 from .attempts import forward
 from .authentication import APIKeyAuthentication
 from .call import Call
@@ -69,7 +69,11 @@ class ProxyView(APIView):
 
     def check_throttles(self, request):
         """Step 4: quotas and concurrency (proxy/quotas.py); a refusal raises RateLimited (429)."""
-        self.quota_state = quotas.admit(request._request, request._request.gateway_call)
+        call = request._request.gateway_call
+        # The route's breaker states (step 5) ride along with the token counters' read.
+        self.quota_state = quotas.admit(
+            request._request, call, read_ahead=breaker.keys(t.id for t in call.route.targets)
+        )
 
     def proxy(self, request, *args, **kwargs):
         django_request = request._request

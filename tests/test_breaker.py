@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from proxy import breaker
 from routes_admin.models import RequestLog
-from tests.factories import auth, make_key, make_route, make_target
+from tests.factories import auth, make_key, make_plan, make_route, make_target
 from tests.test_retries import refused_url, servers  # noqa: F401  (fixture)
 from tests.upstream import json_reply
 
@@ -27,14 +27,16 @@ def call(client, secret):
     return response, RequestLog.objects.latest("id")
 
 
-@pytest.fixture
-def pair(servers):  # noqa: F811
-    """A failover route: `flaky` first, then `steady`."""
+@pytest.fixture(params=["no plan", "token plan"])
+def pair(request, servers):  # noqa: F811
+    """A failover route: `flaky` first, then `steady`. With a token plan the breaker states are
+    read in the same round trip as the token counters (quotas.admit's read_ahead)."""
     flaky, steady = servers(BUSY), servers(OK)
     route = make_route(strategy="failover")
     flaky_target = make_target(route, flaky.url, name="flaky", position=0)
     make_target(route, steady.url, name="steady", position=1)
-    _, secret = make_key(routes=[route])
+    plan = make_plan(tokens_per_day=10**9) if request.param == "token plan" else None
+    _, secret = make_key(routes=[route], quota_plan=plan)
     return flaky, steady, flaky_target, secret
 
 
