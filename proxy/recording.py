@@ -15,7 +15,7 @@ import threading
 from collections import deque
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -24,6 +24,7 @@ from routes_admin.models import KeyUsage, RequestLog
 log = logging.getLogger("gateway.recording")
 access_log = logging.getLogger("gateway.access")
 
+COLUMNS = [field.attname for field in RequestLog._meta.concrete_fields if not field.primary_key]
 MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows are dropped and reported
 
 _pending: deque = deque()
@@ -33,11 +34,12 @@ _writer_pid = None
 _wake = threading.Event()
 
 
-def _row(call, latency_ms: float) -> RequestLog:
+def _row(call, latency_ms: float) -> dict:
+    """The RequestLog row as field values (a model instance is made only where one is needed)."""
     usage = call.usage or {}
     route = call.route
     key = call.key
-    return RequestLog(
+    return dict(
         created=call.created,
         request_id=call.request_id,
         api_key_id=key.id if key else None,
@@ -65,22 +67,22 @@ def _row(call, latency_ms: float) -> RequestLog:
     )
 
 
-def _access_line(row: RequestLog) -> str:
+def _access_line(row: dict) -> str:
     return json.dumps(
         {
-            "time": row.created.isoformat(),
-            "request_id": row.request_id,
-            "key": row.key_prefix,
-            "route": row.route_name,
-            "method": row.method,
-            "path": row.path,
-            "status": row.status,
-            "latency_ms": row.latency_ms,
-            "target": row.target,
-            "attempts": row.attempts,
-            "tokens": row.total_tokens,
-            "error": row.error_type,
-            "client_ip": row.client_ip,
+            "time": row["created"].isoformat(),
+            "request_id": row["request_id"],
+            "key": row["key_prefix"],
+            "route": row["route_name"],
+            "method": row["method"],
+            "path": row["path"],
+            "status": row["status"],
+            "latency_ms": row["latency_ms"],
+            "target": row["target"],
+            "attempts": row["attempts"],
+            "tokens": row["total_tokens"],
+            "error": row["error_type"],
+            "client_ip": row["client_ip"],
         },
         separators=(",", ":"),
     )
@@ -105,14 +107,14 @@ def _usage_increments(rows) -> dict:
     """(key id, day) -> summed requests and tokens."""
     totals: dict = {}
     for row in rows:
-        if row.api_key_id is None or row.status == 0:
+        if row["api_key_id"] is None or row["status"] == 0:
             continue
-        day = timezone.localdate(row.created)
-        t = totals.setdefault((row.api_key_id, day), [0, 0, 0, 0])
+        day = timezone.localdate(row["created"])
+        t = totals.setdefault((row["api_key_id"], day), [0, 0, 0, 0])
         t[0] += 1
-        t[1] += row.prompt_tokens or 0
-        t[2] += row.completion_tokens or 0
-        t[3] += row.total_tokens or 0
+        t[1] += row["prompt_tokens"] or 0
+        t[2] += row["completion_tokens"] or 0
+        t[3] += row["total_tokens"] or 0
     return totals
 
 
@@ -131,9 +133,29 @@ def _add_usage(totals: dict) -> None:
             rows.update(**increments)
 
 
+def _insert(rows: list) -> None:
+    if connection.vendor == "postgresql":
+        # COPY: about 6 µs of CPU a row, against 50 for building models and bulk_create. Through
+        # Django's error wrapper, so a broken connection is noticed and replaced as usual.
+        with (
+            connection.cursor() as cursor,
+            connection.wrap_database_errors,
+            cursor.cursor.copy(_copy_statement()) as copy,
+        ):
+            for row in rows:
+                copy.write_row([json.dumps(row[name]) if name == "targets_tried" else row[name] for name in COLUMNS])
+    else:
+        RequestLog.objects.bulk_create([RequestLog(**row) for row in rows])
+
+
+def _copy_statement() -> str:
+    columns = ", ".join(connection.ops.quote_name(RequestLog._meta.get_field(name).column) for name in COLUMNS)
+    return f"COPY {connection.ops.quote_name(RequestLog._meta.db_table)} ({columns}) FROM STDIN"
+
+
 def _save(rows: list) -> None:
     with transaction.atomic():
-        RequestLog.objects.bulk_create(rows)
+        _insert(rows)
         _add_usage(_usage_increments(rows))
 
 
@@ -149,7 +171,7 @@ def _write(rows: list) -> list:
         try:
             _save([row])
         except Exception:
-            row.api_key_id = row.route_id = None  # the prefix and route name still say who and where
+            row["api_key_id"] = row["route_id"] = None  # the prefix and route name still say who and where
             try:
                 _save([row])
             except Exception:
