@@ -181,6 +181,33 @@ def test_the_batched_writer_writes_every_row_on_flush(client, upstream, batched)
     assert all(r.total_tokens == 18 for r in rows if r.status == 200)
 
 
+def test_a_flush_writes_the_rows_queued_when_it_started(client, upstream, batched, monkeypatch):
+    """Rows of calls that end during a flush wait for the next one: chasing them under steady
+    traffic turned each flush into a stream of one-row transactions."""
+    route = make_route(upstream.url)
+    _, secret = make_key(routes=[route])
+    for n in range(4):
+        drain(client.get("/v1/models", HTTP_X_REQUEST_ID=f"before-{n}", **auth(secret)))
+    write = recording._write
+
+    def write_while_a_call_ends(rows):
+        if not RequestLog.objects.exists():  # the first batch: another call ends meanwhile
+            drain(client.get("/v1/models", HTTP_X_REQUEST_ID="during", **auth(secret)))
+        return write(rows)
+
+    monkeypatch.setattr(recording, "_write", write_while_a_call_ends)
+    assert recording.flush() == 4  # two batches of 3 and 1: the rows queued at the start
+    assert recording.pending() == 1
+    assert recording.flush() == 1
+    assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == [
+        "before-0",
+        "before-1",
+        "before-2",
+        "before-3",
+        "during",
+    ]
+
+
 def test_rows_that_could_not_be_written_are_kept_for_the_next_flush(client, upstream, batched, caplog):
     route = make_route(upstream.url)
     _, secret = make_key(routes=[route])
