@@ -81,8 +81,8 @@ def states(target_ids, read_ahead: dict | None = None) -> dict[int, State]:
             _warn("reading breaker state")
             return {}
     result = {}
-    for target_id in ids:
-        value = found.get(_key(target_id))
+    for target_id, key in zip(ids, wanted, strict=True):
+        value = found.get(key)
         if isinstance(value, dict):
             result[target_id] = State(opened=value.get("opened"), until=value.get("until", 0.0))
     return result
