@@ -73,7 +73,7 @@ def _candidates(route: RouteInfo, outgoing: Outgoing, hold: float, read_ahead: d
     targets = [t for t in route.targets if ssrf.target_allowed(t.url)]
     if not targets:
         raise UpstreamUnavailable(f"The route {route.name} has no usable target.")
-    now = time.time()
+    now = breaker.now()
     states = breaker.states((t.id for t in targets), read_ahead)
     usable = [t for t in targets if not states.get(t.id, breaker.CLOSED).cooling(now)]
     if not usable:
