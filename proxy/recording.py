@@ -21,6 +21,8 @@ from django.utils import timezone
 
 from routes_admin.models import KeyUsage, RequestLog
 
+from . import rollups
+
 log = logging.getLogger("gateway.recording")
 access_log = logging.getLogger("gateway.access")
 
@@ -157,6 +159,7 @@ def _save(rows: list) -> None:
     with transaction.atomic():
         _insert(rows)
         _add_usage(_usage_increments(rows))
+        rollups.add(rows)  # the dashboard's sums, saved with the rows they count
 
 
 def _write(rows: list) -> list:

@@ -341,3 +341,57 @@ class KeyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} {self.day}: {self.total_tokens} tokens"
+
+
+# Latency histogram of the rollups: bucket i counts calls with latency <= LATENCY_EDGES_MS[i] (and
+# above the previous edge); the last bucket counts everything slower. Edges step by at most 1.5x,
+# so a percentile read from the rollups is exact to within one bucket.
+LATENCY_EDGES_MS = (
+    *(1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700),
+    *(1000, 1500, 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000, 120000),
+)
+LATENCY_BUCKETS = tuple(f"latency_le_{i}" for i in range(len(LATENCY_EDGES_MS) + 1))
+
+
+class UsageRollup(models.Model):
+    """Calls summed per period (minute, hour or day, UTC) and key, route, model and status class.
+
+    Written with the log rows, in the same transaction (proxy/rollups.py), so for every period the
+    log still holds the sums equal the log's. Pruning old log rows keeps them: the dashboard's
+    history outlives the rows. Key and route are kept by the prefix and name the log row records,
+    so a deleted key or route still adds up.
+    """
+
+    class Period(models.TextChoices):
+        MINUTE = "minute"
+        HOUR = "hour"
+        DAY = "day"
+
+    period = models.CharField(max_length=6, choices=Period.choices)
+    start = models.DateTimeField()
+    key_prefix = models.CharField(max_length=8, blank=True)
+    route_name = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    status_class = models.PositiveSmallIntegerField(help_text="2 for 2xx ... 5 for 5xx; 0 when the client left.")
+    calls = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0, help_text="Calls that ended with a gateway error type.")
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    for _bucket in LATENCY_BUCKETS:  # one counter column per latency bucket: upserts add them in SQL
+        vars()[_bucket] = models.PositiveBigIntegerField(default=0)
+    del _bucket
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target: one row per group and period. Its leading columns also
+            # serve the dashboard's and prune_rollups' "this period, from ... to ..." scans.
+            models.UniqueConstraint(
+                fields=["period", "start", "key_prefix", "route_name", "model", "status_class"],
+                name="rollup_unique_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.key_prefix} {self.route_name} {self.status_class}xx"
