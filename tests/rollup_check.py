@@ -57,12 +57,12 @@ def from_rollups() -> dict:
             rollup.status_class,
         )
         values = {name: getattr(rollup, name) for name in FIELDS + LATENCY_BUCKETS}
-        result[group] = _rounded({name: value for name, value in values.items() if value})
+        result[group] = _rounded(values)
     return result
 
 
 def _rounded(values: dict) -> dict:
-    return {name: round(value, 3) for name, value in values.items()}
+    return {name: round(value, 3) for name, value in values.items() if value}
 
 
 def mismatches() -> list:
