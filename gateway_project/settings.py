@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "routes_admin",
     "proxy",
+    "console",
 ]
 
 MIDDLEWARE = [

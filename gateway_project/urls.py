@@ -1,7 +1,7 @@
 """Reserved paths first; every other path goes to the proxy."""
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from proxy import handlers, health, metrics
 from proxy.views import proxy_view
@@ -12,6 +12,7 @@ PROXIED = rf"^(?!(?:{'|'.join(RESERVED_AREAS)})(?:/|$)|(?:{'|'.join(RESERVED_END
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("console/", include("console.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),

@@ -326,6 +326,14 @@ class RequestLog(models.Model):
             models.Index(fields=["model", "created"], name="log_model_created_idx"),
             # "Show me the failures": a partial index keeps it small.
             models.Index(fields=["created"], name="log_errors_idx", condition=Q(status__gte=400)),
+            # The console explorer's filters (console/filters.py). Partial indexes keep them small and
+            # cheap to write: status for the rare ones (4xx, 5xx; a 2xx is found at once by created),
+            # latency for slow calls (from 1 s; faster calls are most rows, found by created), and
+            # the error type and refusing limit, which most rows have empty.
+            models.Index(fields=["status", "created"], name="log_error_status_idx", condition=Q(status__gte=400)),
+            models.Index(fields=["latency_ms"], name="log_slow_idx", condition=Q(latency_ms__gte=1000)),
+            models.Index(fields=["error_type", "created"], name="log_error_type_idx", condition=~Q(error_type="")),
+            models.Index(fields=["limit", "created"], name="log_limit_idx", condition=~Q(limit="")),
         ]
 
     def __str__(self) -> str:

@@ -179,3 +179,15 @@ def test_rollups_equal_the_log_across_two_workers_and_a_restart(cluster, upstrea
     rows, groups, mismatches = json.loads(out)
     assert rows == 240 and groups >= 3 * 4  # minute, hour, day x models a, b, c and the 401s
     assert mismatches == "[]"
+
+
+def test_percentiles_from_the_histogram_are_within_one_bucket():
+    from console.figures import percentile
+
+    counts = [0] * len(LATENCY_BUCKETS)
+    counts[11] = 100  # 70 ms < latency <= 100 ms
+    assert percentile(counts, 0.5) == 85.0
+    assert 70 < percentile(counts, 0.99) <= 100
+    counts[-1] = 100  # half the calls slower than the last edge (120 s)
+    assert percentile(counts, 0.99) == 120_000
+    assert percentile([0] * len(LATENCY_BUCKETS), 0.5) is None
