@@ -11,8 +11,8 @@ from html import escape
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
-WIDTH, HEIGHT = 800, 260
-LEFT, RIGHT, TOP, BOTTOM = 60, 14, 34, 30
+WIDTH, HEIGHT = 480, 230
+LEFT, RIGHT, TOP, BOTTOM = 44, 10, 36, 28
 STATUS_COLORS = {2: ("2xx", "#2f855a"), 3: ("3xx", "#3182ce"), 4: ("4xx", "#d69e2e"), 5: ("5xx", "#c53030")}
 LEFT_COLOR = ("client left", "#718096")
 LINE_COLORS = {"p50": "#2b6cb0", "p95": "#d69e2e", "p99": "#c53030"}
@@ -59,16 +59,16 @@ def _frame(title: str, unit: str, top: float, legend: list, labels: list) -> lis
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_number(value)}</text>')
-    parts.append(f'<text class="unit" x="{LEFT - 6}" y="{TOP - 14}" text-anchor="end">{escape(unit)}</text>')
+    parts.append(f'<text class="unit" x="2" y="{TOP - 16}">{escape(unit)}</text>')
     parts.append(f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}"/>')
     parts.append(f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}"/>')
     for x, text in labels:
         parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(text)}</text>')
     x = WIDTH - RIGHT
     for name, color in reversed(legend):
-        x -= 12 + 7 * len(name) + 14
-        parts.append(f'<rect x="{x:.0f}" y="8" width="10" height="10" fill="{color}"/>')
-        parts.append(f'<text class="legend" x="{x + 14:.0f}" y="17">{escape(name)}</text>')
+        x -= 12 + 7.5 * len(name) + 14
+        parts.append(f'<rect x="{x:.0f}" y="7" width="11" height="11" fill="{color}"/>')
+        parts.append(f'<text class="legend" x="{x + 15:.0f}" y="17">{escape(name)}</text>')
     return parts
 
 
@@ -76,7 +76,7 @@ def _x_labels(points: list, step: timedelta, x_of) -> list:
     if not points:
         return []
     span = points[-1] - points[0] + step
-    every = max(1, math.ceil(len(points) / 6))
+    every = max(1, math.ceil(len(points) / 5))
     return [(x_of(i), _time_label(moment, step, span)) for i, moment in enumerate(points) if i % every == 0]
 
 

@@ -75,7 +75,10 @@ def attempts_sentence(attempts: list, row) -> str:
 
 
 def _quota_sentence(quota: dict) -> str:
-    text = f"{quota.get('name')} {quota.get('used')}/{quota.get('limit')}"
+    name = quota.get("name") or ""
+    text = f"{name} {quota.get('used')}/{quota.get('limit')}"
+    if "requests_per_" in name:
+        text += " (counting this call)"  # a request window counts the call it refuses (README, Quotas)
     if quota.get("reset") is not None and quota.get("name") != "max_concurrent":
         text += f", resets in {quota['reset']} s"
     return text
@@ -88,7 +91,9 @@ def explain(row) -> Explanation:
     if auth:
         steps.append(("Key", f"refused: {AUTH_WORDS.get(auth, auth)}"))
     elif row.key_prefix:
-        steps.append(("Key", f"gw_{row.key_prefix}_… accepted"))
+        key = row.api_key if row.api_key_id else None
+        who = f"{key.name} (gw_{row.key_prefix}_…)" if key else f"gw_{row.key_prefix}_…"
+        steps.append(("Key", f"{who} accepted"))
 
     if detail.get("match"):
         match = detail["match"]

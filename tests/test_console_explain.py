@@ -29,8 +29,8 @@ def test_a_refusal_by_a_limit_names_the_counter_and_its_reset():
     explained = explain(
         row(status=429, error_type="rate_limit_exceeded", limit="requests_per_minute", detail={"quota": quota})
     )
-    assert explained.outcome == "refused: requests_per_minute 60/60, resets in 14 s"
-    assert ("Limits", "refused by requests_per_minute 60/60, resets in 14 s") in explained.steps
+    assert explained.outcome == "refused: requests_per_minute 60/60 (counting this call), resets in 14 s"
+    assert ("Limits", "refused by requests_per_minute 60/60 (counting this call), resets in 14 s") in explained.steps
 
 
 def test_each_refused_key_reason_in_words():
