@@ -92,9 +92,21 @@ def compute(start: datetime, end: datetime) -> Figures:
     figures = Figures(start=first, end=end, period=period, step=step)
     rows = UsageRollup.objects.filter(period=period, start__gte=first, start__lt=end).order_by()
 
+    # One pass for the series, the latency histogram and the token totals (by step and class) ...
+    sums = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms", *LATENCY_BUCKETS)
     per_class: dict = {}
-    for item in rows.values("start", "status_class").annotate(**_sums("calls")):
+    per_step: dict = {}
+    histogram = [0] * len(LATENCY_BUCKETS)
+    totals = dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms"), 0)
+    for item in rows.values("start", "status_class").annotate(**_sums(*sums)):
         per_class.setdefault(item["start"], {})[item["status_class"]] = item["calls"]
+        counts = [item[name] or 0 for name in LATENCY_BUCKETS]
+        step_counts = per_step.setdefault(item["start"], [0] * len(LATENCY_BUCKETS))
+        for index, count in enumerate(counts):
+            step_counts[index] += count
+            histogram[index] += count
+        for name in totals:
+            totals[name] += item[name] or 0
     moment = first
     while moment < end:
         figures.series.append((moment, per_class.get(moment, {})))
@@ -103,29 +115,18 @@ def compute(start: datetime, end: datetime) -> Figures:
     figures.failed = sum(n for classes in per_class.values() for c, n in classes.items() if c in (4, 5, 0))
     if not figures.calls:
         return figures
-
-    per_step = rows.values("start").annotate(**_sums("latency_sum_ms", *LATENCY_BUCKETS)).order_by("start")
-    histogram = [0] * len(LATENCY_BUCKETS)
-    latency_sum = 0.0
-    by_start = {}
-    for item in per_step:
-        counts = [item[name] or 0 for name in LATENCY_BUCKETS]
-        histogram = [a + b for a, b in zip(histogram, counts, strict=True)]
-        latency_sum += item["latency_sum_ms"] or 0
-        by_start[item["start"]] = percentiles(counts)
     figures.latency = percentiles(histogram)
-    figures.latency_mean = latency_sum / figures.calls
-    figures.latency_series = [(moment, by_start[moment]) for moment, _ in figures.series if moment in by_start]
+    figures.latency_mean = totals["latency_sum_ms"] / figures.calls
+    figures.latency_series = [(m, percentiles(per_step[m])) for m, _ in figures.series if m in per_step]
+    figures.tokens = {name: totals[name] for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
-    tokens = rows.aggregate(**_sums("prompt_tokens", "completion_tokens", "total_tokens"))
-    figures.tokens = {name: value or 0 for name, value in tokens.items()}
+    # ... and one per ranking (keys ranked twice: by tokens and by calls).
     for attribute, column in (("by_key", "key_prefix"), ("by_route", "route_name"), ("by_model", "model")):
-        ranked = (
-            rows.values(column)
-            .annotate(**_sums("calls", "total_tokens", "errors"))
-            .order_by("-total_tokens", "-calls")[:TOP]
-        )
-        setattr(figures, attribute, [dict(item, name=item[column]) for item in ranked])
-    busiest = rows.values("key_prefix").annotate(**_sums("calls", "total_tokens", "errors")).order_by("-calls")[:TOP]
-    figures.top_keys = [dict(item, name=item["key_prefix"]) for item in busiest]
+        ranked = [
+            dict(item, name=item[column])
+            for item in rows.values(column).annotate(**_sums("calls", "total_tokens", "errors"))
+        ]
+        setattr(figures, attribute, sorted(ranked, key=lambda i: (-(i["total_tokens"] or 0), -i["calls"]))[:TOP])
+        if column == "key_prefix":
+            figures.top_keys = sorted(ranked, key=lambda i: -i["calls"])[:TOP]
     return figures
