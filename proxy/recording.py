@@ -74,6 +74,7 @@ def _row(call, latency_ms: float) -> dict:
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         total_tokens=usage.get("total_tokens"),
+        usage_estimated=call.usage_estimated,
         error_type=call.error_type,
         limit=call.limit,
         client_ip=call.client_ip or None,

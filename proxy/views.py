@@ -14,6 +14,7 @@ from .errors import GatewayError, KeyNotAllowed, PayloadTooLarge, describe
 from .forwarding import Outgoing, stream_response
 from .matching import by_path_and_method, choose
 from .negotiation import IgnoreAccept
+from .usage import ask_for_usage
 
 METHODS = ["get", "post", "put", "patch", "delete", "head", "options"]
 
@@ -78,12 +79,14 @@ class ProxyView(APIView):
     def proxy(self, request, *args, **kwargs):
         django_request = request._request
         call = django_request.gateway_call
+        body, document = ask_for_usage(django_request.path, self.body, self.document)
+        call.counts_tokens = b'"model"' in body
         outgoing = Outgoing(
             method=django_request.method,
             path=django_request.path,
             query=django_request.META.get("QUERY_STRING", ""),
-            body=self.body,
-            document=self.document,
+            body=body,
+            document=document,
             meta=django_request.META,
             scheme=django_request.scheme,
             host=django_request.get_host(),
