@@ -22,6 +22,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .headers import client_response_headers, upstream_request_headers
+from .pinning import PinnedAdapter
 from .usage import UsageTracker
 
 log = logging.getLogger("gateway.forwarding")
@@ -36,7 +37,7 @@ def session() -> requests.Session:
     if _session is None or _session_pid != os.getpid():
         s = requests.Session()
         s.trust_env = False  # no proxies or .netrc credentials from the environment
-        adapter = requests.adapters.HTTPAdapter(
+        adapter = PinnedAdapter(
             pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0
         )
         s.mount("http://", adapter)
