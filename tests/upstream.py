@@ -44,7 +44,12 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         self.received = Received(
-            self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body, self.client_address
+            self.command,
+            parts.path,
+            parts.query,
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+            self.client_address,
         )
         self.server.owner.requests.append(self.received)
         self.server.owner.reply(self)
