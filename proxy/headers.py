@@ -1,5 +1,9 @@
 """Which headers cross the gateway, in each direction."""
 
+import ipaddress
+
+from django.conf import settings
+
 # RFC 9110 §7.6.1: connection-specific fields are never forwarded; Proxy-Connection and
 # Keep-Alive are their pre-standard forms. Trailer and Proxy-Authenticate/-Authorization are
 # hop-by-hop too (RFC 2616 §13.5.1, still what proxies drop).
@@ -28,6 +32,19 @@ NOT_FORWARDED = HOP_BY_HOP | {
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-request-id",
+    # Who the client is: only the gateway says (forwarded_headers), from the addresses it trusts.
+    # The rest of this family are names upstreams and their frameworks also read.
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
 }
 NOT_RETURNED = HOP_BY_HOP | {"x-request-id", "server", "date"}
 
@@ -52,14 +69,47 @@ def upstream_request_headers(meta: dict, target, *, request_id: str, client_ip: 
         if lower in NOT_FORWARDED or lower in listed or not value:
             continue
         headers[header] = value
-    prior = meta.get("HTTP_X_FORWARDED_FOR", "")
-    headers["X-Forwarded-For"] = f"{prior}, {client_ip}" if prior else client_ip
-    headers["X-Forwarded-Proto"] = scheme
-    headers["X-Forwarded-Host"] = host
+    headers.update(forwarded_headers(meta, client_ip=client_ip, scheme=scheme, host=host))
     headers["X-Request-ID"] = request_id
     if target.credential_header:
         headers[target.credential_header] = target.credential_value
     return headers
+
+
+def trusted_chain(meta: dict) -> list[str]:
+    """The addresses the gateway can vouch for, client first: with TRUSTED_PROXY_COUNT proxies in
+    front, the entries of X-Forwarded-For they added, then the proxy that connected; with none,
+    only the connecting address. What a client wrote before them is dropped (see
+    proxy/middleware.py client_ip_for, which takes the first of these)."""
+    peer = meta.get("REMOTE_ADDR", "")
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops:
+        chain = [part.strip() for part in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if len(chain) >= hops:
+            return chain[-hops:] + [peer]
+    return [peer]
+
+
+def forwarded_node(address: str) -> str:
+    """An address as RFC 7239 §6 writes it: IPv6 in brackets and quotes."""
+    try:
+        if ipaddress.ip_address(address).version == 6:
+            return f'"[{address}]"'
+    except ValueError:
+        return '"' + address.replace("\\", "").replace('"', "") + '"' if address else "unknown"
+    return address
+
+
+def forwarded_headers(meta: dict, *, client_ip: str, scheme: str, host: str) -> dict:
+    """X-Forwarded-*, X-Real-IP and Forwarded, made by the gateway from what it trusts."""
+    host_value = host.replace("\\", "").replace('"', "")
+    return {
+        "X-Forwarded-For": ", ".join(trusted_chain(meta)),
+        "X-Forwarded-Proto": scheme,
+        "X-Forwarded-Host": host,
+        "X-Real-IP": client_ip,
+        "Forwarded": f'for={forwarded_node(client_ip)};proto={scheme};host="{host_value}"',
+    }
 
 
 def client_response_headers(upstream_headers) -> list[tuple[str, str]]:
