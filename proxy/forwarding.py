@@ -85,8 +85,10 @@ class Outgoing:
 
 # Characters a path keeps as they are (RFC 3986 pchar and "/").
 PATH_SAFE = "/:@!$&'()*+,;=~"
+PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~:@!$&'()*+,;=-]*")  # needs no escaping at all
 LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-DOT_SEGMENTS = frozenset({".", ".."})
+UNSAFE_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
+DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:;[^/]*)?(?:/|$)")  # ".", "..", and Tomcat's "..;x"
 
 
 def _raw_path(outgoing: Outgoing) -> str:
@@ -99,6 +101,8 @@ def _raw_path(outgoing: Outgoing) -> str:
 def _raw_rest(prefix: str, raw: str) -> str | None:
     """The raw path after the prefix's segments, or None when an escape (%2F) hides a segment
     boundary inside the prefix."""
+    if raw.startswith(prefix) and raw[len(prefix) : len(prefix) + 1] in ("", "/"):
+        return raw[len(prefix) :]  # the prefix written plainly: the usual case
     segments, wanted = raw.split("/"), prefix.split("/")
     if [unquote(segment) for segment in segments[: len(wanted)]] != wanted:
         return None
@@ -112,18 +116,16 @@ def check_path(prefix: str, outgoing: Outgoing) -> None:
     inside the route's prefix (/v1%2F@other-host/...). Checked once per call, before any
     attempt."""
     raw = _raw_path(outgoing)
-    forms = [raw, outgoing.path]
-    for _ in range(3):  # upstreams that decode again would see these
+    forms = [raw, outgoing.path] if raw and raw != outgoing.path else [outgoing.path]
+    while "%" in forms[-1] and len(forms) < 5:  # upstreams that decode again would see these
         decoded = unquote(forms[-1])
         if decoded == forms[-1]:
             break
         forms.append(decoded)
     for form in forms:
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in form):
-            raise InvalidRequest("The path contains control characters.")
-        if "\\" in form:
-            raise InvalidRequest("The path contains a backslash.")
-        if any(segment.split(";", 1)[0] in DOT_SEGMENTS for segment in form.split("/")):
+        if UNSAFE_CHARACTER.search(form):
+            raise InvalidRequest("The path contains a control character or a backslash.")
+        if DOT_SEGMENT.search(form):
             raise InvalidRequest("The path contains a dot-segment (. or ..).")
     if raw and _raw_rest(prefix, raw) is None:
         raise InvalidRequest("The route's prefix is written with escapes in this path (such as %2F).")
@@ -138,7 +140,10 @@ def path_rest(prefix: str, outgoing: Outgoing) -> str:
     raw = _raw_path(outgoing)
     rest = _raw_rest(prefix, raw) if raw else None
     if rest is None:
-        return quote(outgoing.path[len(prefix) :], safe=PATH_SAFE)
+        rest = outgoing.path[len(prefix) :]
+        return rest if PLAIN_PATH.fullmatch(rest) else quote(rest, safe=PATH_SAFE)
+    if PLAIN_PATH.fullmatch(rest):
+        return rest
     # The client's escapes stay; anything else that is not plain ASCII path text ("#", a space, a
     # lone "%") is escaped, so no parser can read the path as ending early.
     return quote(LONE_PERCENT.sub("%25", rest), safe=PATH_SAFE + "%")

@@ -1,6 +1,7 @@
 """Which headers cross the gateway, in each direction."""
 
 import ipaddress
+import re
 
 from django.conf import settings
 
@@ -46,6 +47,7 @@ NOT_FORWARDED = HOP_BY_HOP | {
     "cf-connecting-ip",
     "fastly-client-ip",
 }
+PLAIN_NODE = re.compile(r"[0-9A-Za-z._-]+")  # an IPv4 address or an obfuscated node: an RFC 7239 token
 NOT_RETURNED = HOP_BY_HOP | {"x-request-id", "server", "date"}
 
 
@@ -91,13 +93,16 @@ def trusted_chain(meta: dict) -> list[str]:
 
 
 def forwarded_node(address: str) -> str:
-    """An address as RFC 7239 §6 writes it: IPv6 in brackets and quotes."""
+    """An address as RFC 7239 §6 writes it: IPv4 as it is, IPv6 in brackets and quotes."""
+    if not address:
+        return "unknown"
+    if ":" not in address and PLAIN_NODE.fullmatch(address):
+        return address
     try:
-        if ipaddress.ip_address(address).version == 6:
-            return f'"[{address}]"'
+        ipaddress.IPv6Address(address)
+        return f'"[{address}]"'
     except ValueError:
-        return '"' + address.replace("\\", "").replace('"', "") + '"' if address else "unknown"
-    return address
+        return '"' + address.replace("\\", "").replace('"', "") + '"'
 
 
 def forwarded_headers(meta: dict, *, client_ip: str, scheme: str, host: str) -> dict:
