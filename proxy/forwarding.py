@@ -9,21 +9,20 @@ import json
 import logging
 import os
 import re
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
-from django.http import StreamingHttpResponse
 from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
-from .headers import client_response_headers, upstream_request_headers
+from .headers import upstream_request_headers
 from .pinning import PinnedAdapter
 from .usage import UsageTracker
 
@@ -72,15 +71,17 @@ class Outgoing:
     """The client's request, as the forwarder needs it."""
 
     method: str
-    path: str  # the full public path
+    path: str  # the full public path, decoded
+    raw_path: str  # as the client sent it (percent-encoded); "" when unknown
     query: str
     body: bytes
     document: object  # parsed JSON body, or None when not parsed
-    meta: dict
+    headers: Mapping[str, str]  # the client's headers
     scheme: str
     host: str
     request_id: str
     client_ip: str
+    forwarded_for: str = ""  # the X-Forwarded-For chain the gateway vouches for; "" = client_ip alone
 
 
 # Characters a path keeps as they are (RFC 3986 pchar and "/").
@@ -94,7 +95,7 @@ DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:;[^/]*)?(?:/|$)")  # ".", "..", and To
 def _raw_path(outgoing: Outgoing) -> str:
     """The path as the client encoded it, when the server kept it (gunicorn's RAW_URI) and it
     agrees with the decoded one; else ""."""
-    raw = outgoing.meta.get("RAW_URI", "").split("?", 1)[0]
+    raw = outgoing.raw_path
     return raw if raw.startswith("/") and unquote(raw) == outgoing.path else ""
 
 
@@ -134,8 +135,8 @@ def check_path(prefix: str, outgoing: Outgoing) -> None:
 def path_rest(prefix: str, outgoing: Outgoing) -> str:
     """The path after the route's prefix, encoded as the client sent it: "" or "/...".
 
-    WSGI decodes the path; gunicorn keeps the raw one in RAW_URI, which alone tells %2F from /.
-    Without it the decoded path is encoded again (else %3F would start a query, %23 a fragment).
+    WSGI decodes the path; the raw one (gunicorn's RAW_URI) alone tells %2F from /. Without it
+    the decoded path is encoded again (else %3F would start a query, %23 a fragment).
     """
     raw = _raw_path(outgoing)
     rest = _raw_rest(prefix, raw) if raw else None
@@ -185,10 +186,11 @@ def body_for(target, outgoing: Outgoing) -> bytes:
 def send(route, target, outgoing: Outgoing) -> requests.Response:
     """One attempt at one target; the answer's body is not read yet."""
     headers = upstream_request_headers(
-        outgoing.meta,
+        outgoing.headers,
         target,
         request_id=outgoing.request_id,
         client_ip=outgoing.client_ip,
+        forwarded_for=outgoing.forwarded_for,
         scheme=outgoing.scheme,
         host=outgoing.host,
     )
@@ -232,10 +234,9 @@ def never_sent(exc: BaseException) -> bool:
 
 
 class UpstreamBody:
-    """The upstream's answer, passed to the client chunk by chunk.
+    """The upstream's answer, passed to the client chunk by chunk; usage is read on the way.
 
-    WSGI servers call close() at the end of the body and when the client goes away, so the
-    call is finished (slot released, row recorded) in every case.
+    close() runs at the end of the body and when the client goes away (pipeline.Answer).
     """
 
     def __init__(self, call, upstream: requests.Response):
@@ -291,19 +292,3 @@ class UpstreamBody:
                     call.error_type = "client_disconnected"
         finally:
             call.usage = self.tracker.finish() or call.usage
-            call.finish()
-
-
-def stream_response(call, upstream: requests.Response) -> StreamingHttpResponse:
-    call.status = upstream.status_code
-    call.upstream_ms = (time.perf_counter() - call.started) * 1000
-    call.streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-    response = StreamingHttpResponse(UpstreamBody(call, upstream), status=upstream.status_code, reason=upstream.reason)
-    del response["Content-Type"]  # only what the upstream sent
-    for name, value in client_response_headers(upstream.headers):
-        response[name] = value
-    if settings.GATEWAY_EXPOSE_TARGET:
-        response["X-Gateway-Target"] = call.target
-    if call.fallback_from:
-        response["X-Gateway-Fallback"] = call.route.name  # the route that answered instead
-    return response

@@ -3,8 +3,6 @@
 import ipaddress
 import re
 
-from django.conf import settings
-
 # RFC 9110 §7.6.1: connection-specific fields are never forwarded; Proxy-Connection and
 # Keep-Alive are their pre-standard forms. Trailer and Proxy-Authenticate/-Authorization are
 # hop-by-hop too (RFC 2616 §13.5.1, still what proxies drop).
@@ -56,40 +54,22 @@ def connection_listed(value: str) -> set[str]:
     return {name.strip().lower() for name in value.split(",") if name.strip()}
 
 
-def upstream_request_headers(meta: dict, target, *, request_id: str, client_ip: str, scheme: str, host: str) -> dict:
-    """Headers for the upstream request, from the client's (WSGI META) ones."""
-    listed = connection_listed(meta.get("HTTP_CONNECTION", ""))
+def upstream_request_headers(
+    client_headers, target, *, request_id: str, client_ip: str, scheme: str, host: str, forwarded_for: str = ""
+) -> dict:
+    """Headers for the upstream request, from the client's."""
+    listed = connection_listed(client_headers.get("Connection", ""))
     headers = {}
-    for name, value in meta.items():
-        if name.startswith("HTTP_"):
-            header = name[5:].replace("_", "-").title()
-        elif name in ("CONTENT_TYPE",):
-            header = "Content-Type"
-        else:
-            continue
+    for header, value in client_headers.items():
         lower = header.lower()
         if lower in NOT_FORWARDED or lower in listed or not value:
             continue
         headers[header] = value
-    headers.update(forwarded_headers(meta, client_ip=client_ip, scheme=scheme, host=host))
+    headers.update(forwarded_headers(client_ip, forwarded_for or client_ip, scheme=scheme, host=host))
     headers["X-Request-ID"] = request_id
     if target.credential_header:
         headers[target.credential_header] = target.credential_value
     return headers
-
-
-def trusted_chain(meta: dict) -> list[str]:
-    """The addresses the gateway can vouch for, client first: with TRUSTED_PROXY_COUNT proxies in
-    front, the entries of X-Forwarded-For they added, then the proxy that connected; with none,
-    only the connecting address. What a client wrote before them is dropped (see
-    proxy/middleware.py client_ip_for, which takes the first of these)."""
-    peer = meta.get("REMOTE_ADDR", "")
-    hops = settings.TRUSTED_PROXY_COUNT
-    if hops:
-        chain = [part.strip() for part in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-        if len(chain) >= hops:
-            return chain[-hops:] + [peer]
-    return [peer]
 
 
 def forwarded_node(address: str) -> str:
@@ -105,11 +85,12 @@ def forwarded_node(address: str) -> str:
         return '"' + address.replace("\\", "").replace('"', "") + '"'
 
 
-def forwarded_headers(meta: dict, *, client_ip: str, scheme: str, host: str) -> dict:
-    """X-Forwarded-*, X-Real-IP and Forwarded, made by the gateway from what it trusts."""
+def forwarded_headers(client_ip: str, forwarded_for: str, *, scheme: str, host: str) -> dict:
+    """X-Forwarded-*, X-Real-IP and Forwarded, made by the gateway from what it trusts
+    (forwarded_for: proxy/middleware.py trusted_chain)."""
     host_value = host.replace("\\", "").replace('"', "")
     return {
-        "X-Forwarded-For": ", ".join(trusted_chain(meta)),
+        "X-Forwarded-For": forwarded_for,
         "X-Forwarded-Proto": scheme,
         "X-Forwarded-Host": host,
         "X-Real-IP": client_ip,

@@ -51,9 +51,9 @@ def route(prefix: str = "/p") -> RouteInfo:
 
 
 def outgoing(raw: str, query: str = "") -> Outgoing:
-    """The call as gunicorn hands it over: RAW_URI as sent, PATH_INFO decoded."""
+    """The call as gunicorn hands it over: the raw path as sent (RAW_URI), the path decoded."""
     return Outgoing(
-        method="GET", path=unquote(raw), query=query, body=b"", document=None, meta={"RAW_URI": raw},
+        method="GET", path=unquote(raw), raw_path=raw, query=query, body=b"", document=None, headers={},
         scheme="http", host="gw", request_id="r", client_ip="127.0.0.1",
     )  # fmt: skip
 
