@@ -1,10 +1,15 @@
 """Issue 9, point 7: the forwarder connects to the address the SSRF guard checked (DNS rebinding)."""
 
+import shutil
 import socket
+import ssl
+import subprocess
+import time
 
 import pytest
+import requests
 
-from proxy import ssrf
+from proxy import forwarding, ssrf
 from tests.factories import auth, make_key, make_route
 from tests.upstream import UpstreamServer
 
@@ -53,3 +58,43 @@ def test_the_call_goes_to_the_checked_address_with_the_names_host_header(client,
     assert {r.headers["host"] for r in upstream.requests} == {f"{NAME}:{upstream.port}"}
     assert answers == ["127.0.0.1"]  # one lookup, by the guard; the connection used its answer
     assert upstream.requests[0].peer == upstream.requests[1].peer  # and the pooled connection is reused
+
+
+@pytest.fixture
+def tls_upstream(tmp_path):
+    """A real HTTPS server on 127.0.0.1 whose certificate names only `localhost` (openssl makes it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = UpstreamServer()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    yield server, str(cert)
+    server.stop()
+
+
+@pytest.mark.parametrize("name, verified", [("localhost", True), ("other-name.test", False)])
+def test_tls_to_a_pinned_address_checks_the_certificate_against_the_name(tls_upstream, name, verified):
+    """The connection goes to the pinned 127.0.0.1, but SNI and the certificate check use the name."""
+    server, ca = tls_upstream
+    ssrf._pins[name] = (["127.0.0.1"], time.monotonic())
+    url = f"https://{name}:{server.port}/v1/models"
+    request = requests.Request("GET", url).prepare()
+    adapter = forwarding.session().get_adapter(url)
+    try:
+        if verified:
+            response = adapter.send(request, timeout=5, verify=ca)
+            assert response.status_code == 200
+            assert server.last.headers["host"] == f"{name}:{server.port}"
+        else:
+            with pytest.raises(requests.exceptions.SSLError, match="other-name.test"):
+                adapter.send(request, timeout=5, verify=ca)
+            assert server.requests == []
+    finally:
+        ssrf._pins.pop(name, None)
