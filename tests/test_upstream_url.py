@@ -175,7 +175,8 @@ def secret_for_v1(upstream):
     return make_key(routes=[route_row])[1]
 
 
-@pytest.mark.django_db
+# Closing an answer fires request_finished, which closes the database connection: no test transaction.
+@pytest.mark.django_db(transaction=True)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after_prefix=paths)
 def test_through_the_gateway_any_path_reaches_only_the_target_below_its_base(
