@@ -23,6 +23,7 @@ from .errors import InvalidAPIKey, KeyNotAllowed, PayloadTooLarge, RouteNotFound
 from .forwarding import Outgoing, UpstreamBody
 from .headers import client_response_headers
 from .matching import by_path_and_method, choose, document_for, requested_model, why_matched
+from .usage import ask_for_usage
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -170,6 +171,8 @@ def admit(call: Call) -> None:
 # 5 ---------------------------------------------------------------------------------------------
 def forward(call: Call, incoming: Incoming, snapshot: Snapshot, body: bytes, document):
     """The first usable upstream answer (retries, breakers, fallback: proxy/attempts.py)."""
+    body, document = ask_for_usage(incoming.path, body, document)
+    call.counts_tokens = b'"model"' in body  # an AI call: cut before its usage, it gets an estimate
     outgoing = Outgoing(
         method=incoming.method,
         path=incoming.path,
