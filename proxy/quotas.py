@@ -31,7 +31,7 @@ from django.utils import timezone
 from django_ratelimit import ALL
 from django_ratelimit import core as ratelimit
 
-from . import token_quota
+from . import cache_policy, token_quota
 from .errors import CacheUnavailable, GatewayError, RateLimited
 from .ratelimit_headers import Quota, headers, refusal_headers
 
@@ -88,8 +88,10 @@ def admit(request, call, read_ahead: list[str] = ()) -> list[Quota]:
         return _admit(request, call, scopes, list(read_ahead))
     except GatewayError:
         raise
-    except Exception as exc:  # the cache (or the database seeding it) is unreachable
-        if settings.GATEWAY_CACHE_FAILURE == "closed":
+    except Exception as exc:
+        if not cache_policy.unreachable(exc):
+            raise  # a bug, not an outage: the call gets a 500 and the error is logged
+        if cache_policy.fail_closed():
             log.error(
                 "quota state unreachable, refusing call %s (GATEWAY_CACHE_FAILURE=closed): %r", call.request_id, exc
             )
