@@ -198,8 +198,9 @@ GATEWAY_ALLOW_LINK_LOCAL = env.bool("GATEWAY_ALLOW_LINK_LOCAL", default=False)
 GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
 GATEWAY_BREAKER_WINDOW = env.int("GATEWAY_BREAKER_WINDOW", default=30)
 GATEWAY_BREAKER_COOLDOWN = env.int("GATEWAY_BREAKER_COOLDOWN", default=30)
-# Longest a concurrency slot is held if a process dies without releasing it.
-GATEWAY_INFLIGHT_TTL = env.int("GATEWAY_INFLIGHT_TTL", default=3600)
+# Longest a call holds its concurrency slot (proxy/slots.py): a slot never released (a killed
+# process, an unreachable cache at the call's end) is free again this long after its call started.
+GATEWAY_INFLIGHT_TTL = env.float("GATEWAY_INFLIGHT_TTL", default=600.0)
 
 LOGGING = {
     "version": 1,

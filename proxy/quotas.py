@@ -8,8 +8,9 @@ The checks, in this order, all in the shared Django cache (Redis when REDIS_URL 
 1. tokens: this period's counters are read in one get_many (proxy/token_quota.py); refuse when
    one has reached its limit. Nothing is taken. The route's breaker states come in the same
    round trip (`read_ahead`), which saves the forwarder one.
-2. concurrency: an atomic incr takes a slot; over the cap it is given back and the call refused.
-   The slot is released by call.on_finish, which runs whatever the outcome.
+2. concurrency: a slot is taken in one atomic step, or the call is refused (proxy/slots.py: one
+   entry per call with its own expiry, so a slot never released heals). The slot is released by
+   call.on_finish, which runs whatever the outcome.
 3. request rates: django-ratelimit's get_usage(increment=True), one fixed window per limit, key
    and rate fed from the plan. The check *is* the increment (that is what makes it exact across
    processes), so a refused call counts in the windows checked up to the one that refused it.
@@ -18,20 +19,19 @@ The checks, in this order, all in the shared Django cache (Redis when REDIS_URL 
 After the call, its tokens are added to the token counters (on_finish, streams included).
 
 When the cache cannot be reached, GATEWAY_CACHE_FAILURE decides: "open" serves the call without
-quota checks and logs a warning; "closed" answers 503.
+quota checks and logs a warning; "closed" answers 503 (proxy/cache_policy.py; any other error is
+a bug and propagates).
 """
 
 import functools
 import logging
-import time
 
-from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from django_ratelimit import ALL
 from django_ratelimit import core as ratelimit
 
-from . import cache_policy, token_quota
+from . import cache_policy, slots, token_quota
 from .errors import CacheUnavailable, GatewayError, RateLimited
 from .ratelimit_headers import Quota, headers, refusal_headers
 
@@ -40,8 +40,7 @@ log = logging.getLogger("gateway.quotas")
 # (limit, window in seconds, django-ratelimit period), shortest first: see the module docstring.
 RATE_LIMITS = (("requests_per_minute", 60, "m"), ("requests_per_hour", 3600, "h"), ("requests_per_day", 86400, "d"))
 RATE_GROUP = "gateway.requests"
-SLOT_PREFIX = "quota:inflight:"
-_touched: dict[str, float] = {}  # slot counter -> when this process last renewed its expiry
+SLOT_PREFIX = "quota:slots:"  # a scope's slots (proxy/slots.py); not the old counters' "quota:inflight:"
 
 
 class Scope:
@@ -160,10 +159,9 @@ def _take_slots(call, scopes: list[Scope], quotas: list[Quota]) -> None:
         if limit is None:
             continue
         key = SLOT_PREFIX + scope.value
-        in_flight = _incr_slot(key)
+        token, in_flight = slots.take(key, limit)
         name = scope.prefix + "max_concurrent"
-        if in_flight > limit:
-            _release(key)
+        if token is None:
             quota = Quota(name, limit, 0, 1, unit="concurrent-requests")
             quotas.append(quota)
             _refuse(
@@ -173,35 +171,8 @@ def _take_slots(call, scopes: list[Scope], quotas: list[Quota]) -> None:
                 + (f" on route {scope.route_name}, the route's cap" if scope.route_id else ", its limit")
                 + " (max_concurrent); retry when one finishes.",
             )
-        call.on_finish.append(lambda _call, key=key: _release(key))
+        call.on_finish.append(lambda _call, key=key, token=token: slots.release(key, token))
         quotas.append(Quota(name, limit, limit - in_flight, 0, unit="concurrent-requests"))
-
-
-def _incr_slot(key: str) -> int:
-    """Take a slot atomically. The counter expires GATEWAY_INFLIGHT_TTL after its last use, so
-    slots leaked by a killed process heal once the key is idle that long."""
-    ttl = settings.GATEWAY_INFLIGHT_TTL
-    try:
-        value = cache.incr(key)
-    except ValueError:  # missing: create it; a concurrent creator may win, then count on its value
-        value = 1 if cache.add(key, 1, ttl) else cache.incr(key)
-        _touched[key] = time.monotonic()
-        return value
-    now = time.monotonic()
-    # Renew the expiry now and then (one round trip per quarter TTL per process), never per call.
-    if now - _touched.get(key, 0.0) > ttl / 4:
-        if len(_touched) > 100_000:
-            _touched.clear()
-        cache.touch(key, ttl)
-        _touched[key] = now
-    return value
-
-
-def _release(key: str) -> None:
-    try:
-        cache.decr(key)
-    except ValueError:  # the counter expired meanwhile: nothing left to give back
-        pass
 
 
 def _count_request(request, scopes: list[Scope], quotas: list[Quota]) -> None:
@@ -273,7 +244,7 @@ def live_state(key) -> list[Quota]:
             state.append(Quota(name, limit, limit - int(used), periods[name].seconds_left(now), periods[name].length))
     if "max_concurrent" in scope.limits:
         limit = scope.limits["max_concurrent"]
-        state.append(Quota("max_concurrent", limit, limit - (cache.get(SLOT_PREFIX + scope.value) or 0), 0))
+        state.append(Quota("max_concurrent", limit, limit - slots.in_use(SLOT_PREFIX + scope.value), 0))
     return state
 
 
