@@ -45,7 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "routes_admin",
-    "proxy",
+    "proxy.apps.ProxyConfig",
 ]
 
 MIDDLEWARE = [
@@ -179,6 +179,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # --- The gateway's own settings -------------------------------------------------------------
 # How long a process trusts its in-memory copy of routes and keys before checking for changes.
 GATEWAY_CONFIG_TTL = env.float("GATEWAY_CONFIG_TTL", default=1.0)
+# How long the configuration check and a new key's lookup wait for a database connection before
+# the call is served from the last good configuration (or a new key gets 503): see proxy/config.py.
+GATEWAY_CONFIG_DB_TIMEOUT = env.float("GATEWAY_CONFIG_DB_TIMEOUT", default=1.0)
 # Log rows are written in batches by a background thread every this many seconds; 0 writes
 # each row synchronously when its call finishes.
 GATEWAY_LOG_FLUSH_SECONDS = env.float("GATEWAY_LOG_FLUSH_SECONDS", default=0.5)

@@ -1,10 +1,14 @@
-"""/healthz: the process answers. /readyz: it can reach its database and cache."""
+"""/healthz: the process answers. /readyz: it can serve calls (its cache answers and it has a
+configuration: from the database, or its last good copy while the database is unreachable)."""
 
 import logging
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+
+from . import config, database
 
 log = logging.getLogger("gateway.health")
 
@@ -16,6 +20,7 @@ def healthz(request):
 def readyz(request):
     checks = {}
     try:
+        database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)  # not the pool's 10 s when it is down
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         checks["database"] = "ok"
@@ -28,5 +33,10 @@ def readyz(request):
     except Exception as exc:
         log.warning("readiness: cache unreachable: %s", exc)
         checks["cache"] = "unreachable"
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    # Serving from a stale configuration is degraded but ready: with a shared database every
+    # instance is stale at once, and taking them all out of the load balancer would stop the calls
+    # they can still serve.
+    checks["config"] = config.state()
+    ready = checks["cache"] == "ok" and checks["config"] != "unavailable"
+    status = "ok" if all(value == "ok" for value in checks.values()) else "degraded" if ready else "unavailable"
+    return JsonResponse({"status": status, "checks": checks}, status=200 if ready else 503)
