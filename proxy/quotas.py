@@ -217,7 +217,7 @@ def _add_tokens(scopes: list[Scope], call) -> None:
                     token_quota.add(
                         token_quota.counter_key(scope.value, period), tokens, scope.key_id, scope.route_id, period, now
                     )
-                except Exception as exc:  # the database still has them (KeyUsage): a restart reseeds
+                except cache_policy.UNREACHABLE as exc:  # the database still has them (KeyUsage): a restart reseeds
                     log.warning("could not add %d tokens of call %s to %s: %r", tokens, call.request_id, name, exc)
 
 

@@ -85,3 +85,18 @@ def test_a_bug_in_the_breaker_propagates(settings, monkeypatch):
     monkeypatch.setattr(breaker, "_open", broken)
     with pytest.raises(TypeError):
         breaker.record_failure(1, "t", probe=False)
+
+
+def test_a_bug_while_adding_tokens_is_logged_with_its_traceback(client, upstream, monkeypatch, caplog):
+    upstream.reply = lambda handler: handler.send_json(200, {"usage": {"total_tokens": 7}})
+    route = make_route(upstream.url)
+    _, secret = make_key(routes=[route], quota_plan=make_plan(tokens_per_day=100))
+
+    def broken(*args):
+        raise TypeError("a bug while adding tokens")
+
+    monkeypatch.setattr(token_quota, "add", broken)
+    with caplog.at_level(logging.WARNING):
+        assert call(client, secret).status_code == 200  # the answer was already on its way
+    assert any(r.exc_info and isinstance(r.exc_info[1], TypeError) for r in caplog.records)
+    assert RequestLog.objects.get().status == 200
