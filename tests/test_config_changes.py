@@ -36,7 +36,6 @@ def wait_for(status: int, gateway, secret: str, path: str = "/v1/chat/completion
     return found
 
 
-@pytest.mark.slow
 def test_a_change_saved_by_another_process_reaches_every_worker(cluster, upstream):
     upstream.reply = json_reply({"ok": True})
     secret = cluster.route_and_key(upstream.url)
@@ -59,7 +58,6 @@ def test_a_change_saved_by_another_process_reaches_every_worker(cluster, upstrea
     assert [post(gateway, secret) for _ in range(10)] == [401] * 10  # whichever worker answers
 
 
-@pytest.mark.slow
 def test_a_change_is_announced_only_after_it_commits(cluster, upstream, tmp_path):
     upstream.reply = json_reply({"ok": True})
     secret = cluster.route_and_key(upstream.url)
@@ -99,7 +97,6 @@ def test_a_change_is_announced_only_after_it_commits(cluster, upstream, tmp_path
 
 
 @on_postgres
-@pytest.mark.slow
 def test_known_keys_are_served_while_the_database_is_down(cluster, upstream):
     upstream.reply = json_reply({"ok": True})
     known = cluster.route_and_key(upstream.url)

@@ -7,11 +7,18 @@ import pytest
 from django.core.cache import cache
 
 from proxy import quotas, slots
-from tests.factories import make_key, make_plan, make_route
-from tests.test_quotas import body, call
+from tests.factories import auth, make_key, make_plan, make_route
 from tests.upstream import sse_reply
 
 pytestmark = pytest.mark.django_db
+
+
+def call(client, secret):
+    return client.post("/v1/chat/completions", b'{"model": "m"}', content_type="application/json", **auth(secret))
+
+
+def body(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
 
 
 def in_use(key) -> int:
