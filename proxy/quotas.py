@@ -89,7 +89,15 @@ class Admission:
 
     def release(self, call) -> None:
         for key, token in self.slots:
-            slots.release(key, token)
+            try:
+                slots.release(key, token)
+            except cache_policy.UNREACHABLE as exc:
+                log.warning(
+                    "could not release slot %s of call %s, free again within GATEWAY_INFLIGHT_TTL: %r",
+                    key,
+                    call.request_id,
+                    exc,
+                )
         if self.token_scopes:
             _add_tokens(self.token_scopes, call)
 

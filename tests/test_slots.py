@@ -1,13 +1,16 @@
 """Concurrency slots heal: a slot never released frees itself GATEWAY_INFLIGHT_TTL after its call
 started, refused retries do not extend it, and a cache flushed mid-call recovers exact counts."""
 
+import subprocess
 import time
 
 import pytest
+import redis
 from django.core.cache import cache
 
 from proxy import quotas, slots
 from tests.factories import auth, make_key, make_plan, make_route
+from tests.servers import free_port
 from tests.upstream import sse_reply
 
 pytestmark = pytest.mark.django_db
@@ -81,3 +84,64 @@ def test_counts_recover_after_the_cache_is_flushed_mid_call(client, upstream):
     third = call(client, secret)
     assert third.status_code == 200
     body(third)
+
+
+@pytest.fixture
+def persistent_redis(settings, tmp_path):
+    """A Redis of the test's own that keeps its data on disk (append-only file) across a restart."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+    command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    processes = []
+
+    def start() -> None:
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        client = redis.Redis(port=port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:  # not up yet, or still loading its file
+                assert time.monotonic() < deadline and processes[-1].poll() is None
+                time.sleep(0.05)
+
+    def stop() -> None:
+        processes[-1].terminate()
+        processes[-1].wait(timeout=10)
+
+    start()
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "gateway_project.cache.SharedRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    yield start, stop
+    if processes[-1].poll() is None:
+        stop()
+
+
+def test_a_slot_whose_release_was_lost_in_a_redis_restart_heals(client, upstream, settings, persistent_redis):
+    start, stop = persistent_redis
+    settings.GATEWAY_INFLIGHT_TTL = 3  # longer than the restart takes
+    upstream.reply = sse_reply(["a", "[DONE]"])
+    route = make_route(upstream.url)
+    key, secret = make_key(routes=[route], quota_plan=make_plan(max_concurrent=1))
+    running = call(client, secret)
+    assert running.status_code == 200
+    stop()
+    body(running)  # the call ends while Redis is down: its release is lost
+    start()  # Redis comes back with the slot it had on disk
+    statuses = []
+    deadline = time.monotonic() + 15  # five times the TTL: a bound, not a measurement
+    while time.monotonic() < deadline:
+        response = call(client, secret)
+        statuses.append(response.status_code)
+        body(response)
+        if response.status_code == 200:
+            break
+        time.sleep(0.05)
+    assert statuses[0] == 429  # the slot came back with Redis
+    assert statuses[-1] == 200, "the slot taken before the restart never healed"
