@@ -72,7 +72,7 @@ def test_no_call_probes_while_the_cache_is_unreachable(unreachable_cache):
     read_ahead = {breaker.keys([target.id])[0]: {"opened": past, "until": past + 1}}
 
     assert breaker.claim_probe(target.id, hold=5) is None
-    candidates = list(attempts._candidates(route, None, 5, read_ahead))
+    candidates = list(attempts._candidates(route, 5, read_ahead, []))
     assert candidates == [(target, False)]  # an ordinary attempt: nothing to record a probe in
 
 

@@ -9,7 +9,7 @@ def create_the_row(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("routes_admin", "0001_initial"),
+        ("routes_admin", "0007_requestlog_explain"),  # main's leaf when h4 merged it; re-chain freely
     ]
 
     operations = [
