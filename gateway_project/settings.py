@@ -128,6 +128,19 @@ else:
         }
     }
 
+# Django's list with its PBKDF2 replaced by the same hash run in a thread pool, off the event loop
+# that serves the proxied calls (gateway_project/hashers.py). Same algorithm name: existing
+# password hashes still verify.
+PASSWORD_HASHERS = [
+    "gateway_project.hashers.ThreadedPBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# OS threads per worker that hash passwords: also the most cores a sign-in flood can take.
+GATEWAY_HASHER_THREADS = env.int("GATEWAY_HASHER_THREADS", default=1)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
