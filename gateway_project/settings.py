@@ -4,6 +4,7 @@ With no environment at all it runs on SQLite and an in-process cache, so a fresh
 checkout works. Every variable is documented in the README ("Settings").
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "routes_admin",
     "proxy",
 ]
@@ -61,6 +63,8 @@ MIDDLEWARE = [
     "gateway_project.middleware.BrowserAuthenticationMiddleware",
     "gateway_project.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a locked-out sign-in into the lockout page (it only looks at a flag the backend sets).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_project.urls"
@@ -140,6 +144,18 @@ PASSWORD_HASHERS = [
 ]
 # OS threads per worker that hash passwords: also the most cores a sign-in flood can take.
 GATEWAY_HASHER_THREADS = env.int("GATEWAY_HASHER_THREADS", default=1)
+
+# Sign-in lockout (django-axes): after GATEWAY_SIGNIN_FAILURE_LIMIT wrong passwords from one client
+# address, that address may not sign in for GATEWAY_SIGNIN_COOLOFF_MINUTES. The address is the one
+# the proxy uses (TRUSTED_PROXY_COUNT), so a forged X-Forwarded-For neither dodges the lockout nor
+# locks another address out. Attempts are kept in the database: every worker and instance sees them.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("GATEWAY_SIGNIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("GATEWAY_SIGNIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]  # not the user name: anyone could lock an admin out
+AXES_CLIENT_IP_CALLABLE = "proxy.middleware.client_ip_of"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
