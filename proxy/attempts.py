@@ -28,8 +28,8 @@ import time
 
 import requests
 
-from . import balancing, breaker, config, ssrf
-from .config import RouteInfo, TargetInfo
+from . import balancing, breaker, ssrf
+from .config import RouteInfo, Snapshot, TargetInfo
 from .errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from .forwarding import Outgoing, send
 from .matching import path_matches
@@ -169,7 +169,7 @@ class Attempts:
 
     def _keep(self, target: TargetInfo, response: requests.Response) -> requests.Response:
         """The answer goes to the client: its target stays in flight until the call ends."""
-        self.call.on_finish.append(lambda call: balancing.release(target))
+        self.call.held_target = target
         return response
 
     @staticmethod
@@ -179,10 +179,10 @@ class Attempts:
             balancing.release(target)
 
 
-def _fallback_of(route: RouteInfo, seen: set, path: str) -> RouteInfo | None:
+def _fallback_of(snapshot: Snapshot, route: RouteInfo, seen: set, path: str) -> RouteInfo | None:
     if route.fallback_id is None or route.fallback_id in seen or len(seen) > MAX_FALLBACK_HOPS:
         return None
-    fallback = config.current().routes_by_id.get(route.fallback_id)
+    fallback = snapshot.routes_by_id.get(route.fallback_id)
     if fallback is None:
         return None
     if not path_matches(fallback.prefix, path):
@@ -191,15 +191,16 @@ def _fallback_of(route: RouteInfo, seen: set, path: str) -> RouteInfo | None:
     return fallback
 
 
-def forward(call, route: RouteInfo, outgoing: Outgoing) -> requests.Response:
-    """The upstream's response to give the client (its body not read yet).
+def forward(call, snapshot: Snapshot, outgoing: Outgoing) -> requests.Response:
+    """The upstream's response to give the client (its body not read yet), for call.route.
 
     Raises UpstreamUnavailable (502), UpstreamTimeout (504) or CircuitOpen (503).
     """
+    route = call.route
     attempts = Attempts(call, outgoing)
     seen = {route.id}
     while True:
-        fallback = _fallback_of(route, seen, outgoing.path)
+        fallback = _fallback_of(snapshot, route, seen, outgoing.path)
         try:
             response = attempts.on_route(route, can_fall_back=fallback is not None)
         except GatewayError as exc:

@@ -11,7 +11,11 @@ from django.utils import timezone
 
 from . import keys
 
-RESERVED_PREFIXES = ("/admin", "/api", "/console", "/jobs", "/healthz", "/readyz", "/metrics", "/static")
+# The gateway's own paths, defined here once: the URL conf sends everything else to the proxy, and
+# no route may claim them. Areas are reserved with everything below them; endpoints exactly.
+RESERVED_AREAS = ("admin", "api", "console", "jobs", "static")
+RESERVED_ENDPOINTS = ("healthz", "readyz", "metrics")
+RESERVED_PREFIXES = tuple(f"/{name}" for name in RESERVED_AREAS + RESERVED_ENDPOINTS)
 DEFAULT_RETRY_STATUSES = "429,502,503,504"
 
 
