@@ -94,14 +94,12 @@ def test_a_dripped_body_is_cut_after_the_body_timeout_and_logged(gateway, cluste
         + b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{"
     )
     started = time.monotonic()
-    dripped = 0
     answer = b""
     sock.settimeout(0.5)
     # Two bytes a second: each read arrives within the read timeout; only the total deadline cuts it.
     while time.monotonic() - started < BODY_TIMEOUT + 15:
         try:
             sock.sendall(b" ")
-            dripped += 1
         except OSError:
             break
         try:
@@ -113,7 +111,6 @@ def test_a_dripped_body_is_cut_after_the_body_timeout_and_logged(gateway, cluste
             pass
         time.sleep(0.5)
     sock.close()
-    assert dripped < 199, "the body was read to its end: nothing cut it"
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert body["error"]["type"] == "request_timeout"
