@@ -223,8 +223,8 @@ GATEWAY_ALLOW_LINK_LOCAL = env.bool("GATEWAY_ALLOW_LINK_LOCAL", default=False)
 GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
 GATEWAY_BREAKER_WINDOW = env.int("GATEWAY_BREAKER_WINDOW", default=30)
 GATEWAY_BREAKER_COOLDOWN = env.int("GATEWAY_BREAKER_COOLDOWN", default=30)
-# Slow and idle clients (gateway_project/worker.py): a new connection's request head must be complete
-# within GATEWAY_HEADER_TIMEOUT; a body read may wait GATEWAY_BODY_READ_TIMEOUT for data and the whole
+# Slow and idle clients (gateway_project/worker.py): a request head must be complete within
+# GATEWAY_HEADER_TIMEOUT; a body read may wait GATEWAY_BODY_READ_TIMEOUT for data and the whole
 # body must arrive within GATEWAY_BODY_TIMEOUT (else 408). At most GATEWAY_MAX_WAITING_CONNECTIONS
 # connections per worker wait for a request head; past that the oldest is closed. A body the call
 # did not read is dropped up to GATEWAY_DRAIN_MAX_BYTES, then the connection is closed.

@@ -13,8 +13,8 @@
    needs (closing idle connections, the `when_stopping` hooks) runs from the worker's own loop,
    which checks every second.
 3. Slow and idle clients (gunicorn offers no read timeouts for its gevent worker, only the
-   keep-alive wait). A new connection must send a complete request head within
-   GATEWAY_HEADER_TIMEOUT; a body must keep coming (a read waits at most GATEWAY_BODY_READ_TIMEOUT)
+   keep-alive wait). A request head must be complete within GATEWAY_HEADER_TIMEOUT of its first
+   byte (of the connection, for the first request); a body must keep coming (a read waits at most GATEWAY_BODY_READ_TIMEOUT)
    and be complete within GATEWAY_BODY_TIMEOUT, or the call is answered 408 and the connection
    closed. Connections waiting for a request head (new or kept alive) are at most
    GATEWAY_MAX_WAITING_CONNECTIONS per worker: past that the oldest is closed, so idle or
@@ -31,6 +31,7 @@ import time
 
 import gevent
 from django.conf import settings
+from gevent.socket import wait_read
 from gunicorn.workers.ggevent import GeventWorker
 
 LINGER_SECONDS = 2.0  # RFC 9112 9.6: enough for the client to read the answer before the close
@@ -84,7 +85,7 @@ class GatewayWorker(GeventWorker):
         # greenlet -> its client socket while it waits for a request head: a new connection, or
         # one kept alive between two requests. Oldest first (dicts keep insertion order).
         self.idle_connections: dict = {}
-        self.new_connections: set = set()  # greenlets whose connection has not sent a request yet
+        self.unreaders: dict = {}  # greenlet -> its connection's reader, once it has served a request
         self.when_stopping: list = []  # callables, each run once in a greenlet when stopping starts
         self._stop_seen = False
         super().init_process()
@@ -104,24 +105,30 @@ class GatewayWorker(GeventWorker):
             oldest = next(iter(self.idle_connections))
             self.shut_for_reading(self.idle_connections.pop(oldest))
         self.idle_connections[current] = client
-        self.new_connections.add(current)
         try:
             super().handle(listener, client, addr)
         finally:
             self.idle_connections.pop(current, None)
-            self.new_connections.discard(current)
+            self.unreaders.pop(current, None)
 
     def timeout_ctx(self):
-        """How long the next request head may take: GATEWAY_HEADER_TIMEOUT on a new connection,
-        the keep-alive wait on one that has served a request (gunicorn's own rule)."""
-        if gevent.getcurrent() in self.new_connections:
-            return gevent.Timeout(self.header_timeout, False)
-        return super().timeout_ctx()
+        """How long the next request head may take (gunicorn reads it inside this context)."""
+        current = gevent.getcurrent()
+        if current in self.unreaders and current in self.idle_connections:
+            # Kept alive: idle up to the keep-alive wait, then the head's own timeout.
+            self.wait_for_next_request(self.idle_connections[current], self.unreaders[current])
+        return gevent.Timeout(self.header_timeout, False)
+
+    def wait_for_next_request(self, sock, unreader):
+        """Until the next request's first byte (already read ahead, or arriving), or StopIteration:
+        gunicorn closes the connection quietly, as after its own keep-alive wait."""
+        if unreader.buf.getvalue():
+            return  # pipelined: its bytes are already here
+        wait_read(sock.fileno(), timeout=self.cfg.keepalive, timeout_exc=StopIteration())
 
     def handle_request(self, listener_name, req, sock, addr):
         current = gevent.getcurrent()
         self.idle_connections.pop(current, None)
-        self.new_connections.discard(current)
         body_deadline = BodyDeadline(req, self.body_read_timeout, self.body_timeout)
         try:
             try:
@@ -139,6 +146,7 @@ class GatewayWorker(GeventWorker):
             raise StopIteration()
         # Still here: the connection is kept alive and waits for its next request.
         self.idle_connections[current] = sock
+        self.unreaders[current] = req.unreader
 
     def finish_body(self, req, body_deadline: "BodyDeadline") -> bool:
         """Read and drop what the application left of the body; False if that cannot be done."""

@@ -86,6 +86,33 @@ def test_a_half_sent_head_is_closed_after_the_header_timeout_while_healthz_answe
     sock.close()
 
 
+def test_a_half_sent_head_on_a_kept_alive_connection_is_closed_after_the_header_timeout(gateway):
+    sock = connect(gateway.url)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    status, headers, _ = read_response(sock)
+    assert status == 200 and headers["connection"] == "keep-alive"
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    closed, _ = closed_by_server(sock, within=HEAD_TIMEOUT + 10)
+    assert closed  # gunicorn alone gives it the whole keep-alive wait (75 s)
+    sock.close()
+
+
+def test_a_kept_alive_connection_serves_its_next_request_after_a_pause(gateway):
+    sock = connect(gateway.url)
+    for _ in range(2):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_response(sock)[0] == 200
+        time.sleep(HEAD_TIMEOUT + 1)  # idle longer than a head may take: the keep-alive wait applies
+    # Two requests sent at once: the second is already read ahead when the first is answered.
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2)
+    answers = b""
+    while answers.count(b"HTTP/1.1 200 ") < 2:
+        data = sock.recv(65536)
+        assert data, answers
+        answers += data
+    sock.close()
+
+
 def test_a_dripped_body_is_cut_after_the_body_timeout_and_logged(gateway, cluster, upstream):
     sock = connect(gateway.url)
     sock.sendall(
