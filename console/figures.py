@@ -91,6 +91,7 @@ def compute(start: datetime, end: datetime) -> Figures:
     first = floor(start, period)
     figures = Figures(start=first, end=end, period=period, step=step)
     rows = UsageRollup.objects.filter(period=period, start__gte=first, start__lt=end).order_by()
+    everything = rows.filter(dimension="all")
 
     # One pass for the series, the latency histogram and the token totals (by step and class) ...
     sums = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms", *LATENCY_BUCKETS)
@@ -98,7 +99,7 @@ def compute(start: datetime, end: datetime) -> Figures:
     per_step: dict = {}
     histogram = [0] * len(LATENCY_BUCKETS)
     totals = dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms"), 0)
-    for item in rows.values("start", "status_class").annotate(**_sums(*sums)):
+    for item in everything.values("start", "status_class").annotate(**_sums(*sums)):
         per_class.setdefault(item["start"], {})[item["status_class"]] = item["calls"]
         counts = [item[name] or 0 for name in LATENCY_BUCKETS]
         step_counts = per_step.setdefault(item["start"], [0] * len(LATENCY_BUCKETS))
@@ -121,12 +122,14 @@ def compute(start: datetime, end: datetime) -> Figures:
     figures.tokens = {name: totals[name] for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
     # ... and one per ranking (keys ranked twice: by tokens and by calls).
-    for attribute, column in (("by_key", "key_prefix"), ("by_route", "route_name"), ("by_model", "model")):
+    for attribute, dimension in (("by_key", "key"), ("by_route", "route"), ("by_model", "model")):
         ranked = [
-            dict(item, name=item[column])
-            for item in rows.values(column).annotate(**_sums("calls", "total_tokens", "errors"))
+            dict(item, name=item["value"])
+            for item in rows.filter(dimension=dimension)
+            .values("value")
+            .annotate(**_sums("calls", "total_tokens", "errors"))
         ]
         setattr(figures, attribute, sorted(ranked, key=lambda i: (-(i["total_tokens"] or 0), -i["calls"]))[:TOP])
-        if column == "key_prefix":
+        if dimension == "key":
             figures.top_keys = sorted(ranked, key=lambda i: -i["calls"])[:TOP]
     return figures

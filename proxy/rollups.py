@@ -1,4 +1,5 @@
-"""Usage rollups: the log rows of a batch summed per minute, hour and day (UTC), written with them.
+"""Usage rollups: the log rows of a batch summed per minute, hour and day (UTC) and status class,
+for all calls and by key, by route and by model; written with the rows.
 
 `add(rows)` runs inside the recorder's transaction (recording._save), so a batch's rows and its
 sums are saved together or not at all: for every period the log still holds, the rollups equal it.
@@ -9,12 +10,13 @@ Django's bulk_create(update_conflicts=True) can only overwrite, not add.
 
 from bisect import bisect_left
 from datetime import UTC
+from itertools import product
 
 from django.db import connection
 
 from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, UsageRollup
 
-GROUP = ("period", "start", "key_prefix", "route_name", "model", "status_class")
+GROUP = ("period", "dimension", "start", "value", "status_class")
 SUMS = (
     "calls",
     "errors",
@@ -25,7 +27,7 @@ SUMS = (
     *LATENCY_BUCKETS,
 )
 FIRST_BUCKET = SUMS.index(LATENCY_BUCKETS[0])
-GROUPS_PER_STATEMENT = 200  # 43 parameters a group: well under SQLite's and PostgreSQL's limits
+GROUPS_PER_STATEMENT = 200  # 41 parameters a group: well under SQLite's and PostgreSQL's limits
 
 _statements: dict = {}
 
@@ -41,13 +43,15 @@ def aggregate(rows) -> dict:
     """Log rows (as recording makes them) -> {group tuple: list of sums in SUMS order}."""
     groups: dict = {}
     for row in rows:
-        dims = (row["key_prefix"], row["route_name"], row.get("model") or "", row["status"] // 100)
+        status_class = row["status"] // 100
+        values = (("all", ""), ("key", row["key_prefix"]), ("route", row["route_name"]), ("model", row["model"]))
         latency = row["latency_ms"]
         bucket = FIRST_BUCKET + bisect_left(LATENCY_EDGES_MS, latency)
-        for period, start in periods(row["created"]):
-            sums = groups.get((period, start, *dims))
+        for (period, start), (dimension, value) in product(periods(row["created"]), values):
+            group = (period, dimension, start, value, status_class)
+            sums = groups.get(group)
             if sums is None:
-                sums = groups[(period, start, *dims)] = [0] * len(SUMS)
+                sums = groups[group] = [0] * len(SUMS)
             sums[0] += 1
             if row["error_type"]:
                 sums[1] += 1
@@ -71,8 +75,8 @@ def add(rows) -> None:
         for at in range(0, len(items), GROUPS_PER_STATEMENT):
             chunk = items[at : at + GROUPS_PER_STATEMENT]
             params = []
-            for (period, start, *dims), sums in chunk:
-                params += [period, adapt(start), *dims, *sums]
+            for (period, dimension, start, value, status_class), sums in chunk:
+                params += [period, dimension, adapt(start), value, status_class, *sums]
             cursor.execute(_statement(len(chunk)), params)
 
 

@@ -403,12 +403,15 @@ LATENCY_BUCKETS = tuple(f"latency_le_{i}" for i in range(len(LATENCY_EDGES_MS) +
 
 
 class UsageRollup(models.Model):
-    """Calls summed per period (minute, hour or day, UTC) and key, route, model and status class.
+    """Calls summed per period (minute, hour or day, UTC), status class and one dimension: all calls,
+    or by key, by route or by model.
 
-    Written with the log rows, in the same transaction (proxy/rollups.py), so for every period the
-    log still holds the sums equal the log's. Pruning old log rows keeps them: the dashboard's
-    history outlives the rows. Key and route are kept by the prefix and name the log row records,
-    so a deleted key or route still adds up.
+    One dimension a row, not their cross product: a range's rankings by key, route and model and
+    its totals each read only their own rows, however many keys use however many models. Written
+    with the log rows, in the same transaction (proxy/rollups.py), so for every period the log
+    still holds the sums equal the log's. Pruning old log rows keeps them: the dashboard's history
+    outlives the rows. Keys and routes are kept by the prefix and name the log row records, so a
+    deleted key or route still adds up.
     """
 
     class Period(models.TextChoices):
@@ -416,11 +419,16 @@ class UsageRollup(models.Model):
         HOUR = "hour"
         DAY = "day"
 
+    class Dimension(models.TextChoices):
+        ALL = "all"
+        KEY = "key"
+        ROUTE = "route"
+        MODEL = "model"
+
     period = models.CharField(max_length=6, choices=Period.choices)
+    dimension = models.CharField(max_length=5, choices=Dimension.choices)
     start = models.DateTimeField()
-    key_prefix = models.CharField(max_length=8, blank=True)
-    route_name = models.CharField(max_length=100, blank=True)
-    model = models.CharField(max_length=200, blank=True)
+    value = models.CharField(max_length=200, blank=True, help_text="Key prefix, route name or model; empty: none.")
     status_class = models.PositiveSmallIntegerField(help_text="2 for 2xx ... 5 for 5xx; 0 when the client left.")
     calls = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0, help_text="Calls that ended with a gateway error type.")
@@ -434,13 +442,13 @@ class UsageRollup(models.Model):
 
     class Meta:
         constraints = [
-            # The upsert's conflict target: one row per group and period. Its leading columns also
-            # serve the dashboard's and prune_rollups' "this period, from ... to ..." scans.
+            # The upsert's conflict target: one row per group. Its leading columns also serve the
+            # dashboard's "this period and dimension, from ... to ..." reads and prune_rollups.
             models.UniqueConstraint(
-                fields=["period", "start", "key_prefix", "route_name", "model", "status_class"],
+                fields=["period", "dimension", "start", "value", "status_class"],
                 name="rollup_unique_group",
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.key_prefix} {self.route_name} {self.status_class}xx"
+        return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.dimension} {self.value} {self.status_class}xx"

@@ -28,34 +28,27 @@ def _bucket(latency_ms: float) -> str:
 
 
 def from_log() -> dict:
-    """(period, start, key prefix, route, model, status class) -> sums, computed row by row."""
+    """(period, dimension, start, value, status class) -> sums, computed row by row."""
     sums: dict = defaultdict(lambda: defaultdict(float))
     for row in RequestLog.objects.all():
+        dimensions = (("all", ""), ("key", row.key_prefix), ("route", row.route_name), ("model", row.model))
         for period in ("minute", "hour", "day"):
-            group = sums[
-                (period, _start(period, row.created), row.key_prefix, row.route_name, row.model, row.status // 100)
-            ]
-            group["calls"] += 1
-            group["errors"] += 1 if row.error_type else 0
-            group["prompt_tokens"] += row.prompt_tokens or 0
-            group["completion_tokens"] += row.completion_tokens or 0
-            group["total_tokens"] += row.total_tokens or 0
-            group["latency_sum_ms"] += row.latency_ms
-            group[_bucket(row.latency_ms)] += 1
+            for dimension, value in dimensions:
+                group = sums[(period, dimension, _start(period, row.created), value, row.status // 100)]
+                group["calls"] += 1
+                group["errors"] += 1 if row.error_type else 0
+                group["prompt_tokens"] += row.prompt_tokens or 0
+                group["completion_tokens"] += row.completion_tokens or 0
+                group["total_tokens"] += row.total_tokens or 0
+                group["latency_sum_ms"] += row.latency_ms
+                group[_bucket(row.latency_ms)] += 1
     return {group: _rounded(values) for group, values in sums.items()}
 
 
 def from_rollups() -> dict:
     result = {}
     for rollup in UsageRollup.objects.all():
-        group = (
-            rollup.period,
-            rollup.start.astimezone(UTC),
-            rollup.key_prefix,
-            rollup.route_name,
-            rollup.model,
-            rollup.status_class,
-        )
+        group = (rollup.period, rollup.dimension, rollup.start.astimezone(UTC), rollup.value, rollup.status_class)
         values = {name: getattr(rollup, name) for name in FIELDS + LATENCY_BUCKETS}
         result[group] = _rounded(values)
     return result

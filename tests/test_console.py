@@ -294,4 +294,4 @@ def test_rollup_rows_for_the_dashboard_come_from_the_writer(console, client, ups
     route = make_route(upstream.url, name="chat")
     _, secret = make_key(routes=[route])
     send(client, secret)
-    assert UsageRollup.objects.filter(period="minute").get().total_tokens == 7
+    assert UsageRollup.objects.filter(period="minute", dimension="all").get().total_tokens == 7
