@@ -32,6 +32,8 @@ def check_key(raw: str) -> config.KeyInfo:
         raise InvalidAPIKey("The API key is disabled.")
     if key.expires is not None and key.expires <= timezone.now():
         raise InvalidAPIKey("The API key has expired.")
+    if key.grace_ends is not None and key.grace_ends <= timezone.now():
+        raise InvalidAPIKey("The API key has been rotated; use its new secret.")
     return key
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Q
 
 from routes_admin.models import APIKey, Route, split_list
 
@@ -77,6 +78,7 @@ class KeyInfo:
     all_routes: bool
     route_ids: frozenset
     limits: dict
+    grace_ends: datetime | None = None  # set for a secret replaced by a rotation: refused from then on
 
     def may_call(self, route: RouteInfo) -> bool:
         return self.all_routes or route.id in self.route_ids
@@ -119,18 +121,20 @@ def _route_info(route: Route) -> RouteInfo:
     )
 
 
-def _key_info(key: APIKey) -> KeyInfo:
+def _key_info(key: APIKey, prefix: str) -> KeyInfo:
+    previous = prefix != key.prefix  # the secret a rotation replaced, found by its old prefix
     return KeyInfo(
         id=key.id,
         name=key.name,
-        prefix=key.prefix,
-        hashed_secret=key.hashed_secret,
+        prefix=prefix,
+        hashed_secret=key.previous_hashed_secret if previous else key.hashed_secret,
         enabled=key.enabled,
         expires=key.expires,
         revoked=key.revoked,
         all_routes=key.all_routes,
         route_ids=frozenset(r.id for r in key.routes.all()),
         limits=key.effective_limits(),
+        grace_ends=key.previous_expires if previous else None,
     )
 
 
@@ -152,8 +156,9 @@ class Snapshot:
             return self._keys[prefix]
         except KeyError:
             pass
-        key = APIKey.objects.select_related("quota_plan").prefetch_related("routes").filter(prefix=prefix).first()
-        info = _key_info(key) if key else None
+        keys = APIKey.objects.select_related("quota_plan").prefetch_related("routes")
+        key = keys.filter(Q(prefix=prefix) | Q(previous_prefix=prefix)).first()
+        info = _key_info(key, prefix) if key else None
         if len(self._keys) >= MAX_CACHED_KEYS:  # unknown prefixes sent at random must not grow memory
             self._keys.clear()
         self._keys[prefix] = info
