@@ -27,8 +27,9 @@ class ReleaseDatabaseBeforeStreaming:
         return response
 
 
-# Pages people open in a browser, with a session. API calls carry a key and never a session.
-BROWSER_PATHS = ("/admin/", "/console/")
+# Pages people open in a browser, with a session, and the management API (a session or a token).
+# Proxied calls carry a key and never a session.
+BROWSER_PATHS = ("/admin/", "/console/", "/api/")
 
 
 def for_browser_pages(middleware_class):
