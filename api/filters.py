@@ -1,12 +1,29 @@
 """Query filters of the list endpoints (django-filter): ?name=..., ?created_after=..., ..."""
 
 import django_filters as filters
+from django import forms
 
 from routes_admin.models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route
 
 
+class Number(filters.NumberFilter):
+    """A whole number that fits the database's integers: a larger one is a 400, not an overflow (500)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", -(2**63))
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
+# Related objects are filtered by id as plain numbers: an id that matches nothing gives an empty
+# list, not a 400 (django-filter's default choice fields reject unknown ids).
+
+
 class RouteFilter(filters.FilterSet):
     name = filters.CharFilter(lookup_expr="icontains")
+    quota_plan = Number()
     path_prefix = filters.CharFilter(lookup_expr="startswith")
 
     class Meta:
@@ -26,6 +43,8 @@ class KeyFilter(filters.FilterSet):
     name = filters.CharFilter(lookup_expr="icontains")
     owner = filters.CharFilter(lookup_expr="icontains")
     revoked = filters.BooleanFilter(field_name="revoked", lookup_expr="isnull", exclude=True)
+    quota_plan = Number()
+    routes = Number()
 
     class Meta:
         model = APIKey
@@ -35,8 +54,10 @@ class KeyFilter(filters.FilterSet):
 class RequestLogFilter(filters.FilterSet):
     created_after = filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
-    status_min = filters.NumberFilter(field_name="status", lookup_expr="gte")
-    status_max = filters.NumberFilter(field_name="status", lookup_expr="lte")
+    status_min = Number(field_name="status", lookup_expr="gte")
+    status_max = Number(field_name="status", lookup_expr="lte")
+    api_key = Number()
+    route = Number()
 
     class Meta:
         model = RequestLog
@@ -46,6 +67,7 @@ class RequestLogFilter(filters.FilterSet):
 class UsageFilter(filters.FilterSet):
     day_from = filters.DateFilter(field_name="day", lookup_expr="gte")
     day_to = filters.DateFilter(field_name="day", lookup_expr="lte")
+    api_key = Number()
 
     class Meta:
         model = KeyUsage

@@ -185,7 +185,10 @@ class KeySerializer(serializers.ModelSerializer):
     prefix = serializers.CharField(source="display_prefix", read_only=True)
     user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all(), required=False, allow_null=True)
     previous_secret_expires = serializers.DateTimeField(
-        source="previous_expires", read_only=True, help_text="When the secret replaced by the last rotation stops."
+        source="previous_expires",
+        read_only=True,
+        allow_null=True,
+        help_text="When the secret replaced by the last rotation stops.",
     )
 
     class Meta:

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 
 from proxy import handlers, health, metrics
 from proxy.views import proxy_view
@@ -14,8 +15,9 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     # Catch-all: /admin/, /api/, /console/, /jobs/, /metrics and /static/ never reach it.
     re_path(r"^(?!(?:admin|api|console|jobs|static)(?:/|$)|(?:healthz|readyz|metrics)$)", proxy_view, name="proxy"),
-    # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML).
-    re_path(r"", handlers.not_found, name="not-found"),
+    # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML),
+    # whatever the method: without csrf_exempt a POST would get the CSRF check's HTML 403 instead.
+    re_path(r"", csrf_exempt(handlers.not_found), name="not-found"),
 ]
 
 handler400 = "proxy.handlers.bad_request"

@@ -175,6 +175,22 @@ def test_an_unknown_id_is_a_json_404(client, operator):
     assert response.json()["error"]["type"] == "not_found"
 
 
+@pytest.mark.parametrize("method", ["post", "delete"])
+def test_an_unknown_api_path_is_a_json_404_whatever_the_method(operator, method):
+    # Found by schemathesis: a write to an unknown path got the CSRF check's HTML 403.
+    response = send(Client(enforce_csrf_checks=True), method, "/api/keys/1.5e-9/", operator)
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found"
+
+
+@pytest.mark.parametrize("query", ["routes=99999999999999999999999", "quota_plan=-99999999999999999999999"])
+def test_a_filter_number_too_large_for_the_database_is_a_400(client, operator, query):
+    # Found by schemathesis: an id filter past 64 bits overflowed the database driver (500).
+    response = send(client, "get", f"/api/keys/?{query}", operator)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
 def test_a_body_that_is_not_json_is_a_json_400(client, operator):
     response = client.post("/api/plans/", "{nope", content_type="application/json", **bearer(operator))
     assert response.status_code == 400
