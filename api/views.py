@@ -19,7 +19,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from proxy.quotas import live_state
+from proxy.state import quota_state
 from routes_admin.models import APIKey, KeyUsage, ManagementToken, QuotaPlan, RequestLog, Route
 
 from . import errors, filters
@@ -136,7 +136,7 @@ class KeyViewSet(ManagementViewSet, viewsets.ModelViewSet):
         limits = key.effective_limits()
         try:
             live = [
-                {"name": q.name, "limit": q.limit, "remaining": q.remaining, "reset": q.reset} for q in live_state(key)
+                {"name": q.name, "limit": q.limit, "remaining": q.remaining, "reset": q.reset} for q in quota_state(key)
             ]
         except Exception:  # the cache is down: the durable totals still answer
             live = None

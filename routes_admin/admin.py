@@ -6,7 +6,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from proxy.quotas import live_state, reset_counters
+from proxy.state import quota_state, reset_quotas
 
 from . import keys
 from .forms import UpstreamTargetForm
@@ -201,7 +201,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             ("Tokens this month", against(totals["tokens_month"], limits["tokens_per_month"])),
         ]
         try:
-            live = [(f"Now: {q.name.replace('_', ' ')}", live_line(q)) for q in live_state(obj)]
+            live = [(f"Now: {q.name.replace('_', ' ')}", live_line(q)) for q in quota_state(obj)]
         except Exception:  # the admin page must not fail with the cache
             live = [("Now", "unknown: the cache is unreachable")]
         body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows + live)
@@ -244,7 +244,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
         count = 0
         for key in queryset.select_related("quota_plan"):
-            reset_counters(key, capped)
+            reset_quotas(key, capped)
             count += 1
         self.message_user(
             request,
