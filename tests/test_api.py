@@ -10,7 +10,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -93,6 +93,15 @@ def test_only_roles_that_may_change_keys_rotate_or_revoke_them(client, role, act
     assert changed == (role in ("admin", "operator"))
 
 
+def test_rotating_needs_the_change_permission_not_the_add_one(client):
+    user = make_user("nobody")
+    user.user_permissions.set(Permission.objects.filter(codename__in=["view_apikey", "add_apikey"]))
+    _, token = ManagementToken.objects.issue(user, "t")
+    key, _ = make_key(all_routes=True)
+    assert send(client, "post", f"/api/keys/{key.id}/rotate/", token, {}).status_code == 403
+    assert send(client, "post", "/api/keys/", token, {"name": "k", "all_routes": True}).status_code == 201
+
+
 @pytest.mark.parametrize("role", EXPECTED)
 @pytest.mark.parametrize("path", ["/api/logs/", "/api/usage/"])
 def test_records_are_read_only_for_every_role(client, role, path):
@@ -149,6 +158,20 @@ def test_a_failed_update_leaves_the_route_and_its_targets_as_they_were(client, o
     route.refresh_from_db()
     assert route.name == "r"
     assert list(route.targets.values_list("id", "url")) == [(target.id, "http://127.0.0.1:9000/v1")]
+
+
+def test_a_write_the_database_refuses_midway_is_a_400_and_saves_nothing(client, operator):
+    # Swapping two targets' names passes validation, then the per-route unique name refuses the
+    # first rename after the route itself was saved: the whole write must roll back.
+    route = make_route(name="r")
+    a, b = make_target(route, "http://127.0.0.1:1/", name="a"), make_target(route, "http://127.0.0.1:2/", name="b")
+    body = {"name": "renamed", "targets": [{"id": a.id, "name": "b"}, {"id": b.id, "name": "a"}]}
+    response = send(client, "patch", f"/api/routes/{route.id}/", operator, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    route.refresh_from_db()
+    assert route.name == "r"
+    assert sorted(route.targets.values_list("id", "name")) == [(a.id, "a"), (b.id, "b")]
 
 
 def test_two_targets_with_one_name_are_a_400_not_a_500(client, operator):

@@ -6,9 +6,11 @@ In one process here; across two gunicorn workers on Redis at the end of the file
 import os
 import time
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 import requests
+from django.core.management import CommandError, call_command
 
 from routes_admin import keys
 from routes_admin.models import APIKey, RequestLog
@@ -90,6 +92,19 @@ def test_for_secret_follows_the_grace_period():
     APIKey.objects.filter(pk=key.pk).update(previous_expires=key.previous_expires - timedelta(hours=2))
     assert APIKey.objects.for_secret(old) is None
     assert APIKey.objects.for_secret(new) == key
+
+
+def test_rotate_key_command_prints_the_new_secret_once(client, route):
+    key, old = make_key(routes=[route])
+    out = StringIO()
+    call_command("rotate_key", f"gw_{key.prefix}_…", "--grace-seconds", "3600", stdout=out)
+    new = out.getvalue().strip().splitlines()[-1]
+    assert "The old secret works until" in out.getvalue()
+    key.refresh_from_db()
+    assert key.hashed_secret == keys.hash_key(new)
+    assert call(client, old).status_code == 200 and call(client, new).status_code == 200
+    with pytest.raises(CommandError, match="No key"):
+        call_command("rotate_key", "00000000", stdout=StringIO())
 
 
 def test_revoke_refuses_both_secrets(client, route):
