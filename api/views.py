@@ -182,6 +182,7 @@ class TokenViewSet(
     """Your own management tokens. A token acts as you, with your role; DELETE revokes it."""
 
     serializer_class = api.TokenSerializer
+    queryset = ManagementToken.objects.none()  # the model, for the schema; get_queryset gives the user's own
     permission_classes = [IsAuthenticated]  # anyone signed in may hold tokens: they grant no more than the user has
     filter_backends = []
 
