@@ -114,7 +114,7 @@ def test_an_invalid_value_changes_nothing_and_names_its_line(configured, tmp_pat
         apply(tmp_path, text, "--yes")
     message = str(raised.value)
     assert f"line {line_of(text, '/admin/v1')}: route chat: path_prefix: /admin is reserved" in message
-    assert "Nothing was changed" in message
+    assert message.endswith("reserved for the gateway itself. Nothing was changed.")
     assert QuotaPlan.objects.get().requests_per_minute == 60  # the valid edit before it was not applied either
 
 

@@ -25,7 +25,7 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{path}: {exc.strerror}") from None
         except config_file.ConfigError as exc:
-            raise CommandError(f"{path}, {exc}. Nothing was changed.") from None
+            raise CommandError(f"{path}, {str(exc).rstrip('.')}. Nothing was changed.") from None
         if not found:
             self.stdout.write("No changes: the database matches the file.")
             return
