@@ -31,7 +31,7 @@ import requests
 from . import balancing, breaker, ssrf
 from .config import RouteInfo, Snapshot, TargetInfo
 from .errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
-from .forwarding import Outgoing, send
+from .forwarding import Outgoing, check_path, send
 from .matching import path_matches
 
 log = logging.getLogger("gateway.attempts")
@@ -91,8 +91,12 @@ def _candidates(route: RouteInfo, hold: float, read_ahead: dict | None, tried: l
         state = states.get(target.id, breaker.CLOSED)
         if not state.is_open:
             yield target, False
-        elif breaker.claim_probe(target.id, hold):
-            yield target, True  # its cooldown is over and this call is the one probe
+        else:
+            probe = breaker.claim_probe(target.id, hold)
+            if probe is None:  # the cache is unreachable: the breaker reads as closed, no probe
+                yield target, False
+            elif probe:
+                yield target, True  # its cooldown is over and this call is the one probe
 
 
 class Attempts:
@@ -209,9 +213,11 @@ def _fallback_of(snapshot: Snapshot, route: RouteInfo, seen: set, path: str) -> 
 def forward(call, snapshot: Snapshot, outgoing: Outgoing) -> requests.Response:
     """The upstream's response to give the client (its body not read yet), for call.route.
 
-    Raises UpstreamUnavailable (502), UpstreamTimeout (504) or CircuitOpen (503).
+    Raises InvalidRequest (400) for a path that could leave the target's base path, before any
+    attempt; UpstreamUnavailable (502), UpstreamTimeout (504) or CircuitOpen (503).
     """
     route = call.route
+    check_path(route.prefix, outgoing)
     attempts = Attempts(call, outgoing)
     seen = {route.id}
     while True:

@@ -23,6 +23,7 @@ from .errors import InvalidAPIKey, KeyNotAllowed, PayloadTooLarge, RouteNotFound
 from .forwarding import Outgoing, UpstreamBody
 from .headers import client_response_headers
 from .matching import by_path_and_method, choose, document_for, requested_model, why_matched
+from .usage import ask_for_usage
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -39,6 +40,7 @@ class Incoming:
     read_body: Callable[[int], bytes] | None = None  # else: reads at most `limit` + 1 bytes, or 413
     raw_path: str = ""  # as sent, percent-encoded; "" when unknown
     client_ip: str = ""
+    forwarded_for: str = ""  # X-Forwarded-For as the gateway vouches for it; "" = client_ip alone
     request_id: str = ""
     scheme: str = "http"
     host: str = ""
@@ -169,6 +171,8 @@ def admit(call: Call) -> None:
 # 5 ---------------------------------------------------------------------------------------------
 def forward(call: Call, incoming: Incoming, snapshot: Snapshot, body: bytes, document):
     """The first usable upstream answer (retries, breakers, fallback: proxy/attempts.py)."""
+    body, document = ask_for_usage(incoming.path, body, document)
+    call.counts_tokens = b'"model"' in body  # an AI call: cut before its usage, it gets an estimate
     outgoing = Outgoing(
         method=incoming.method,
         path=incoming.path,
@@ -181,6 +185,7 @@ def forward(call: Call, incoming: Incoming, snapshot: Snapshot, body: bytes, doc
         host=incoming.host,
         request_id=call.request_id,
         client_ip=call.client_ip,
+        forwarded_for=incoming.forwarded_for,
     )
     return forward_with_retries(call, snapshot, outgoing)
 

@@ -1,7 +1,6 @@
 """What admins configure (routes, targets, keys, quota plans) and what the gateway records."""
 
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -11,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import keys
+from .validators import check_target_url, host_and_port
 
 # The gateway's own paths, defined here once: the URL conf sends everything else to the proxy, and
 # no route may claim them. Areas are reserved with everything below them; endpoints exactly.
@@ -185,13 +185,11 @@ class UpstreamTarget(models.Model):
 
     def save(self, *args, **kwargs):
         if not self.name:
-            self.name = urlsplit(self.url).netloc or self.url
+            self.name = host_and_port(self.url) or "target"  # never the URL's user or password
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        from proxy.ssrf import check_target_url  # the same guard the forwarder uses
-
-        if self.url:
+        if self.url:  # the same guard the forwarder uses at call time
             check_target_url(self.url)
         if not isinstance(self.model_aliases, dict):
             raise ValidationError({"model_aliases": "A JSON object of public name -> upstream name."})
@@ -335,6 +333,9 @@ class RequestLog(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_estimated = models.BooleanField(
+        default=False, help_text="The tokens are an estimate: the answer was cut before the upstream reported them."
+    )
     error_type = models.CharField(max_length=50, blank=True)
     limit = models.CharField(max_length=50, blank=True, help_text="The quota limit that refused the call.")
     client_ip = models.GenericIPAddressField(null=True, blank=True)
@@ -384,6 +385,36 @@ class KeyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} {self.day}: {self.total_tokens} tokens"
+
+
+class ConfigGenerationManager(models.Manager):
+    ROW = 1  # the one row
+
+    def current(self) -> int:
+        """The generation every gateway process compares with its copy (a primary-key read)."""
+        return self.filter(pk=self.ROW).values_list("n", flat=True).first() or 0
+
+    def bump(self) -> None:
+        """Announce a committed change: an atomic increment, so concurrent bumps are never lost."""
+        if not self.filter(pk=self.ROW).update(n=models.F("n") + 1, changed=timezone.now()):
+            self.get_or_create(pk=self.ROW)  # the row went missing (a flushed database): start it again
+            self.filter(pk=self.ROW).update(n=models.F("n") + 1, changed=timezone.now())
+
+
+class ConfigGeneration(models.Model):
+    """A counter bumped after every committed change to routes, targets, keys or plans.
+
+    Every gateway process reads it at most once per GATEWAY_CONFIG_TTL and reloads its in-memory
+    copy when it moved, so a change made by any process reaches all of them, with or without Redis.
+    """
+
+    n = models.BigIntegerField(default=0)
+    changed = models.DateTimeField(default=timezone.now)
+
+    objects = ConfigGenerationManager()
+
+    def __str__(self) -> str:
+        return f"configuration generation {self.n}"
 
 
 class ManagementTokenManager(models.Manager):
