@@ -2,8 +2,6 @@
 (reserved prefixes, the SSRF guard on target URLs...), and secrets are never returned: a key's or
 token's secret only in the answer that creates it, a target's credential never (write-only)."""
 
-from urllib.parse import urlsplit
-
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
@@ -21,6 +19,7 @@ from routes_admin.models import (
     UpstreamTarget,
     mask_secret,
 )
+from routes_admin.validators import host_and_port
 
 # Longest grace period a rotation may give the old secret.
 MAX_GRACE_SECONDS = 30 * 86400
@@ -135,7 +134,7 @@ class RouteSerializer(serializers.ModelSerializer):
                 run_clean(target)
             except serializers.ValidationError as exc:
                 error.update(exc.detail)
-            name = target.name or urlsplit(target.url).netloc or target.url
+            name = target.name or host_and_port(target.url) or "target"  # as UpstreamTarget.save()
             if name in names:
                 error["name"] = [f"Two targets of this route are named {name!r}."]
             names.add(name)

@@ -13,13 +13,13 @@ unchanged on another); a new target whose variable is unset is an error.
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import Limits, QuotaPlan, Route, UpstreamTarget
+from .validators import host_and_port
 
 VERSION = 1
 ENV_REFERENCE = re.compile(r"^\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -220,7 +220,7 @@ def _load_route(item: Located, desired: Desired) -> None:
     for entry in targets_list:
         _only(entry, (*TARGET_FIELDS, "credential_value"), f"{what}, target")
         target = UpstreamTarget(**{key: entry[key] for key in TARGET_FIELDS if key in entry})
-        target.name = target.name or urlsplit(target.url).netloc or target.url  # as UpstreamTarget.save()
+        target.name = target.name or host_and_port(target.url) or "target"  # as UpstreamTarget.save()
         if target.name in names:
             raise ConfigError(f"{what}: two targets are named {target.name!r}", _where(entry, "name"))
         names.add(target.name)
