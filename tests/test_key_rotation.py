@@ -41,6 +41,8 @@ def test_rotation_without_grace_refuses_the_old_secret_at_once(client, route):
     refused = call(client, old)
     assert refused.status_code == 401
     assert refused.json()["error"]["message"] == "The API key has been rotated; use its new secret."
+    row = RequestLog.objects.get(status=401)  # logged like every call, with whose key and why
+    assert (row.api_key_id, row.detail["auth"]) == (key.id, "rotated")
     assert call(client, new).status_code == 200
 
 
