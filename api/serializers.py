@@ -163,11 +163,12 @@ class RouteSerializer(serializers.ModelSerializer):
             for gone in route.targets.exclude(id__in=keep):
                 gone.delete()  # one by one, so the change is announced like any other
             for fields in targets:
-                target = UpstreamTarget(route=route, **fields)
-                if "id" in fields:  # untouched fields keep their values
-                    target = UpstreamTarget.objects.get(pk=fields["id"])
+                if "id" in fields:
+                    target = route.targets.get(pk=fields["id"])  # the fields left out keep their values
                     for name, value in fields.items():
                         setattr(target, name, value)
+                else:
+                    target = UpstreamTarget(route=route, **fields)
                 target.save()
         return route
 
