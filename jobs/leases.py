@@ -50,7 +50,9 @@ def recover_lost(now=None) -> int:
     now = now or timezone.now()
     recovered = 0
     with transaction.atomic():
-        lost = list(Job.objects.select_for_update(skip_locked=True).filter(status=Status.RUNNING, lease_until__lt=now)[:100])
+        lost = list(
+            Job.objects.select_for_update(skip_locked=True).filter(status=Status.RUNNING, lease_until__lt=now)[:100]
+        )
         for job in lost:
             recovered += 1
             if job.attempts >= settings.GATEWAY_JOB_MAX_ATTEMPTS:

@@ -177,4 +177,3 @@ def retry_after_seconds(value: str) -> float:
         return max(0.0, float(value))
     except ValueError:
         return 1.0
-

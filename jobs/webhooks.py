@@ -96,7 +96,11 @@ def deliver(job_id: str, attempt: int) -> None:
     try:
         # Redirects are not followed: only the allowed host receives the result.
         response = session().post(
-            job.callback_url, data=body, headers=headers, timeout=settings.GATEWAY_WEBHOOK_TIMEOUT, allow_redirects=False
+            job.callback_url,
+            data=body,
+            headers=headers,
+            timeout=settings.GATEWAY_WEBHOOK_TIMEOUT,
+            allow_redirects=False,
         )
         status = response.status_code
         response.close()
@@ -113,7 +117,13 @@ def deliver(job_id: str, attempt: int) -> None:
     if delivery.delivered:
         return
     if attempt < settings.GATEWAY_WEBHOOK_MAX_ATTEMPTS:
-        log.info("webhook of job %s failed (%s); attempt %d in %.1f s", job.id, status or error, attempt + 1, backoff(attempt))
+        log.info(
+            "webhook of job %s failed (%s); attempt %d in %.1f s",
+            job.id,
+            status or error,
+            attempt + 1,
+            backoff(attempt),
+        )
         schedule(job, attempt + 1, backoff(attempt))
     else:
         log.warning("webhook of job %s failed %d times; giving up", job.id, attempt)

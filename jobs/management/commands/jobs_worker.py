@@ -28,7 +28,9 @@ class JobWorker(Worker):
         super().shutdown(signum, frame)
 
     def out_of_time(self, signum, frame) -> None:
-        raise WorkerStopping(f"the running job outlived the shutdown timeout ({settings.GATEWAY_JOB_SHUTDOWN_SECONDS} s)")
+        raise WorkerStopping(
+            f"the running job outlived the shutdown timeout ({settings.GATEWAY_JOB_SHUTDOWN_SECONDS} s)"
+        )
 
 
 class Command(BaseCommand):

@@ -23,4 +23,6 @@ class Command(BaseCommand):
         deleted = per_model.get("jobs.Job", 0)
         # The queue's own bookkeeping of tasks that ended (each job has one or more).
         tasks, _ = DBTaskResult.objects.finished().filter(finished_at__lt=cutoff).delete()
-        self.stdout.write(f"Deleted {deleted} job(s) finished before {cutoff:%Y-%m-%d %H:%M} and {tasks} queue entries.")
+        self.stdout.write(
+            f"Deleted {deleted} job(s) finished before {cutoff:%Y-%m-%d %H:%M} and {tasks} queue entries."
+        )
