@@ -41,7 +41,9 @@ def drain(response) -> bytes:
 
 
 def submit(client, secret, body=BODY, path="/v1/chat/completions", **headers):
-    response = client.post(path, body, content_type="application/json", HTTP_PREFER="respond-async", **headers, **auth(secret))
+    response = client.post(
+        path, body, content_type="application/json", HTTP_PREFER="respond-async", **headers, **auth(secret)
+    )
     return response, drain(response)
 
 
@@ -334,7 +336,9 @@ def test_a_webhook_is_signed_retried_and_every_attempt_is_on_the_job(client, set
     receiver = Receiver(fail_first=1)
     try:
         with override_settings(
-            GATEWAY_WEBHOOK_HOSTS=["127.0.0.1"], GATEWAY_WEBHOOK_SECRET=WEBHOOK_SECRET, GATEWAY_WEBHOOK_BACKOFF_SECONDS=0
+            GATEWAY_WEBHOOK_HOSTS=["127.0.0.1"],
+            GATEWAY_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            GATEWAY_WEBHOOK_BACKOFF_SECONDS=0,
         ):
             _, _, secret = setup
             _, body = submit(client, secret, HTTP_X_CALLBACK_URL=f"{receiver.url}/hook")
