@@ -4,8 +4,8 @@ The engine marks a task RUNNING when a worker claims it and never looks at it ag
 killed with SIGKILL leaves it RUNNING for ever. So a running job holds a lease
 (Job.lease_until) that its worker's keeper thread renews every third of
 GATEWAY_JOB_LEASE_SECONDS. Every worker's keeper also looks for running jobs whose lease ran
-out: such a job goes back to the queue (its task row READY again, the engine's own redelivery
-path) while it has attempts left, else it fails with the reason. So a job whose worker died runs
+out: such a job goes back to the queue (a new entry; the lost one is closed as failed) while it
+has attempts left, else it fails with the reason. So a job whose worker died runs
 again within GATEWAY_JOB_LEASE_SECONDS plus one keeper period, on any live worker.
 """
 
@@ -45,7 +45,7 @@ def renew(worker: str) -> None:
 
 def recover_lost(now=None) -> int:
     """Queue again (or fail) the running jobs whose worker stopped renewing their lease."""
-    from .running import fail  # running imports this module
+    from .running import fail, requeue  # running imports this module
 
     now = now or timezone.now()
     recovered = 0
@@ -66,7 +66,12 @@ def recover_lost(now=None) -> int:
                 continue
             log.warning("job %s: worker %s lost during attempt %d; queued again", job.id, job.worker, job.attempts)
             Job.objects.filter(id=job.id).update(status=Status.QUEUED, lease_until=None)
-            DBTaskResult.objects.filter(id=job.task_id).update(status="READY")
+            # The lost run's entry is closed (the engine would show it running for ever) and a
+            # new one queued: a worker that was only slow may still write its old entry.
+            DBTaskResult.objects.filter(id=job.task_id, status="RUNNING").update(
+                status="FAILED", finished_at=now, exception_class_path="jobs.leases.WorkerLost", traceback=""
+            )
+            requeue(str(job.id), 0)
     return recovered
 
 

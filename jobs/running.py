@@ -10,8 +10,8 @@ Outcomes other than an answer:
 - the upstream unreachable or too slow after the route's own retries (502/504), or its stream
   broken: another attempt later, up to GATEWAY_JOB_MAX_ATTEMPTS;
 - anything else the gateway refuses (key revoked, route gone, ...): failed at once, with why.
-Writes after the run only apply while this worker still holds the job (its lease may have run
-out and another worker taken over: the first to finish wins, see leases.py).
+An answer is kept by the first run to finish (a worker whose lease lapsed may still finish
+first); failures and requeues apply only while this worker still holds the job (leases.py).
 """
 
 import logging
@@ -115,22 +115,28 @@ def execute(job: Job, worker: str) -> None:
     if answer.call.error_type == "upstream_stream_error":
         retry_or_fail(job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
         return
-    succeed(job, worker, answer.status, answer.headers, body)
+    succeed(job, answer.status, answer.headers, body)
 
 
 def _mine(job: Job, worker: str):
     return Job.objects.filter(id=job.id, status=Status.RUNNING, worker=worker)
 
 
-def succeed(job: Job, worker: str, status: int, headers: list, body: bytes) -> None:
-    done = _mine(job, worker).update(
-        status=Status.SUCCEEDED,
-        finished=timezone.now(),
-        lease_until=None,
-        response_status=status,
-        response_headers=[list(pair) for pair in headers],
-        response_body=body,
-        error="",
+def succeed(job: Job, status: int, headers: list, body: bytes) -> None:
+    # The first run to finish wins, even when this worker's lease lapsed and the job was queued
+    # again (or is running elsewhere): its answer is as good, and the other run then finds it done.
+    done = (
+        Job.objects.filter(id=job.id)
+        .exclude(status__in=FINAL)
+        .update(
+            status=Status.SUCCEEDED,
+            finished=timezone.now(),
+            lease_until=None,
+            response_status=status,
+            response_headers=[list(pair) for pair in headers],
+            response_body=body,
+            error="",
+        )
     )
     if done and job.callback_url:
         webhooks.schedule(job)

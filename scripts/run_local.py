@@ -1,4 +1,5 @@
-"""`make run`: the demo component on :9000 and the gateway under gunicorn on :8000; Ctrl-C stops both."""
+"""`make run`: the demo component on :9000, the gateway under gunicorn on :8000 and one jobs worker;
+Ctrl-C stops them all (the worker first lets its running job finish, up to GATEWAY_JOB_SHUTDOWN_SECONDS)."""
 
 import os
 import signal
@@ -26,12 +27,13 @@ def main() -> int:
         env=env,
         start_new_session=True,
     )
+    worker = subprocess.Popen([PYTHON, "manage.py", "jobs_worker"], cwd=ROOT, env=env, start_new_session=True)
     print(
-        f"\nGateway on http://{bind} (admin: /admin/), demo component on http://127.0.0.1:{demo_port}. "
-        "Ctrl-C stops both.\n",
+        f"\nGateway on http://{bind} (admin: /admin/), demo component on http://127.0.0.1:{demo_port}, "
+        "one jobs worker. Ctrl-C stops them all.\n",
         flush=True,
     )
-    children = (gateway, demo)
+    children = (gateway, demo, worker)
     stopping = False
 
     def stop(*_):
@@ -47,7 +49,7 @@ def main() -> int:
             child.send_signal(signal.SIGTERM)
     for child in children:
         try:
-            child.wait(timeout=35)
+            child.wait(timeout=35 if child is not worker else float(env.get("GATEWAY_JOB_SHUTDOWN_SECONDS", 60)) + 5)
         except subprocess.TimeoutExpired:
             child.kill()
     return 0 if stopping else 1

@@ -277,7 +277,9 @@ def test_a_job_whose_worker_died_is_run_again_by_another_worker(client, upstream
     done = poll(client, secret, job_id)
     assert done["status"] == "succeeded" and done["attempts"] == 2
     assert len(upstream.requests) == 1
-    assert DBTaskResult.objects.get(id=task.id).worker_ids == ["dead-worker", "test-worker"]
+    lost = DBTaskResult.objects.get(id=task.id)
+    assert (lost.status, lost.worker_ids) == ("FAILED", ["dead-worker"])
+    assert DBTaskResult.objects.get(id=Job.objects.get().task_id).worker_ids == ["test-worker"]
 
 
 @override_settings(GATEWAY_JOB_MAX_ATTEMPTS=1)
