@@ -19,21 +19,22 @@ def key_from_headers(headers) -> str:
 def check_key(raw: str, snapshot: Snapshot) -> KeyInfo:
     """The usable key for this secret, or InvalidAPIKey with the reason."""
     if not raw:
-        raise InvalidAPIKey()
+        raise InvalidAPIKey(auth="missing")
     prefix = keys.prefix_of(raw)
     key = snapshot.key(prefix) if prefix else None
     # The prefix only finds the row; the secret is checked by comparing hashes in constant time.
     if key is None or not keys.matches(raw, key.hashed_secret):
-        raise InvalidAPIKey("The API key is not valid.")
+        raise InvalidAPIKey("The API key is not valid.", auth="unknown")
     return usable(key)
 
 
 def usable(key: KeyInfo) -> KeyInfo:
-    """The key, unless it is revoked, disabled or expired (InvalidAPIKey says which)."""
+    """The key, unless it is revoked, disabled or expired (InvalidAPIKey says which, and names
+    the key: its secret was proven, so the log row may say whose call was refused)."""
     if key.revoked is not None:
-        raise InvalidAPIKey("The API key has been revoked.")
+        raise InvalidAPIKey("The API key has been revoked.", auth="revoked", key=key)
     if not key.enabled:
-        raise InvalidAPIKey("The API key is disabled.")
+        raise InvalidAPIKey("The API key is disabled.", auth="disabled", key=key)
     if key.expires is not None and key.expires <= timezone.now():
-        raise InvalidAPIKey("The API key has expired.")
+        raise InvalidAPIKey("The API key has expired.", auth="expired", key=key)
     return key

@@ -22,6 +22,8 @@ class Call:
     key: object = None  # config.KeyInfo
     route: object = None  # config.RouteInfo
     admission: object = None  # quotas.Admission: released when the call ends
+    model: str = ""  # the model the client asked for (the JSON body's "model")
+    upstream_model: str = ""  # the model sent upstream, after the answering target's alias
     status: int = 0
     target: str = ""
     targets_tried: list = field(default_factory=list)
@@ -35,6 +37,8 @@ class Call:
     error_type: str = ""
     limit: str = ""
     finished: bool = False
+    # Why the call went as it did, for its log row: "match", "attempts", "why", "auth", "quota".
+    detail: dict = field(default_factory=dict)
     job_id: str = ""  # a queued job's run (jobs/): its log row says so, with its wait in the queue
     queue_ms: float | None = None
     # Cache values read ahead with the token counters (breaker states), so forwarding needs no

@@ -23,7 +23,7 @@ from .config import KeyInfo, RouteInfo, Snapshot
 from .errors import GatewayError, InvalidAPIKey, InvalidRequest, KeyNotAllowed, PayloadTooLarge, RouteNotFound, describe
 from .forwarding import Outgoing, UpstreamBody
 from .headers import client_response_headers
-from .matching import by_path_and_method, choose
+from .matching import by_path_and_method, choose, document_for, requested_model, why_matched
 
 log = logging.getLogger("gateway.pipeline")
 # How a call becomes a job: registered by the jobs app (a layer above, which the proxy never imports).
@@ -146,7 +146,10 @@ def match(call: Call, incoming: Incoming, snapshot: Snapshot) -> tuple[bytes, ob
     candidates = by_path_and_method(snapshot, incoming.path, incoming.method)
     body = incoming.body_up_to(max(route.max_body_bytes for route in candidates))
     call.bytes_in = len(body)
-    call.route, document = choose(candidates, incoming.headers, body)
+    document = document_for(candidates, body)
+    call.model = requested_model(document, body)
+    call.route = choose(candidates, incoming.headers, document)
+    call.detail["match"] = why_matched(call.route)
     if len(body) > call.route.max_body_bytes:
         raise too_large(call.route.max_body_bytes)
     return body, document
@@ -159,7 +162,7 @@ def too_large(limit: int) -> PayloadTooLarge:
 # 3 ---------------------------------------------------------------------------------------------
 def permit(key: KeyInfo, route: RouteInfo) -> None:
     if not key.may_call(route):
-        raise KeyNotAllowed(f"This API key may not call the route {route.name}.")
+        raise KeyNotAllowed(f"This API key may not call the route {route.name}.", auth="route_not_allowed")
 
 
 # 4 ---------------------------------------------------------------------------------------------
@@ -235,6 +238,8 @@ def respond(call: Call, upstream) -> Answer:
     call.status = upstream.status_code
     call.upstream_ms = call.latency_ms
     call.streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+    if call.model and call.held_target is not None:
+        call.upstream_model = call.held_target.model_aliases.get(call.model, call.model)
     headers = client_response_headers(upstream.headers)
     if settings.GATEWAY_EXPOSE_TARGET:
         headers.append(("X-Gateway-Target", call.target))
@@ -246,9 +251,16 @@ def respond(call: Call, upstream) -> Answer:
 
 # 7 ---------------------------------------------------------------------------------------------
 def end_with_error(call: Call, exc: BaseException) -> None:
-    """A call that ends with the gateway's own answer (or a bug: 500)."""
-    status, error_type, _message, _headers = describe(exc)
-    call.fail(status, error_type, getattr(exc, "extra", {}).get("limit", ""))
+    """A call that ends with the gateway's own answer (or a bug: 500), and why, for its log row."""
+    status, error_type, message, _headers = describe(exc)
+    extra = getattr(exc, "extra", {})
+    call.fail(status, error_type, extra.get("limit", ""))
+    call.detail["why"] = message
+    if call.key is None:
+        call.key = extra.get("key")  # a refused key whose secret was right: the row names it
+    for name in ("auth", "quota"):  # the key's fault (401/403), the limit that refused it (429)
+        if name in extra:
+            call.detail[name] = extra[name]
     finish(call)
 
 

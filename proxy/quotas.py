@@ -151,7 +151,8 @@ def _admit(call, admission: Admission, scopes: list[Scope], read_ahead: list[str
 
 
 def _refuse(quotas: list[Quota], quota: Quota, message: str):
-    raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name)
+    counter = {"name": quota.name, "limit": quota.limit, "used": quota.limit - quota.remaining, "reset": quota.reset}
+    raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name, quota=counter)
 
 
 def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: list[str]) -> None:

@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("routes_admin", "0001_initial"),
+        ("routes_admin", "0007_requestlog_explain"),  # for now: the lead orders the chain at merge
     ]
 
     operations = [
