@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from proxy import pipeline
+from proxy import pipeline, quotas
 from proxy.errors import GatewayError, InvalidRequest
 
 from . import webhooks
@@ -46,6 +46,8 @@ class Accepted:
         self.headers = [("Content-Type", "application/json"), ("Location", f"/jobs/{job.id}")]
         if replayed:
             self.headers.append(("Idempotent-Replayed", "true"))
+        if call.admission is not None:  # what the key has left, as on any admitted call
+            self.headers += quotas.answer_headers(call.admission)
         call.status = 202
         call.bytes_out = len(self.body)
 

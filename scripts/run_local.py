@@ -42,7 +42,13 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    while not stopping and all(child.poll() is None for child in children):
+    # The gateway or the demo component ending ends the run; the worker may be killed and started
+    # again by hand (`manage.py jobs_worker`): its jobs are not lost (README, "Asynchronous calls").
+    worker_gone = False
+    while not stopping and gateway.poll() is None and demo.poll() is None:
+        if not worker_gone and worker.poll() is not None:
+            worker_gone = True
+            print("\nThe jobs worker exited; start one again: .venv/bin/python manage.py jobs_worker\n", flush=True)
         time.sleep(0.2)
     for child in children:
         if child.poll() is None:
