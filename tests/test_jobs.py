@@ -428,3 +428,21 @@ def test_concurrent_submissions_with_one_idempotency_key_make_one_job(client, se
     for thread in threads:
         thread.join()
     assert errors == [] and len(set(ids)) == 1 and Job.objects.count() == 1
+
+
+def test_a_job_counts_its_request_when_accepted_and_its_tokens_when_its_answer_arrives(client, upstream):
+    upstream.reply = json_reply({"id": "answer", "usage": USAGE})  # 7 tokens
+    route = make_route(name="chat")
+    make_target(route, upstream.url)
+    _, secret = make_key(routes=[route], requests_per_minute=2, tokens_per_day=5)
+    first, _ = submit(client, secret)
+    assert first.status_code == 202 and first["RateLimit"]  # what the key has left, as on any call
+    assert submit(client, secret)[0].status_code == 202
+    refused, body = submit(client, secret)  # the third request in the minute: refused at submission
+    assert refused.status_code == 429 and "requests per minute" in json.loads(body)["error"]["message"]
+    assert Job.objects.count() == 2
+    work_off()  # the runs count no request; the first answer's 7 tokens use up the day's 5
+    assert Job.objects.filter(status=Status.SUCCEEDED).count() == 2
+    with override_settings(RATELIMIT_ENABLE=False):  # leave the minute's window aside: tokens only
+        over, body = submit(client, secret)
+    assert over.status_code == 429 and "tokens per day" in json.loads(body)["error"]["message"]
