@@ -31,7 +31,7 @@ import requests
 from . import balancing, breaker, ssrf
 from .config import RouteInfo, Snapshot, TargetInfo
 from .errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
-from .forwarding import Outgoing, send
+from .forwarding import Outgoing, check_path, send
 from .matching import path_matches
 
 log = logging.getLogger("gateway.attempts")
@@ -209,9 +209,11 @@ def _fallback_of(snapshot: Snapshot, route: RouteInfo, seen: set, path: str) -> 
 def forward(call, snapshot: Snapshot, outgoing: Outgoing) -> requests.Response:
     """The upstream's response to give the client (its body not read yet), for call.route.
 
-    Raises UpstreamUnavailable (502), UpstreamTimeout (504) or CircuitOpen (503).
+    Raises InvalidRequest (400) for a path that could leave the target's base path, before any
+    attempt; UpstreamUnavailable (502), UpstreamTimeout (504) or CircuitOpen (503).
     """
     route = call.route
+    check_path(route.prefix, outgoing)
     attempts = Attempts(call, outgoing)
     seen = {route.id}
     while True:

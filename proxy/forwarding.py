@@ -8,9 +8,11 @@ gateway error here: 502 when the upstream cannot be reached, 504 when it is too 
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from functools import lru_cache
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
@@ -19,8 +21,9 @@ from requests.utils import requote_uri
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from .errors import UpstreamTimeout, UpstreamUnavailable
+from .errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
 from .headers import upstream_request_headers
+from .pinning import PinnedAdapter
 from .usage import UsageTracker
 
 log = logging.getLogger("gateway.forwarding")
@@ -35,9 +38,7 @@ def session() -> requests.Session:
     if _session is None or _session_pid != os.getpid():
         s = requests.Session()
         s.trust_env = False  # no proxies or .netrc credentials from the environment
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0
-        )
+        adapter = PinnedAdapter(pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0)
         s.mount("http://", adapter)
         s.mount("https://", adapter)
         _session, _session_pid = s, os.getpid()
@@ -80,23 +81,91 @@ class Outgoing:
     host: str
     request_id: str
     client_ip: str
+    forwarded_for: str = ""  # the X-Forwarded-For chain the gateway vouches for; "" = client_ip alone
+
+
+# Characters a path keeps as they are (RFC 3986 pchar and "/").
+PATH_SAFE = "/:@!$&'()*+,;=~"
+PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~:@!$&'()*+,;=-]*")  # needs no escaping at all
+LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+UNSAFE_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
+DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:;[^/]*)?(?:/|$)")  # ".", "..", and Tomcat's "..;x"
+
+
+def _raw_path(outgoing: Outgoing) -> str:
+    """The path as the client encoded it, when the server kept it (gunicorn's RAW_URI) and it
+    agrees with the decoded one; else ""."""
+    raw = outgoing.raw_path
+    return raw if raw.startswith("/") and unquote(raw) == outgoing.path else ""
+
+
+def _raw_rest(prefix: str, raw: str) -> str | None:
+    """The raw path after the prefix's segments, or None when an escape (%2F) hides a segment
+    boundary inside the prefix."""
+    if raw.startswith(prefix) and raw[len(prefix) : len(prefix) + 1] in ("", "/"):
+        return raw[len(prefix) :]  # the prefix written plainly: the usual case
+    segments, wanted = raw.split("/"), prefix.split("/")
+    if [unquote(segment) for segment in segments[: len(wanted)]] != wanted:
+        return None
+    return "/" + "/".join(segments[len(wanted) :]) if len(segments) > len(wanted) else ""
+
+
+def check_path(prefix: str, outgoing: Outgoing) -> None:
+    """InvalidRequest (400) for a path that could leave the target's base path or confuse the
+    upstream about it: dot-segments in any decoded form (%2e%2e, %2F..%2F, %252e), also with
+    ";params" (Tomcat's "..;"), backslashes, control characters (NUL included), and escapes
+    inside the route's prefix (/v1%2F@other-host/...). Checked once per call, before any
+    attempt."""
+    raw = _raw_path(outgoing)
+    forms = [raw, outgoing.path] if raw and raw != outgoing.path else [outgoing.path]
+    while "%" in forms[-1] and len(forms) < 5:  # upstreams that decode again would see these
+        decoded = unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    for form in forms:
+        if UNSAFE_CHARACTER.search(form):
+            raise InvalidRequest("The path contains a control character or a backslash.")
+        if DOT_SEGMENT.search(form):
+            raise InvalidRequest("The path contains a dot-segment (. or ..).")
+    if raw and _raw_rest(prefix, raw) is None:
+        raise InvalidRequest("The route's prefix is written with escapes in this path (such as %2F).")
 
 
 def path_rest(prefix: str, outgoing: Outgoing) -> str:
-    """The path after the route's prefix, encoded as the client sent it.
+    """The path after the route's prefix, encoded as the client sent it: "" or "/...".
 
     WSGI decodes the path; the raw one (gunicorn's RAW_URI) alone tells %2F from /. Without it
     the decoded path is encoded again (else %3F would start a query, %23 a fragment).
     """
-    raw = outgoing.raw_path
-    if raw.startswith(prefix) and unquote(raw) == outgoing.path:
-        return raw[len(prefix) :]
-    return quote(outgoing.path[len(prefix) :], safe="/:@!$&'()*+,;=")
+    raw = _raw_path(outgoing)
+    rest = _raw_rest(prefix, raw) if raw else None
+    if rest is None:
+        rest = outgoing.path[len(prefix) :]
+        return rest if PLAIN_PATH.fullmatch(rest) else quote(rest, safe=PATH_SAFE)
+    if PLAIN_PATH.fullmatch(rest):
+        return rest
+    # The client's escapes stay; anything else that is not plain ASCII path text ("#", a space, a
+    # lone "%") is escaped, so no parser can read the path as ending early.
+    return quote(LONE_PERCENT.sub("%25", rest), safe=PATH_SAFE + "%")
+
+
+@lru_cache(maxsize=4096)
+def target_parts(url: str) -> tuple[str, str, str]:
+    """Scheme, host[:port] (never a user or password) and base path of a target URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts.scheme, netloc, parts.path.rstrip("/")
 
 
 def upstream_url(route, target, outgoing: Outgoing) -> str:
-    url = target.url + path_rest(route.prefix, outgoing)
-    return f"{url}?{outgoing.query}" if outgoing.query else url
+    """The target's scheme, host, port and base path, then the rest of the client's path: built
+    from parts, so no path can become a host, a user or a different base path."""
+    scheme, netloc, base = target_parts(target.url)
+    return urlunsplit((scheme, netloc, base + path_rest(route.prefix, outgoing), outgoing.query, ""))
 
 
 def body_for(target, outgoing: Outgoing) -> bytes:
@@ -121,6 +190,7 @@ def send(route, target, outgoing: Outgoing) -> requests.Response:
         target,
         request_id=outgoing.request_id,
         client_ip=outgoing.client_ip,
+        forwarded_for=outgoing.forwarded_for,
         scheme=outgoing.scheme,
         host=outgoing.host,
     )

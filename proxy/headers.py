@@ -1,5 +1,8 @@
 """Which headers cross the gateway, in each direction."""
 
+import ipaddress
+import re
+
 # RFC 9110 §7.6.1: connection-specific fields are never forwarded; Proxy-Connection and
 # Keep-Alive are their pre-standard forms. Trailer and Proxy-Authenticate/-Authorization are
 # hop-by-hop too (RFC 2616 §13.5.1, still what proxies drop).
@@ -28,7 +31,21 @@ NOT_FORWARDED = HOP_BY_HOP | {
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-request-id",
+    # Who the client is: only the gateway says (forwarded_headers), from the addresses it trusts.
+    # The rest of this family are names upstreams and their frameworks also read.
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
 }
+PLAIN_NODE = re.compile(r"[0-9A-Za-z._-]+")  # an IPv4 address or an obfuscated node: an RFC 7239 token
 NOT_RETURNED = HOP_BY_HOP | {"x-request-id", "server", "date"}
 
 
@@ -38,7 +55,7 @@ def connection_listed(value: str) -> set[str]:
 
 
 def upstream_request_headers(
-    client_headers, target, *, request_id: str, client_ip: str, scheme: str, host: str
+    client_headers, target, *, request_id: str, client_ip: str, scheme: str, host: str, forwarded_for: str = ""
 ) -> dict:
     """Headers for the upstream request, from the client's."""
     listed = connection_listed(client_headers.get("Connection", ""))
@@ -48,14 +65,37 @@ def upstream_request_headers(
         if lower in NOT_FORWARDED or lower in listed or not value:
             continue
         headers[header] = value
-    prior = client_headers.get("X-Forwarded-For", "")
-    headers["X-Forwarded-For"] = f"{prior}, {client_ip}" if prior else client_ip
-    headers["X-Forwarded-Proto"] = scheme
-    headers["X-Forwarded-Host"] = host
+    headers.update(forwarded_headers(client_ip, forwarded_for or client_ip, scheme=scheme, host=host))
     headers["X-Request-ID"] = request_id
     if target.credential_header:
         headers[target.credential_header] = target.credential_value
     return headers
+
+
+def forwarded_node(address: str) -> str:
+    """An address as RFC 7239 §6 writes it: IPv4 as it is, IPv6 in brackets and quotes."""
+    if not address:
+        return "unknown"
+    if ":" not in address and PLAIN_NODE.fullmatch(address):
+        return address
+    try:
+        ipaddress.IPv6Address(address)
+        return f'"[{address}]"'
+    except ValueError:
+        return '"' + address.replace("\\", "").replace('"', "") + '"'
+
+
+def forwarded_headers(client_ip: str, forwarded_for: str, *, scheme: str, host: str) -> dict:
+    """X-Forwarded-*, X-Real-IP and Forwarded, made by the gateway from what it trusts
+    (forwarded_for: proxy/middleware.py trusted_chain)."""
+    host_value = host.replace("\\", "").replace('"', "")
+    return {
+        "X-Forwarded-For": forwarded_for,
+        "X-Forwarded-Proto": scheme,
+        "X-Forwarded-Host": host,
+        "X-Real-IP": client_ip,
+        "Forwarded": f'for={forwarded_node(client_ip)};proto={scheme};host="{host_value}"',
+    }
 
 
 def client_response_headers(upstream_headers) -> list[tuple[str, str]]:

@@ -25,6 +25,20 @@ def client_ip_for(meta: dict) -> str:
     return meta.get("REMOTE_ADDR", "")
 
 
+def trusted_chain(meta: dict) -> str:
+    """X-Forwarded-For as the gateway can vouch for it, client first: with TRUSTED_PROXY_COUNT
+    proxies in front, the entries they added, then the proxy that connected; with none, only the
+    connecting address. What a client wrote before them is dropped. Its first address is
+    client_ip_for's."""
+    peer = meta.get("REMOTE_ADDR", "")
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops:
+        chain = [part.strip() for part in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if len(chain) >= hops:
+            return ", ".join([*chain[-hops:], peer])
+    return peer
+
+
 class RequestIdMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response

@@ -42,6 +42,7 @@ class Incoming:
     read_body: Callable[[int], bytes] | None = None  # else: reads at most `limit` + 1 bytes, or 413
     raw_path: str = ""  # as sent, percent-encoded; "" when unknown
     client_ip: str = ""
+    forwarded_for: str = ""  # X-Forwarded-For as the gateway vouches for it; "" = client_ip alone
     request_id: str = ""
     scheme: str = "http"
     host: str = ""
@@ -229,6 +230,7 @@ def forward(call: Call, incoming: Incoming, snapshot: Snapshot, body: bytes, doc
         host=incoming.host,
         request_id=call.request_id,
         client_ip=call.client_ip,
+        forwarded_for=incoming.forwarded_for,
     )
     return forward_with_retries(call, snapshot, outgoing)
 

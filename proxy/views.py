@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from . import pipeline
 from .errors import exception_handler
+from .middleware import trusted_chain
 from .negotiation import IgnoreAccept
 
 METHODS = ["get", "post", "put", "patch", "delete", "head", "options"]
@@ -38,6 +39,7 @@ def incoming(request) -> pipeline.Incoming:
         read_body=lambda limit: read_body(request, limit),
         raw_path=request.META.get("RAW_URI", "").split("?", 1)[0],  # gunicorn keeps it; %2F stays %2F
         client_ip=request.client_ip,
+        forwarded_for=trusted_chain(request.META),
         request_id=request.request_id,
         scheme=request.scheme,
         host=request.get_host(),

@@ -1,7 +1,5 @@
 """What admins configure (routes, targets, keys, quota plans) and what the gateway records."""
 
-from urllib.parse import urlsplit
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -10,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import keys
+from .validators import check_target_url, host_and_port
 
 # The gateway's own paths, defined here once: the URL conf sends everything else to the proxy, and
 # no route may claim them. Areas are reserved with everything below them; endpoints exactly.
@@ -203,13 +202,11 @@ class UpstreamTarget(models.Model):
 
     def save(self, *args, **kwargs):
         if not self.name:
-            self.name = urlsplit(self.url).netloc or self.url
+            self.name = host_and_port(self.url) or "target"  # never the URL's user or password
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        from proxy.ssrf import check_target_url  # the same guard the forwarder uses
-
-        if self.url:
+        if self.url:  # the same guard the forwarder uses at call time
             check_target_url(self.url)
         if not isinstance(self.model_aliases, dict):
             raise ValidationError({"model_aliases": "A JSON object of public name -> upstream name."})

@@ -4,6 +4,7 @@ import re
 
 import pytest
 import requests
+from django.test import override_settings
 
 from tests.factories import auth, make_key, make_route, make_target
 from tests.upstream import json_reply
@@ -170,11 +171,42 @@ def test_forwarded_headers_are_set(client, upstream, secret):
     assert headers["host"] == f"127.0.0.1:{upstream.port}"  # the upstream's own host, not the client's
 
 
-def test_forwarded_for_appends_the_client_to_an_existing_chain(client, upstream, secret):
-    client.get("/v1/models", secure=True, REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR="10.0.0.1", **auth(secret))
+SPOOFED = {
+    "HTTP_X_FORWARDED_FOR": "10.0.0.1",
+    "HTTP_X_REAL_IP": "10.0.0.2",
+    "HTTP_FORWARDED": "for=10.0.0.3;proto=https",
+    "HTTP_TRUE_CLIENT_IP": "10.0.0.4",
+    "HTTP_X_CLIENT_IP": "10.0.0.5",
+}
+
+
+def test_a_clients_own_forwarding_headers_never_reach_the_upstream(client, upstream, secret):
+    client.get("/v1/models", secure=True, REMOTE_ADDR="198.51.100.7", HTTP_HOST="localhost", **SPOOFED, **auth(secret))
     headers = upstream.last.headers
-    assert headers["x-forwarded-for"] == "10.0.0.1, 198.51.100.7"
+    assert headers["x-forwarded-for"] == "198.51.100.7"  # no proxy is trusted: only the peer
+    assert headers["x-real-ip"] == "198.51.100.7"
+    assert headers["forwarded"] == 'for=198.51.100.7;proto=https;host="localhost"'
     assert headers["x-forwarded-proto"] == "https"
+    assert "true-client-ip" not in headers and "x-client-ip" not in headers
+    assert "10.0.0." not in repr(headers)
+
+
+@override_settings(TRUSTED_PROXY_COUNT=1)
+def test_behind_a_trusted_proxy_only_the_part_of_the_chain_it_vouched_for_is_kept(client, upstream, secret):
+    # The client wrote 6.6.6.6 itself; the proxy (10.1.1.1) appended the address it saw.
+    client.get(
+        "/v1/models",
+        REMOTE_ADDR="10.1.1.1",
+        HTTP_X_FORWARDED_FOR="6.6.6.6, 2001:db8::7",
+        HTTP_X_REAL_IP="6.6.6.6",
+        HTTP_FORWARDED="for=6.6.6.6",
+        **auth(secret),
+    )
+    headers = upstream.last.headers
+    assert headers["x-forwarded-for"] == "2001:db8::7, 10.1.1.1"
+    assert headers["x-real-ip"] == "2001:db8::7"
+    assert headers["forwarded"] == 'for="[2001:db8::7]";proto=http;host="testserver"'  # RFC 7239 §6
+    assert "6.6.6.6" not in repr(headers)
 
 
 def test_a_sane_request_id_is_kept_upstream_and_in_the_answer(client, upstream, secret):

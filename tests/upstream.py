@@ -23,6 +23,7 @@ class Received:
     query: str
     headers: dict  # lower-cased names
     body: bytes
+    peer: tuple = ()  # the gateway's (address, port): one port per connection
 
     def json(self):
         return json.loads(self.body)
@@ -45,7 +46,12 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         self.received = Received(
-            self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body
+            self.command,
+            parts.path,
+            parts.query,
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+            self.client_address,
         )
         self.server.owner.requests.append(self.received)
         self.server.owner.reply(self)
@@ -98,14 +104,14 @@ def sse_reply(events: list, interval: float = 0.0):
 
 
 class UpstreamServer:
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.requests: list[Received] = []
         self.reply = json_reply({"ok": True})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.owner = self
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         # A short poll interval: stop() waits for it, once per test that uses an upstream.
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()

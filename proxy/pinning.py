@@ -1,0 +1,70 @@
+"""Connections made to the addresses the SSRF guard checked, never to a fresh DNS answer.
+
+urllib3 resolves a host again for each new connection, so a name that answered a safe address
+for the guard's check could answer a metadata address for the connection (DNS rebinding). These
+pool classes connect to ssrf.pinned_addresses(host) instead, while the Host header, TLS SNI and
+certificate verification keep using the name. Pooled connections are reused as before; only a
+new connection looks up its pinned addresses (a dict read).
+"""
+
+import socket
+
+from requests.adapters import HTTPAdapter
+from urllib3 import connection, connectionpool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.connection import create_connection
+
+from . import ssrf
+
+
+class PinnedConnectionMixin:
+    def _new_conn(self) -> socket.socket:
+        try:
+            addresses = ssrf.pinned_addresses(self.host)
+        except OSError as exc:
+            raise NewConnectionError(self, str(exc)) from None
+        if not addresses:
+            return super()._new_conn()
+        error = None
+        for address in addresses:  # in the resolver's order, as urllib3 would try them
+            try:
+                return create_connection(
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except TimeoutError as exc:
+                raise ConnectTimeoutError(
+                    self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+                ) from exc
+            except OSError as exc:
+                error = exc
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+
+class PinnedHTTPConnection(PinnedConnectionMixin, connection.HTTPConnection):
+    pass
+
+
+class PinnedHTTPSConnection(PinnedConnectionMixin, connection.HTTPSConnection):
+    pass
+
+
+class PinnedHTTPConnectionPool(connectionpool.HTTPConnectionPool):
+    ConnectionCls = PinnedHTTPConnection
+
+
+class PinnedHTTPSConnectionPool(connectionpool.HTTPSConnectionPool):
+    ConnectionCls = PinnedHTTPSConnection
+
+
+class PinnedAdapter(HTTPAdapter):
+    """requests' pooled adapter, with connections pinned to the checked addresses."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": PinnedHTTPConnectionPool,
+            "https": PinnedHTTPSConnectionPool,
+        }
