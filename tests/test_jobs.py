@@ -419,6 +419,8 @@ def test_concurrent_submissions_with_one_idempotency_key_make_one_job(client, se
             ids.append(json.loads(drain(response))["id"])
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
+        finally:
+            connection.close()  # this thread's own connection
 
     if connection.vendor == "sqlite":
         pytest.skip("an in-memory SQLite database is one connection: no concurrent writers to race")
