@@ -34,6 +34,8 @@ class Call:
     upstream_ms: float | None = None
     bytes_out: int = 0
     usage: dict | None = None  # prompt_tokens, completion_tokens, total_tokens
+    usage_estimated: bool = False  # cut before the upstream reported its usage (proxy/usage.py)
+    counts_tokens: bool = False  # an AI call (its body names a model): a cut answer gets an estimate
     error_type: str = ""
     limit: str = ""
     finished: bool = False

@@ -292,3 +292,7 @@ class UpstreamBody:
                     call.error_type = "client_disconnected"
         finally:
             call.usage = self.tracker.finish() or call.usage
+            if call.usage is None and not self.complete and call.counts_tokens and call.status < 400:
+                # Cut before the usage arrived: the tokens were spent all the same.
+                call.usage = self.tracker.estimate(call.bytes_in, call.bytes_out)
+                call.usage_estimated = True

@@ -56,6 +56,15 @@ LOG_QUEUE = Gauge(
     "Request log rows waiting for the background writer (each worker's value at its last call).",
     multiprocess_mode="livesum",
 )
+LOG_ROWS_WRITTEN = Counter("gateway_log_rows_written", "Request log rows written to the database.")
+LOG_WRITE_FAILURES = Counter(
+    "gateway_log_write_failures", "Request log writes that left rows for later (the database was unavailable)."
+)
+LOG_ROWS_DROPPED = Counter(
+    "gateway_log_rows_dropped",
+    "Request log rows given up: queue_full (the database was away too long) or unstorable (refused for its values).",
+    ["reason"],
+)
 
 BREAKER_STATES = ("closed", "open", "half-open", "probing")  # as proxy/breaker.py describes them
 _collectors: list = []  # scraped with the rest; added by layers above the proxy (jobs)
@@ -93,6 +102,18 @@ def finished(call, latency_ms: float) -> None:
 
 def log_queue_depth(depth: int) -> None:
     LOG_QUEUE.set(depth)
+
+
+def log_rows_written(count: int) -> None:
+    LOG_ROWS_WRITTEN.inc(count)
+
+
+def log_write_failed() -> None:
+    LOG_WRITE_FAILURES.inc()
+
+
+def log_rows_dropped(reason: str, count: int = 1) -> None:
+    LOG_ROWS_DROPPED.labels(reason).inc(count)
 
 
 class BreakerCollector:

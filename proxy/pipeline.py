@@ -24,6 +24,7 @@ from .errors import GatewayError, InvalidAPIKey, InvalidRequest, KeyNotAllowed, 
 from .forwarding import Outgoing, UpstreamBody
 from .headers import client_response_headers
 from .matching import by_path_and_method, choose, document_for, requested_model, why_matched
+from .usage import ask_for_usage
 
 log = logging.getLogger("gateway.pipeline")
 # How a call becomes a job: registered by the jobs app (a layer above, which the proxy never imports).
@@ -218,6 +219,8 @@ def submit_job(call: Call, incoming: Incoming, body: bytes):
 # 5 ---------------------------------------------------------------------------------------------
 def forward(call: Call, incoming: Incoming, snapshot: Snapshot, body: bytes, document):
     """The first usable upstream answer (retries, breakers, fallback: proxy/attempts.py)."""
+    body, document = ask_for_usage(incoming.path, body, document)
+    call.counts_tokens = b'"model"' in body  # an AI call: cut before its usage, it gets an estimate
     outgoing = Outgoing(
         method=incoming.method,
         path=incoming.path,

@@ -5,6 +5,11 @@ call never waits for the database; with 0 each row is written when its call fini
 writes what is queued; it runs at exit and when a gunicorn worker stops, so graceful shutdowns
 and worker restarts lose nothing. A failing write never fails a call: it is reported in the
 server's log (and the rows are kept for the next try, up to a bound).
+
+No input can stop the log: values are made storable first (proxy/storable.py), and a batch the
+database still refuses is written row by row. A row refused for its own values is dropped,
+counted and reported (never retried forever); rows refused because the database is away are
+kept for the next flush, unchanged. /readyz and /metrics show when writes fail.
 """
 
 import atexit
@@ -15,11 +20,14 @@ import threading
 from collections import deque
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from routes_admin.models import KeyUsage, RequestLog
+from routes_admin.models import APIKey, KeyUsage, RequestLog, Route
+
+from . import metrics
+from .storable import storable
 
 log = logging.getLogger("gateway.recording")
 access_log = logging.getLogger("gateway.access")
@@ -35,6 +43,11 @@ _lock = threading.Lock()
 _flush_lock = threading.Lock()
 _writer_pid = None
 _wake = threading.Event()
+_failing = False  # the last write left rows unwritten (the database refused or was away)
+
+# Errors caused by a row's own values; any other error (a lost connection, a missing table) is the
+# database's, and the rows wait for it.
+ROW_ERRORS = (DataError, IntegrityError, ValueError, TypeError, OverflowError)
 
 
 def _row(call, latency_ms: float) -> dict:
@@ -50,7 +63,7 @@ def _row(call, latency_ms: float) -> dict:
         route_id=route.id if route else None,
         route_name=route.name if route else "",
         method=call.method,
-        path=call.path[:2000],
+        path=call.path,
         model=call.model,
         upstream_model=call.upstream_model,
         status=call.status,
@@ -66,6 +79,7 @@ def _row(call, latency_ms: float) -> dict:
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         total_tokens=usage.get("total_tokens"),
+        usage_estimated=call.usage_estimated,
         error_type=call.error_type,
         limit=call.limit,
         client_ip=call.client_ip or None,
@@ -97,7 +111,7 @@ def _access_line(row: dict) -> str:
 
 
 def record(call, latency_ms: float) -> None:
-    row = _row(call, latency_ms)
+    row = storable(_row(call, latency_ms))
     if access_log.isEnabledFor(logging.INFO):
         access_log.info(_access_line(row))
     if settings.GATEWAY_LOG_FLUSH_SECONDS <= 0:
@@ -106,6 +120,7 @@ def record(call, latency_ms: float) -> None:
     with _lock:
         if len(_pending) >= MAX_PENDING:
             _pending.popleft()
+            metrics.log_rows_dropped("queue_full")
             log.error("log queue full: dropped the oldest row")
         _pending.append(row)
     _ensure_writer()
@@ -167,25 +182,71 @@ def _save(rows: list) -> None:
         _add_usage(_usage_increments(rows))
 
 
-def _write(rows: list) -> list:
-    """Save rows; returns those that could not be saved (the database is unreachable)."""
+def _write(rows: list) -> tuple[int, list]:
+    """Save rows. Returns how many were saved and the rows kept for later (the database is away)."""
+    global _failing
     try:
         _save(rows)
-        return []
+    except ROW_ERRORS:
+        log.warning("could not write %d request log row(s) at once; trying one by one", len(rows), exc_info=True)
     except Exception:
-        log.exception("could not write %d request log row(s) at once; trying one by one", len(rows))
-    # One bad row (its key or route deleted meanwhile) must not hold back the others.
+        return 0, _unavailable(rows)
+    else:
+        metrics.log_rows_written(len(rows))
+        _failing = False
+        return len(rows), []
+    # One bad row must not hold back the others.
+    written = 0
     for index, row in enumerate(rows):
         try:
-            _save([row])
+            _save_one(row)
+        except ROW_ERRORS:
+            metrics.log_rows_dropped("unstorable")
+            log.exception("dropped request log row %s: the database refuses its values", row.get("request_id"))
         except Exception:
-            row["api_key_id"] = row["route_id"] = None  # the prefix and route name still say who and where
-            try:
-                _save([row])
-            except Exception:
-                log.exception("request log unavailable; keeping %d row(s) for later", len(rows) - index)
-                return rows[index:]
-    return []
+            if written:
+                metrics.log_rows_written(written)
+            return written, _unavailable(rows[index:])
+        else:
+            written += 1
+    metrics.log_rows_written(written)
+    _failing = False
+    return written, []
+
+
+def _save_one(row: dict) -> None:
+    try:
+        _save([row])
+    except IntegrityError:
+        if not _forget_deleted(row):
+            raise
+        _save([row])
+
+
+def _forget_deleted(row: dict) -> bool:
+    """Clear the key or route the row names when it was deleted meanwhile (its prefix and name
+    still say who and where). True when one was."""
+    forgotten = False
+    if row["api_key_id"] is not None and not APIKey.objects.filter(id=row["api_key_id"]).exists():
+        row["api_key_id"] = None
+        forgotten = True
+    if row["route_id"] is not None and not Route.objects.filter(id=row["route_id"]).exists():
+        row["route_id"] = None
+        forgotten = True
+    return forgotten
+
+
+def _unavailable(rows: list) -> list:
+    global _failing
+    _failing = True
+    metrics.log_write_failed()
+    log.exception("request log unavailable; keeping %d row(s) for later", len(rows))
+    return rows
+
+
+def failing() -> bool:
+    """True while the last write left rows unwritten (for /readyz)."""
+    return _failing
 
 
 def flush() -> int:
@@ -208,8 +269,8 @@ def flush() -> int:
             if not batch:
                 return written
             left -= len(batch)
-            unwritten = _write(batch)
-            written += len(batch) - len(unwritten)
+            saved, unwritten = _write(batch)
+            written += saved
             if unwritten:
                 with _lock:  # keep them for the next try, in order
                     _pending.extendleft(reversed(unwritten))

@@ -80,6 +80,9 @@ class ProxyView(APIView):
         return response
 
     get = post = put = patch = delete = head = options = proxy
+    # Any other method goes through the pipeline too: authenticated, refused by the route table
+    # (405, with the methods allowed) and logged like every call.
+    http_method_not_allowed = proxy
 
     @property
     def default_response_headers(self):

@@ -286,7 +286,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "client_ip",
         "request_id",
     ]
-    list_filter = ["status", "method", "route_name", "error_type", "streamed", "created"]
+    list_filter = ["status", "method", "route_name", "error_type", "streamed", "usage_estimated", "created"]
     search_fields = ["request_id", "path", "key_prefix", "route_name", "target", "client_ip"]
     date_hierarchy = "created"
     show_full_result_count = False  # counting millions of rows on every page is slow

@@ -319,6 +319,9 @@ class RequestLog(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_estimated = models.BooleanField(
+        default=False, help_text="The tokens are an estimate: the answer was cut before the upstream reported them."
+    )
     error_type = models.CharField(max_length=50, blank=True)
     limit = models.CharField(max_length=50, blank=True, help_text="The quota limit that refused the call.")
     client_ip = models.GenericIPAddressField(null=True, blank=True)

@@ -16,7 +16,10 @@ def test_healthz_needs_nothing_but_the_process(client, django_assert_num_queries
 def test_readyz_checks_database_and_cache(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "cache": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "cache": "ok", "request_log": "ok"},
+    }
 
 
 @pytest.mark.django_db
@@ -30,7 +33,10 @@ def test_readyz_is_unavailable_when_the_cache_is_unreachable(client, settings):
     }
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "checks": {"database": "ok", "cache": "unreachable"}}
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "cache": "unreachable", "request_log": "ok"},
+    }
 
 
 def test_readyz_is_unavailable_when_the_database_is_unreachable(client, cluster):
