@@ -40,12 +40,12 @@ class Workers:
         self.cluster = cluster
         self.processes: list[subprocess.Popen] = []
 
-    def start(self) -> subprocess.Popen:
+    def start(self, **env) -> subprocess.Popen:
         log = open(self.cluster.tmp_path / f"worker-{len(self.processes)}.log", "wb")
         process = subprocess.Popen(
             [sys.executable, "manage.py", "jobs_worker"],
             cwd=ROOT,
-            env={**self.cluster.env, **FAST},
+            env={**self.cluster.env, **FAST, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -177,6 +177,32 @@ def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(jobs_cluste
     assert worker.wait(timeout=15) == 0
     done = wait_for(gateway, secret, job_id, timeout=2)
     assert done["status"] == "succeeded" and done["attempts"] == 1
+
+
+def test_a_job_outliving_the_shutdown_timeout_goes_back_to_the_queue_at_once(jobs_cluster, upstream):
+    cluster, gateway, workers, secret = jobs_cluster
+    release = threading.Event()
+
+    def reply(handler):
+        if len(upstream.requests) == 1:
+            release.wait(15)  # the first run outlives its worker's shutdown timeout
+        handler.send_json(200, {"id": f"run-{len(upstream.requests)}"})
+
+    upstream.reply = reply
+    worker = workers.start(GATEWAY_JOB_SHUTDOWN_SECONDS="0.5", GATEWAY_JOB_LEASE_SECONDS="60")
+    job_id = submit(gateway, secret).json()["id"]
+    deadline = time.monotonic() + 20
+    while not upstream.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=15)
+    # Queued again at once, not after its (here 60 s) lease: the next worker takes it now.
+    assert wait_for(gateway, secret, job_id, statuses=("queued",), timeout=2)["status"] == "queued"
+    release.set()
+    workers.start()
+    done = wait_for(gateway, secret, job_id)
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    assert json.loads(done["response"]["body"]) == {"id": "run-2"}
 
 
 def test_a_route_cap_of_two_is_never_exceeded_with_twenty_jobs_queued(jobs_cluster, upstream):
