@@ -448,3 +448,16 @@ def test_a_job_counts_its_request_when_accepted_and_its_tokens_when_its_answer_a
     with override_settings(RATELIMIT_ENABLE=False):  # leave the minute's window aside: tokens only
         over, body = submit(client, secret)
     assert over.status_code == 429 and "tokens per day" in json.loads(body)["error"]["message"]
+
+
+def test_the_admin_lists_jobs_and_shows_one_read_only(client, admin_client, setup):
+    _, _, secret = setup
+    _, body = submit(client, secret)
+    job_id = json.loads(body)["id"]
+    listing = admin_client.get("/admin/jobs/job/")
+    assert listing.status_code == 200 and job_id in listing.content.decode()
+    page = admin_client.get(f"/admin/jobs/job/{job_id}/change/")
+    assert page.status_code == 200
+    assert secret not in page.content.decode()
+    stored = {name.lower() for name in Job.objects.get().headers}
+    assert stored.isdisjoint({"authorization", "x-api-key", "cookie", "prefer"})  # the key is never stored
