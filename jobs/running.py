@@ -112,6 +112,10 @@ def execute(job: Job, worker: str) -> None:
     except WorkerStopping:
         give_back(job, worker, 0, used_attempt=True)
         raise
+    except Exception as exc:  # a bug, or the database gone mid-run: another attempt, with the reason
+        log.exception("job %s: run failed", job.id)
+        retry_or_fail(job, worker, f"500 internal_error: {type(exc).__name__}")
+        return
     if answer.call.error_type == "upstream_stream_error":
         retry_or_fail(job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
         return
