@@ -85,7 +85,7 @@ class Keeper(threading.Thread):
 
     def run(self) -> None:
         period = settings.GATEWAY_JOB_LEASE_SECONDS / 3
-        while not self.stopping.wait(period):
+        while True:  # a check at start too: a worker started after a crash recovers its jobs at once
             try:
                 renew(self.worker)
                 recover_lost()
@@ -93,3 +93,5 @@ class Keeper(threading.Thread):
                 log.exception("lease keeper: the database is unreachable; trying again in %.1f s", period)
             finally:
                 close_old_connections()
+            if self.stopping.wait(period):
+                return
