@@ -8,6 +8,7 @@ starts afresh in a forked worker.
 
 `incr` in the stock backend is EXISTS then INCRBY: two round trips, and a key that expires
 between them comes back without a TTL. A small Lua script does both atomically in one.
+`run_script` runs the gateway's other scripts (proxy/slots.py) the same way: one round trip.
 """
 
 import threading
@@ -23,6 +24,7 @@ return false
 """
 
 _shared: dict = {}  # (server URL, options) -> (pool, client, incr script), for this process
+_scripts: dict = {}  # (shared client id, Lua source) -> its registered Script, for this process
 _lock = threading.Lock()
 
 
@@ -58,6 +60,13 @@ class SharedRedisCacheClient(RedisCacheClient):
             raise ValueError(f"Key '{key}' not found.")
         return value
 
+    def run_script(self, source: str, keys: list, args: list):
+        client = self._shared(True)[1]
+        script = _scripts.get((id(client), source))
+        if script is None:
+            script = _scripts[(id(client), source)] = client.register_script(source)
+        return script(keys=keys, args=args)
+
 
 class SharedRedisCache(RedisCache):
     """settings.CACHES backend: gateway_project.cache.SharedRedisCache."""
@@ -65,3 +74,7 @@ class SharedRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = SharedRedisCacheClient
+
+    def run_script(self, source: str, keys: list[str], args: list):
+        """Run a Lua script (EVALSHA) in one round trip; `keys` are cache keys, prefixed here."""
+        return self._cache.run_script(source, [self.make_and_validate_key(key) for key in keys], args)

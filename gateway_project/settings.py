@@ -45,7 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "routes_admin",
-    "proxy",
+    "proxy.apps.ProxyConfig",
     "django_tasks",
     "django_tasks_db",
     "jobs",
@@ -178,6 +178,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # --- The gateway's own settings -------------------------------------------------------------
 # How long a process trusts its in-memory copy of routes and keys before checking for changes.
 GATEWAY_CONFIG_TTL = env.float("GATEWAY_CONFIG_TTL", default=1.0)
+# How long the configuration check and a new key's lookup wait for a database connection before
+# the call is served from the last good configuration (or a new key gets 503): see proxy/config.py.
+GATEWAY_CONFIG_DB_TIMEOUT = env.float("GATEWAY_CONFIG_DB_TIMEOUT", default=1.0)
 # Log rows are written in batches by a background thread every this many seconds; 0 writes
 # each row synchronously when its call finishes.
 GATEWAY_LOG_FLUSH_SECONDS = env.float("GATEWAY_LOG_FLUSH_SECONDS", default=0.5)
@@ -197,8 +200,9 @@ GATEWAY_ALLOW_LINK_LOCAL = env.bool("GATEWAY_ALLOW_LINK_LOCAL", default=False)
 GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
 GATEWAY_BREAKER_WINDOW = env.int("GATEWAY_BREAKER_WINDOW", default=30)
 GATEWAY_BREAKER_COOLDOWN = env.int("GATEWAY_BREAKER_COOLDOWN", default=30)
-# Longest a concurrency slot is held if a process dies without releasing it.
-GATEWAY_INFLIGHT_TTL = env.int("GATEWAY_INFLIGHT_TTL", default=3600)
+# Longest a call holds its concurrency slot (proxy/slots.py): a slot never released (a killed
+# process, an unreachable cache at the call's end) is free again this long after its call started.
+GATEWAY_INFLIGHT_TTL = env.float("GATEWAY_INFLIGHT_TTL", default=600.0)
 
 # Jobs (jobs/): calls queued with `Prefer: respond-async`, run by `manage.py jobs_worker`.
 # The queue is django-tasks' database backend, in the same database as everything else.

@@ -91,8 +91,12 @@ def _candidates(route: RouteInfo, hold: float, read_ahead: dict | None, tried: l
         state = states.get(target.id, breaker.CLOSED)
         if not state.is_open:
             yield target, False
-        elif breaker.claim_probe(target.id, hold):
-            yield target, True  # its cooldown is over and this call is the one probe
+        else:
+            probe = breaker.claim_probe(target.id, hold)
+            if probe is None:  # the cache is unreachable: the breaker reads as closed, no probe
+                yield target, False
+            elif probe:
+                yield target, True  # its cooldown is over and this call is the one probe
 
 
 class Attempts:

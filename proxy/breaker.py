@@ -10,8 +10,10 @@ State lives in the Django cache (Redis in production), so every worker and insta
 
 A call reads the open state of its route's targets with one get_many and writes nothing while
 they are healthy. Times are stored in the values (wall clock, shared by all hosts), because cache
-timeouts are whole seconds on Redis. If the cache is unreachable every breaker reads as closed:
-the gateway keeps serving without passive health rather than failing calls.
+timeouts are whole seconds on Redis. If the cache is unreachable (proxy/cache_policy.py) every
+breaker reads as closed: the gateway keeps serving without passive health rather than failing
+calls, and no call probes, since no probe's outcome could be recorded. Any other error is a bug
+and propagates.
 """
 
 import logging
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+
+from . import cache_policy
 
 log = logging.getLogger("gateway.breaker")
 KEEP_OPEN_STATE = 24 * 3600  # an open breaker's key outlives any cooldown; a probe decides, not expiry
@@ -37,9 +41,11 @@ def _key(target_id: int) -> str:
     return f"breaker:{target_id}"
 
 
-def _warn(action: str) -> None:
-    """Report an unreachable cache at most every 30 s, not once per call."""
+def _warn(action: str, exc: Exception) -> None:
+    """Report an unreachable cache at most every 30 s, not once per call; re-raise anything else."""
     global _last_warning
+    if not cache_policy.unreachable(exc):
+        raise exc
     now = time.monotonic()
     if now - _last_warning > 30:
         _last_warning = now
@@ -83,8 +89,8 @@ def states(target_ids, read_ahead: dict | None = None) -> dict[int, State]:
     else:
         try:
             found = cache.get_many(wanted)
-        except Exception:
-            _warn("reading breaker state")
+        except Exception as exc:
+            _warn("reading breaker state", exc)
             return {}
     result = {}
     for target_id, key in zip(ids, wanted, strict=True):
@@ -94,16 +100,18 @@ def states(target_ids, read_ahead: dict | None = None) -> dict[int, State]:
     return result
 
 
-def claim_probe(target_id: int, hold: float) -> bool:
-    """True for the one call that may probe a target whose cooldown is over.
+def claim_probe(target_id: int, hold: float) -> bool | None:
+    """True for the one call that may probe a target whose cooldown is over, False for the others.
 
+    None when the cache is unreachable: the breaker then reads as closed and the call uses the
+    target as an ordinary attempt, not as a probe (every call would otherwise be one).
     `hold` bounds how long the lock outlives a probe whose process died before deciding.
     """
     try:
         return cache.add(f"{_key(target_id)}:probe", 1, timeout=max(1, math.ceil(hold)))
-    except Exception:
-        _warn("claiming a probe")
-        return True
+    except Exception as exc:
+        _warn("claiming a probe", exc)
+        return None
 
 
 def _open(target_id: int, at: float) -> None:
@@ -131,8 +139,8 @@ def record_failure(target_id: int, target_name: str, probe: bool) -> None:
         if failures >= settings.GATEWAY_BREAKER_FAILURES:
             log.warning("target %s failed %d times within %ss: breaker open", target_name, failures, window)
             _open(target_id, at)
-    except Exception:
-        _warn("recording a failure")
+    except Exception as exc:
+        _warn("recording a failure", exc)
 
 
 def record_success(target_id: int, target_name: str, probe: bool) -> None:
@@ -147,8 +155,8 @@ def reset(target_id: int) -> None:
     """Close the breaker and forget the failures (the admin's reset does this too)."""
     try:
         cache.delete_many([_key(target_id), f"{_key(target_id)}:failures", f"{_key(target_id)}:probe"])
-    except Exception:
-        _warn("resetting a breaker")
+    except Exception as exc:
+        _warn("resetting a breaker", exc)
 
 
 def describe(target_ids) -> dict[int, dict]:

@@ -1,8 +1,17 @@
 """Each process's in-memory copy of routes and keys, so a call costs no database query.
 
-A change saved anywhere bumps a generation number in the shared cache (see
-routes_admin/signals.py); every process compares it at most every GATEWAY_CONFIG_TTL seconds and
-reloads when it moved. A change made in this process is seen at once.
+After a change to routes, targets, keys or plans commits, the ConfigGeneration row in the
+database is bumped (proxy/signals.py). Every process reads that row at most every
+GATEWAY_CONFIG_TTL seconds (one primary-key query, made by one call while the others go on) and
+reloads its copy when it moved, so a change made by any process, an admin, a management command
+or another instance, with or without Redis, is served everywhere within GATEWAY_CONFIG_TTL plus
+the reload. The generation is read before the rows it labels: a change committed during a reload
+only causes another reload, never an old copy kept under the new generation.
+
+When the database cannot be reached, the process keeps serving from its last good copy (stale
+since the failed check, shown by /readyz) and checks again every GATEWAY_CONFIG_TTL, waiting at
+most GATEWAY_CONFIG_DB_TIMEOUT for a connection; a key it has not looked up yet gets a 503
+(ConfigUnavailable) instead of a wait.
 """
 
 import logging
@@ -12,16 +21,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
-from routes_admin.models import APIKey, Route, split_list
+from routes_admin.models import APIKey, ConfigGeneration, Route, split_list
+
+from . import database
+from .errors import ConfigUnavailable
 
 log = logging.getLogger(__name__)
-GENERATION_KEY = "config:generation"
 MAX_CACHED_KEYS = 100_000
-# Reloaded at least this often even when no change was announced: without Redis, a change saved
-# by another process (a management command, a second admin process) has nobody to announce it.
-MAX_AGE = 30.0
+DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -156,7 +166,16 @@ class Snapshot:
             return self._keys[prefix]
         except KeyError:
             pass
-        key = APIKey.objects.select_related("quota_plan").prefetch_related("routes").filter(prefix=prefix).first()
+        if _stale_since is not None:  # the database is known to be down: no wait, no guess
+            raise ConfigUnavailable("The gateway cannot reach its database to check this API key; try again shortly.")
+        try:
+            database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
+            key = APIKey.objects.select_related("quota_plan").prefetch_related("routes").filter(prefix=prefix).first()
+        except DATABASE_DOWN as exc:
+            _database_down(exc)
+            raise ConfigUnavailable(
+                "The gateway cannot reach its database to check this API key; try again shortly."
+            ) from exc
         info = _key_info(key) if key else None
         if len(self._keys) >= MAX_CACHED_KEYS:  # unknown prefixes sent at random must not grow memory
             self._keys.clear()
@@ -172,38 +191,68 @@ class Snapshot:
 _lock = threading.Lock()
 _snapshot: Snapshot | None = None
 _checked_at = 0.0
+_stale_since: datetime | None = None  # when a check first failed to reach the database
 
 
-def _shared_generation():
-    try:
-        return cache.get(GENERATION_KEY)
-    except Exception:  # the cache being down must not stop the gateway from reading its config
-        log.warning("cache unreachable while checking the configuration generation", exc_info=True)
-        return _snapshot.generation if _snapshot else None
+def _database_down(exc: Exception) -> None:
+    global _stale_since
+    if _stale_since is None:
+        _stale_since = timezone.now()
+        log.error("database unreachable: serving the last configuration loaded, new keys get 503 (%r)", exc)
 
 
 def current() -> Snapshot:
     """The configuration to serve this call with."""
-    global _snapshot, _checked_at
-    now = time.monotonic()
+    global _snapshot, _checked_at, _stale_since
     snapshot = _snapshot
-    if snapshot is not None and now - _checked_at < settings.GATEWAY_CONFIG_TTL:
+    if snapshot is not None and time.monotonic() - _checked_at < settings.GATEWAY_CONFIG_TTL:
         return snapshot
-    generation = _shared_generation()
-    if snapshot is None or generation != snapshot.generation or now - snapshot.loaded > MAX_AGE:
-        with _lock:
-            if _snapshot is None or _snapshot.generation != generation or now - _snapshot.loaded > MAX_AGE:
-                _snapshot = Snapshot(generation)
-            snapshot = _snapshot
-    _checked_at = now
-    return snapshot
+    # One call checks at a time; meanwhile the others are served from the copy in hand.
+    if not _lock.acquire(blocking=snapshot is None):
+        return snapshot
+    try:
+        snapshot = _snapshot
+        if snapshot is not None and time.monotonic() - _checked_at < settings.GATEWAY_CONFIG_TTL:
+            return snapshot
+        try:
+            database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
+            generation = ConfigGeneration.objects.current()  # before the rows: see the docstring
+            if snapshot is None or generation != snapshot.generation:
+                snapshot = _snapshot = Snapshot(generation)
+        except DATABASE_DOWN as exc:
+            if snapshot is None:
+                raise ConfigUnavailable() from exc
+            _database_down(exc)
+        else:
+            if _stale_since is not None:
+                log.warning("database reachable again: configuration checked")
+                _stale_since = None
+        _checked_at = time.monotonic()
+        return snapshot
+    finally:
+        _lock.release()
+
+
+def state() -> str:
+    """For /readyz: "ok", "stale since <time>" (serving the last good copy) or "unavailable"."""
+    try:
+        current()
+    except ConfigUnavailable:
+        return "unavailable"
+    stale_since = _stale_since
+    return "ok" if stale_since is None else f"stale since {stale_since.isoformat(timespec='seconds')}"
 
 
 def invalidate() -> None:
-    """Forget this process's copy and tell the other processes to drop theirs."""
+    """Forget this process's copy: its next call reloads it. The other processes are not told."""
     global _snapshot
     _snapshot = None
+
+
+def announce_change() -> None:
+    """Tell every process, this one included, that the configuration changed. Only after it commits."""
     try:
-        cache.set(GENERATION_KEY, time.time_ns(), timeout=None)
-    except Exception:
-        log.warning("cache unreachable: other gateway processes see this change after a restart", exc_info=True)
+        ConfigGeneration.objects.bump()
+    except DATABASE_DOWN:
+        log.exception("could not announce a configuration change: other processes see it with the next one")
+    invalidate()

@@ -66,6 +66,12 @@ class CacheUnavailable(GatewayError):
     default_detail = "The gateway cannot check quotas right now; try again shortly."
 
 
+class ConfigUnavailable(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_detail = "The gateway cannot reach its configuration database right now; try again shortly."
+
+
 class UpstreamUnavailable(GatewayError):
     status_code = 502
     error_type = "upstream_unavailable"

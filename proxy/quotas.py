@@ -8,8 +8,9 @@ The checks, in this order, all in the shared Django cache (Redis when REDIS_URL 
 1. tokens: this period's counters are read in one get_many (proxy/token_quota.py); refuse when
    one has reached its limit. Nothing is taken. The route's breaker states come in the same
    round trip (`read_ahead`), which saves the forwarder one.
-2. concurrency: an atomic incr takes a slot; over the cap it is given back and the call refused.
-   The slot is given back by Admission.release(), which the pipeline calls whatever the outcome.
+2. concurrency: a slot is taken in one atomic step, or the call is refused (proxy/slots.py: one
+   entry per call with its own expiry, so a slot never released heals). The slot is given back
+   by Admission.release(), which the pipeline calls whatever the outcome.
 3. request rates: django-ratelimit's get_usage(increment=True), one fixed window per limit, key
    and rate fed from the plan. The check *is* the increment (that is what makes it exact across
    processes), so a refused call counts in the windows checked up to the one that refused it.
@@ -18,19 +19,18 @@ The checks, in this order, all in the shared Django cache (Redis when REDIS_URL 
 After the call, its tokens are added to the token counters (Admission.release, streams included).
 
 When the cache cannot be reached, GATEWAY_CACHE_FAILURE decides: "open" serves the call without
-quota checks and logs a warning; "closed" answers 503.
+quota checks and logs a warning; "closed" answers 503 (proxy/cache_policy.py; any other error is
+a bug and propagates).
 """
 
 import logging
-import time
 
-from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from django_ratelimit import ALL
 from django_ratelimit import core as ratelimit
 
-from . import token_quota
+from . import cache_policy, slots, token_quota
 from .errors import CacheUnavailable, GatewayError, RateLimited
 from .ratelimit_headers import Quota, headers, refusal_headers
 
@@ -39,8 +39,7 @@ log = logging.getLogger("gateway.quotas")
 # (limit, window in seconds, django-ratelimit period), shortest first: see the module docstring.
 RATE_LIMITS = (("requests_per_minute", 60, "m"), ("requests_per_hour", 3600, "h"), ("requests_per_day", 86400, "d"))
 RATE_GROUP = "gateway.requests"
-SLOT_PREFIX = "quota:inflight:"
-_touched: dict[str, float] = {}  # slot counter -> when this process last renewed its expiry
+SLOT_PREFIX = "quota:slots:"  # a scope's slots (proxy/slots.py); not the old counters' "quota:inflight:"
 
 
 class Scope:
@@ -85,12 +84,20 @@ class Admission:
 
     def __init__(self):
         self.quotas: list[Quota] = []
-        self.slots: list[str] = []  # concurrency counters taken
+        self.slots: list[tuple[str, str]] = []  # (scope's slot key, this call's token) taken
         self.token_scopes: list[Scope] = []  # scopes whose token counters get this call's tokens
 
     def release(self, call) -> None:
-        for key in self.slots:
-            _release(key)
+        for key, token in self.slots:
+            try:
+                slots.release(key, token)
+            except cache_policy.UNREACHABLE as exc:
+                log.warning(
+                    "could not release slot %s of call %s, free again within GATEWAY_INFLIGHT_TTL: %r",
+                    key,
+                    call.request_id,
+                    exc,
+                )
         if self.token_scopes:
             _add_tokens(self.token_scopes, call)
 
@@ -110,8 +117,10 @@ def admit(call, read_ahead: list[str] = ()) -> Admission:
         return admission
     except GatewayError:
         raise
-    except Exception as exc:  # the cache (or the database seeding it) is unreachable
-        if settings.GATEWAY_CACHE_FAILURE == "closed":
+    except Exception as exc:
+        if not cache_policy.unreachable(exc):
+            raise  # a bug, not an outage: the call gets a 500 and the error is logged
+        if cache_policy.fail_closed():
             log.error(
                 "quota state unreachable, refusing call %s (GATEWAY_CACHE_FAILURE=closed): %r", call.request_id, exc
             )
@@ -190,10 +199,9 @@ def _take_slots(admission: Admission, scopes: list[Scope], quotas: list[Quota]) 
         if limit is None:
             continue
         key = SLOT_PREFIX + scope.value
-        in_flight = _incr_slot(key)
+        token, in_flight = slots.take(key, limit)
         name = scope.prefix + "max_concurrent"
-        if in_flight > limit:
-            _release(key)
+        if token is None:
             quota = Quota(name, limit, 0, 1, unit="concurrent-requests")
             quotas.append(quota)
             _refuse(
@@ -203,35 +211,8 @@ def _take_slots(admission: Admission, scopes: list[Scope], quotas: list[Quota]) 
                 + (f" on route {scope.route_name}, the route's cap" if scope.route_id else ", its limit")
                 + " (max_concurrent); retry when one finishes.",
             )
-        admission.slots.append(key)
+        admission.slots.append((key, token))
         quotas.append(Quota(name, limit, limit - in_flight, 0, unit="concurrent-requests"))
-
-
-def _incr_slot(key: str) -> int:
-    """Take a slot atomically. The counter expires GATEWAY_INFLIGHT_TTL after its last use, so
-    slots leaked by a killed process heal once the key is idle that long."""
-    ttl = settings.GATEWAY_INFLIGHT_TTL
-    try:
-        value = cache.incr(key)
-    except ValueError:  # missing: create it; a concurrent creator may win, then count on its value
-        value = 1 if cache.add(key, 1, ttl) else cache.incr(key)
-        _touched[key] = time.monotonic()
-        return value
-    now = time.monotonic()
-    # Renew the expiry now and then (one round trip per quarter TTL per process), never per call.
-    if now - _touched.get(key, 0.0) > ttl / 4:
-        if len(_touched) > 100_000:
-            _touched.clear()
-        cache.touch(key, ttl)
-        _touched[key] = now
-    return value
-
-
-def _release(key: str) -> None:
-    try:
-        cache.decr(key)
-    except ValueError:  # the counter expired meanwhile: nothing left to give back
-        pass
 
 
 def _count_request(scopes: list[Scope], quotas: list[Quota]) -> None:
@@ -276,7 +257,7 @@ def _add_tokens(scopes: list[Scope], call) -> None:
                     token_quota.add(
                         token_quota.counter_key(scope.value, period), tokens, scope.key_id, scope.route_id, period, now
                     )
-                except Exception as exc:  # the database still has them (KeyUsage): a restart reseeds
+                except cache_policy.UNREACHABLE as exc:  # the database still has them (KeyUsage): a restart reseeds
                     log.warning("could not add %d tokens of call %s to %s: %r", tokens, call.request_id, name, exc)
 
 
@@ -303,7 +284,7 @@ def live_state(key) -> list[Quota]:
             state.append(Quota(name, limit, limit - int(used), periods[name].seconds_left(now), periods[name].length))
     if "max_concurrent" in scope.limits:
         limit = scope.limits["max_concurrent"]
-        state.append(Quota("max_concurrent", limit, limit - (cache.get(SLOT_PREFIX + scope.value) or 0), 0))
+        state.append(Quota("max_concurrent", limit, limit - slots.in_use(SLOT_PREFIX + scope.value), 0))
     return state
 
 

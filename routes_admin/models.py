@@ -373,3 +373,33 @@ class KeyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} {self.day}: {self.total_tokens} tokens"
+
+
+class ConfigGenerationManager(models.Manager):
+    ROW = 1  # the one row
+
+    def current(self) -> int:
+        """The generation every gateway process compares with its copy (a primary-key read)."""
+        return self.filter(pk=self.ROW).values_list("n", flat=True).first() or 0
+
+    def bump(self) -> None:
+        """Announce a committed change: an atomic increment, so concurrent bumps are never lost."""
+        if not self.filter(pk=self.ROW).update(n=models.F("n") + 1, changed=timezone.now()):
+            self.get_or_create(pk=self.ROW)  # the row went missing (a flushed database): start it again
+            self.filter(pk=self.ROW).update(n=models.F("n") + 1, changed=timezone.now())
+
+
+class ConfigGeneration(models.Model):
+    """A counter bumped after every committed change to routes, targets, keys or plans.
+
+    Every gateway process reads it at most once per GATEWAY_CONFIG_TTL and reloads its in-memory
+    copy when it moved, so a change made by any process reaches all of them, with or without Redis.
+    """
+
+    n = models.BigIntegerField(default=0)
+    changed = models.DateTimeField(default=timezone.now)
+
+    objects = ConfigGenerationManager()
+
+    def __str__(self) -> str:
+        return f"configuration generation {self.n}"

@@ -18,7 +18,7 @@ def test_readyz_checks_database_and_cache(client):
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
-        "checks": {"database": "ok", "cache": "ok", "request_log": "ok"},
+        "checks": {"database": "ok", "cache": "ok", "config": "ok", "request_log": "ok"},
     }
 
 
@@ -35,7 +35,7 @@ def test_readyz_is_unavailable_when_the_cache_is_unreachable(client, settings):
     assert response.status_code == 503
     assert response.json() == {
         "status": "unavailable",
-        "checks": {"database": "ok", "cache": "unreachable", "request_log": "ok"},
+        "checks": {"database": "ok", "cache": "unreachable", "config": "ok", "request_log": "ok"},
     }
 
 
@@ -44,4 +44,5 @@ def test_readyz_is_unavailable_when_the_database_is_unreachable(client, cluster)
     response = requests.get(f"{gateway.url}/readyz", timeout=10)
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "unreachable"
+    assert response.json()["checks"]["config"] == "unavailable"  # never loaded one: nothing to serve
     assert requests.get(f"{gateway.url}/healthz", timeout=5).status_code == 200

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from django_ratelimit import core as ratelimit
 
-from proxy import quotas, token_quota
+from proxy import quotas, slots, token_quota
 from routes_admin.models import KeyUsage, RequestLog
 from tests.factories import auth, make_key, make_plan, make_route
 from tests.upstream import json_reply, sse_reply
@@ -238,7 +238,7 @@ def test_route_cap_token_counter_is_seeded_from_the_log(client, upstream):
 
 
 def slots_in_use(key) -> int:
-    return cache.get(quotas.SLOT_PREFIX + f"k{key.id}") or 0
+    return slots.in_use(quotas.SLOT_PREFIX + f"k{key.id}")
 
 
 def test_concurrency_cap_refuses_the_call_over_it(client, upstream):
