@@ -4,13 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench soak migrate clean
+.PHONY: run test lint format bench soak migrate clean lock audit
 
-$(STAMP): requirements.txt requirements-test.txt
+# Installs exactly the locked versions, each checked against its hash (pip itself included).
+$(STAMP): requirements.lock requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-test.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-test.lock
 	touch $(STAMP)
+
+# After changing requirements.txt or requirements-test.txt: the locks, with every file's hash.
+# Versions already locked stay as they are; `make lock UPGRADE=1` moves everything to the newest.
+PIP_COMPILE = $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade)
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --output-file requirements-test.lock requirements-test.txt
+
+# Known vulnerabilities in the locked versions, from PyPI's advisory data (its per-release JSON API).
+# --strict: a package that could not be checked fails the audit instead of passing unseen.
+audit: $(STAMP)
+	$(BIN)/pip-audit --progress-spinner off --strict --disable-pip --require-hashes -r requirements-test.lock
 
 .env:
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env

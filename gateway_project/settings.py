@@ -4,6 +4,7 @@ With no environment at all it runs on SQLite and an in-process cache, so a fresh
 checkout works. Every variable is documented in the README ("Settings").
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "routes_admin",
     "proxy.apps.ProxyConfig",
     "django_tasks",
@@ -63,6 +65,8 @@ MIDDLEWARE = [
     "gateway_project.middleware.BrowserAuthenticationMiddleware",
     "gateway_project.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a locked-out sign-in into the lockout page (it only looks at a flag the backend sets).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_project.urls"
@@ -129,6 +133,31 @@ else:
             "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
+
+# Django's list with its PBKDF2 replaced by the same hash run in a thread pool, off the event loop
+# that serves the proxied calls (gateway_project/hashers.py). Same algorithm name: existing
+# password hashes still verify.
+PASSWORD_HASHERS = [
+    "gateway_project.hashers.ThreadedPBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# OS threads per worker that hash passwords: also the most cores a sign-in flood can take.
+GATEWAY_HASHER_THREADS = env.int("GATEWAY_HASHER_THREADS", default=1)
+
+# Sign-in lockout (django-axes): after GATEWAY_SIGNIN_FAILURE_LIMIT wrong passwords from one client
+# address, that address may not sign in for GATEWAY_SIGNIN_COOLOFF_MINUTES. The address is the one
+# the proxy uses (TRUSTED_PROXY_COUNT), so a forged X-Forwarded-For neither dodges the lockout nor
+# locks another address out. Attempts are kept in the database: every worker and instance sees them.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("GATEWAY_SIGNIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("GATEWAY_SIGNIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]  # not the user name: anyone could lock an admin out
+AXES_CLIENT_IP_CALLABLE = "proxy.middleware.client_ip_of"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -203,6 +232,16 @@ GATEWAY_BREAKER_COOLDOWN = env.int("GATEWAY_BREAKER_COOLDOWN", default=30)
 # Longest a call holds its concurrency slot (proxy/slots.py): a slot never released (a killed
 # process, an unreachable cache at the call's end) is free again this long after its call started.
 GATEWAY_INFLIGHT_TTL = env.float("GATEWAY_INFLIGHT_TTL", default=600.0)
+# Slow and idle clients (gateway_project/worker.py): a request head must be complete within
+# GATEWAY_HEADER_TIMEOUT; a body read may wait GATEWAY_BODY_READ_TIMEOUT for data and the whole
+# body must arrive within GATEWAY_BODY_TIMEOUT (else 408). At most GATEWAY_MAX_WAITING_CONNECTIONS
+# connections per worker wait for a request head; past that the oldest is closed. A body the call
+# did not read is dropped up to GATEWAY_DRAIN_MAX_BYTES, then the connection is closed.
+GATEWAY_HEADER_TIMEOUT = env.float("GATEWAY_HEADER_TIMEOUT", default=10.0)
+GATEWAY_BODY_READ_TIMEOUT = env.float("GATEWAY_BODY_READ_TIMEOUT", default=10.0)
+GATEWAY_BODY_TIMEOUT = env.float("GATEWAY_BODY_TIMEOUT", default=60.0)
+GATEWAY_MAX_WAITING_CONNECTIONS = env.int("GATEWAY_MAX_WAITING_CONNECTIONS", default=1000)
+GATEWAY_DRAIN_MAX_BYTES = env.int("GATEWAY_DRAIN_MAX_BYTES", default=16 * 1024 * 1024)
 
 # Jobs (jobs/): calls queued with `Prefer: respond-async`, run by `manage.py jobs_worker`.
 # The queue is django-tasks' database backend, in the same database as everything else.

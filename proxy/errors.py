@@ -50,6 +50,14 @@ class PayloadTooLarge(GatewayError):
     error_type = "request_too_large"
 
 
+class RequestTimeout(GatewayError):
+    """Raised by the server's worker while the body is read (gateway_project/worker.py)."""
+
+    status_code = 408
+    error_type = "request_timeout"
+    default_detail = "The request body did not arrive in time."
+
+
 class InvalidRequest(GatewayError):
     status_code = 400
     error_type = "invalid_request_error"
