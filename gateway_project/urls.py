@@ -1,7 +1,7 @@
 """Reserved paths first; every other path goes to the proxy."""
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from proxy import handlers, health, metrics
 from proxy.views import proxy_view
@@ -15,6 +15,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
+    path("jobs/", include("jobs.urls")),
     re_path(PROXIED, proxy_view, name="proxy"),
     # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML).
     re_path(r"", handlers.not_found, name="not-found"),
