@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("routes_admin", "0003_configgeneration"),  # main's leaf today; the lead orders the chain
+        ("routes_admin", "0003_configgeneration"),
     ]
 
     operations = [
