@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
+    path("jobs/", include("jobs.urls")),
     re_path(PROXIED, proxy_view, name="proxy"),
     # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML),
     # whatever the method: without csrf_exempt a POST would get the CSRF check's HTML 403 instead.

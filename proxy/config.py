@@ -67,6 +67,8 @@ class RouteInfo:
     fallback_id: int | None
     limits: dict  # the route's cap, from its quota plan
     targets: tuple  # enabled TargetInfo, in failover order
+    processing_mode: str = "sync"  # sync, async or sync-only (routes_admin.models.ProcessingMode)
+    max_concurrent_jobs: int | None = None  # cap on this route's running jobs (jobs/)
 
     @property
     def needs_body(self) -> bool:
@@ -128,6 +130,8 @@ def _route_info(route: Route) -> RouteInfo:
             for t in route.targets.all()
             if t.enabled
         ),
+        processing_mode=route.processing_mode,
+        max_concurrent_jobs=route.max_concurrent_jobs,
     )
 
 

@@ -58,6 +58,7 @@ class RouteAdmin(admin.ModelAdmin):
             },
         ),
         ("Quota", {"fields": ["quota_plan"]}),
+        ("Jobs (asynchronous calls)", {"fields": ["processing_mode", "max_concurrent_jobs"]}),
     ]
 
     def get_queryset(self, request):

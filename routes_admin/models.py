@@ -64,6 +64,12 @@ class RouteQuerySet(models.QuerySet):
         return self.filter(enabled=True)
 
 
+class ProcessingMode(models.TextChoices):
+    SYNC = "sync", "sync (jobs on request)"
+    ASYNC = "async", "async (every call is a job)"
+    SYNC_ONLY = "sync-only", "sync only (no jobs)"
+
+
 class Route(models.Model):
     class Strategy(models.TextChoices):
         WEIGHTED = "weighted", "Weighted round-robin"
@@ -119,6 +125,19 @@ class Route(models.Model):
         on_delete=models.SET_NULL,
         related_name="routes",
         help_text="Optional cap that applies to every key on this route.",
+    )
+    processing_mode = models.CharField(
+        max_length=10,
+        choices=ProcessingMode.choices,
+        default=ProcessingMode.SYNC,
+        help_text="sync: a call becomes a job only with Prefer: respond-async; async: every call is a job; "
+        "sync-only: that header is refused.",
+    )
+    max_concurrent_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Jobs of this route running at once, across all workers; more wait in the queue. Empty: no cap.",
     )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -344,6 +363,8 @@ class RequestLog(models.Model):
     # "why" (the gateway's own error message), "auth" (why a key was refused), "quota" (the
     # counter that refused the call).
     detail = models.JSONField(default=dict, blank=True)
+    job_id = models.UUIDField(null=True, blank=True, help_text="Set on a queued job's run (jobs/).")
+    queue_ms = models.FloatField(null=True, blank=True, help_text="A job's wait in the queue before this run.")
 
     class Meta:
         ordering = ["-created"]

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routes_admin', '0003_configgeneration'),
+        ('routes_admin', '0004_route_processing_mode'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
