@@ -5,6 +5,9 @@ from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import connections
 
+from gateway_project.client_address import client_ip_for
+from routes_admin.history import recorded_as
+
 
 class ReleaseDatabaseBeforeStreaming:
     """Give the request's database connections back before a streamed answer starts.
@@ -51,3 +54,26 @@ def for_browser_pages(middleware_class):
 BrowserSessionMiddleware = for_browser_pages(SessionMiddleware)
 BrowserAuthenticationMiddleware = for_browser_pages(AuthenticationMiddleware)
 BrowserMessageMiddleware = for_browser_pages(MessageMiddleware)
+
+
+# Pages and endpoints where people change the configuration; the proxy's paths never write it.
+BACK_OFFICE_PATHS = ("/admin/", "/api/", "/console/")
+
+
+class ChangeHistoryMiddleware:
+    """Names the signed-in user and the client's real address in the change history entries."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path_info.startswith(BACK_OFFICE_PATHS):
+            return self.get_response(request)
+
+        def signed_in():
+            # Read when an entry is written: the API authenticates inside its view, after this runs.
+            user = getattr(request, "user", None)
+            return user if user is not None and user.is_authenticated else None
+
+        with recorded_as(signed_in, remote_addr=client_ip_for(request.META)):
+            return self.get_response(request)

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "auditlog",  # change history; before routes_admin, whose admin replaces auditlog's page
     "routes_admin",
     "proxy",
 ]
@@ -59,6 +60,7 @@ MIDDLEWARE = [
     "gateway_project.middleware.BrowserSessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "gateway_project.middleware.BrowserAuthenticationMiddleware",
+    "gateway_project.middleware.ChangeHistoryMiddleware",
     "gateway_project.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from proxy.quotas import live_state, reset_counters
 
 from . import keys
+from .admin_history import HistoryLinkMixin
 from .forms import UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route, UpstreamTarget
 
@@ -36,7 +37,7 @@ class UpstreamTargetInline(admin.StackedInline):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_display = ["name", "path_prefix", "methods", "model_names", "priority", "strategy", "target_count", "enabled"]
     list_filter = ["enabled", "strategy"]
     search_fields = ["name", "path_prefix", "model_names", "targets__url"]
@@ -92,7 +93,7 @@ def usage_periods():
 
 
 @admin.register(QuotaPlan)
-class QuotaPlanAdmin(admin.ModelAdmin):
+class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_display = ["name", *QuotaPlan.LIMIT_FIELDS, "key_count", "route_count"]
     search_fields = ["name"]
     fieldsets = [
@@ -125,7 +126,7 @@ class QuotaPlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "display_prefix",
@@ -230,7 +231,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
         return response
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         count = 0
         for key in queryset.filter(revoked__isnull=True):
@@ -239,7 +240,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
 
-    @admin.action(description="Reset the quota counters of the selected keys")
+    @admin.action(description="Reset the quota counters of the selected keys", permissions=["change"])
     def reset_quota_counters(self, request, queryset):
         capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
         count = 0

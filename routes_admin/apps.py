@@ -6,4 +6,6 @@ class RoutesAdminConfig(AppConfig):
     verbose_name = "Gateway configuration"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401  (config changes bump the shared generation)
+        from . import history, signals  # noqa: F401  (signals: config changes bump the shared generation)
+
+        history.register_models()
