@@ -4,6 +4,7 @@ Who (user or command), when, from which address (the real one behind trusted pro
 fields before and after, with secrets masked.
 """
 
+import base64
 import json
 from io import StringIO
 
@@ -272,3 +273,21 @@ def test_the_history_list_filters_by_object_user_and_time(client):
     target_type = ContentType.objects.get_for_model(UpstreamTarget).pk
     assert "chat/a" in client.get(f"{base}?resource_type={target_type}").content.decode()
     assert APIKey.objects.count() == 0
+
+
+@pytest.mark.urls("tests.urls_history_api")
+def test_a_user_who_authenticates_inside_an_api_view_is_named(client):
+    # DRF authenticates in the view, after the middleware has run: the user is read when the entry is written.
+    make_user("bot", "Operator", password="bot-password")
+    route = make_route(name="chat")
+    credentials = base64.b64encode(b"bot:bot-password").decode()
+    response = client.post(
+        f"/api/test-routes/{route.pk}/priority",
+        {"priority": 3},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Basic {credentials}",
+    )
+    assert response.status_code == 200, response.content
+    updated = entries_for(route)[-1]
+    assert updated.changes_dict == {"priority": ["0", "3"]}
+    assert updated.actor.username == "bot" and updated.remote_addr == "127.0.0.1"
