@@ -3,35 +3,13 @@
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.db import connections
 
 from gateway_project.client_address import client_ip_for
 from routes_admin.history import recorded_as
 
-
-class ReleaseDatabaseBeforeStreaming:
-    """Give the request's database connections back before a streamed answer starts.
-
-    Django returns them when the response closes, which for an AI stream is seconds or minutes
-    later; a streamed call needs no database meanwhile (its log row is written by the
-    background writer). Held that long, a few streams would take every connection of the pool
-    (DATABASE_POOL_MAX) and the next calls that need one would wait and fail.
-    """
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        response = self.get_response(request)
-        if response.streaming:
-            for connection in connections.all(initialized_only=True):
-                if not connection.in_atomic_block:
-                    connection.close()  # back to the pool (PostgreSQL) or simply closed (SQLite)
-        return response
-
-
-# Pages people open in a browser, with a session. API calls carry a key and never a session.
-BROWSER_PATHS = ("/admin/", "/console/")
+# Pages people open in a browser, and the management API, with a session. Proxied calls carry a key
+# and never a session.
+BROWSER_PATHS = ("/admin/", "/console/", "/api/")
 
 
 def for_browser_pages(middleware_class):
@@ -56,18 +34,17 @@ BrowserAuthenticationMiddleware = for_browser_pages(AuthenticationMiddleware)
 BrowserMessageMiddleware = for_browser_pages(MessageMiddleware)
 
 
-# Pages and endpoints where people change the configuration; the proxy's paths never write it.
-BACK_OFFICE_PATHS = ("/admin/", "/api/", "/console/")
-
-
 class ChangeHistoryMiddleware:
-    """Names the signed-in user and the client's real address in the change history entries."""
+    """Names the signed-in user and the client's real address in the change history entries.
+
+    Browser pages and the API only: the proxy's paths never change the configuration.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path_info.startswith(BACK_OFFICE_PATHS):
+        if not request.path_info.startswith(BROWSER_PATHS):
             return self.get_response(request)
 
         def signed_in():

@@ -51,7 +51,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "proxy.middleware.RequestIdMiddleware",
-    "gateway_project.middleware.ReleaseDatabaseBeforeStreaming",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and scripts, served by the gateway itself (no separate web server needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -153,14 +152,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = None
 # Proxied paths are forwarded as they came: no slash appended.
 APPEND_SLASH = False
 
+# DRF's own defaults serve the management API and the console: sessions (with CSRF) and signed-in
+# users only. The proxy view sets what it needs on its class (proxy/views.py).
 REST_FRAMEWORK = {
-    "EXCEPTION_HANDLER": "proxy.errors.exception_handler",
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
-    "DEFAULT_THROTTLE_CLASSES": [],
-    "UNAUTHENTICATED_USER": None,
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Behind a TLS-terminating proxy, trust its X-Forwarded-Proto (and the client address it sends).

@@ -7,6 +7,10 @@ from django.views.generic import RedirectView
 from proxy import handlers, health, metrics
 from proxy.views import proxy_view
 from routes_admin import admin_pages
+from routes_admin.models import RESERVED_AREAS, RESERVED_ENDPOINTS
+
+# Every path but the reserved ones (routes_admin/models.py) goes to the proxy.
+PROXIED = rf"^(?!(?:{'|'.join(RESERVED_AREAS)})(?:/|$)|(?:{'|'.join(RESERVED_ENDPOINTS)})$)"
 
 urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),  # APPEND_SLASH is off: proxied paths stay as sent
@@ -15,8 +19,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
-    # Catch-all: /admin/, /api/, /console/, /jobs/, /metrics and /static/ never reach it.
-    re_path(r"^(?!(?:admin|api|console|jobs|static)(?:/|$)|(?:healthz|readyz|metrics)$)", proxy_view, name="proxy"),
+    re_path(PROXIED, proxy_view, name="proxy"),
     # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML).
     re_path(r"", handlers.not_found, name="not-found"),
 ]

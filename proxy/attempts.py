@@ -28,8 +28,8 @@ import time
 
 import requests
 
-from . import balancing, breaker, config, ssrf
-from .config import RouteInfo, TargetInfo
+from . import balancing, breaker, ssrf
+from .config import RouteInfo, Snapshot, TargetInfo
 from .errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from .forwarding import Outgoing, send
 from .matching import path_matches
@@ -65,17 +65,22 @@ def retry_after(response: requests.Response) -> float | None:
         return math.inf  # an HTTP date: always longer than we would wait for
 
 
-def _candidates(route: RouteInfo, outgoing: Outgoing, hold: float, read_ahead: dict | None):
+def _candidates(route: RouteInfo, hold: float, read_ahead: dict | None, tried: list):
     """(target, is_probe) in the order to try them, claiming a probe lock only when reached.
 
-    Raises CircuitOpen when the route has targets but every one is cooling down.
+    Targets passed over are noted in `tried` (the call's record of its attempts). Raises
+    CircuitOpen when the route has targets but every one is cooling down.
     """
     targets = [t for t in route.targets if ssrf.target_allowed(t.url)]
+    if len(targets) < len(route.targets):
+        tried += [{"target": t.name, "skipped": "not_allowed"} for t in route.targets if t not in targets]
     if not targets:
         raise UpstreamUnavailable(f"The route {route.name} has no usable target.")
-    now = time.time()
+    now = breaker.now()
     states = breaker.states((t.id for t in targets), read_ahead)
     usable = [t for t in targets if not states.get(t.id, breaker.CLOSED).cooling(now)]
+    if len(usable) < len(targets):
+        tried += [{"target": t.name, "skipped": "breaker_open"} for t in targets if t not in usable]
     if not usable:
         reopen = min(states[t.id].until for t in targets)
         raise CircuitOpen(
@@ -97,6 +102,8 @@ class Attempts:
         self.call = call
         self.outgoing = outgoing
         self.idempotent = outgoing.method not in NON_IDEMPOTENT
+        # Each attempt and each target passed over, for the log row's explanation of the call.
+        self.tried = call.detail.setdefault("attempts", [])
 
     def _may_retry(self, route: RouteInfo, error: GatewayError | None) -> bool:
         if error is not None and not error.extra.get("sent", True):
@@ -109,13 +116,19 @@ class Attempts:
         call.attempts += 1
         call.target = target.name
         call.targets_tried.append(target.name)
+        attempt = {"target": target.name, "status": None, "error": "", "ms": 0.0, "next": ""}
+        self.tried.append(attempt)
         balancing.acquire(target)
+        started = time.perf_counter()
         try:
             response = send(route, target, self.outgoing)
-        except (UpstreamUnavailable, UpstreamTimeout):
+        except (UpstreamUnavailable, UpstreamTimeout) as exc:
+            attempt["error"] = "timeout" if isinstance(exc, UpstreamTimeout) else "unreachable"
+            attempt["ms"] = round((time.perf_counter() - started) * 1000, 1)
             balancing.release(target)
             breaker.record_failure(target.id, target.name, probe)
             raise
+        attempt["status"], attempt["ms"] = response.status_code, round((time.perf_counter() - started) * 1000, 1)
         if response.status_code >= 500:
             breaker.record_failure(target.id, target.name, probe)
         else:
@@ -128,7 +141,7 @@ class Attempts:
         Raises the last gateway error when nothing usable answered and the call may not go on.
         """
         hold = route.connect_timeout + route.read_timeout + 1
-        candidates = _candidates(route, self.outgoing, hold, self.call.read_ahead)
+        candidates = _candidates(route, hold, self.call.read_ahead, self.tried)
         try:
             target, probe = next(candidates, (None, False))
             if target is None:
@@ -154,11 +167,13 @@ class Attempts:
             following = next(candidates, None) if retryable and tries < route.max_attempts else None
             if following is None:
                 if retryable and can_fall_back:
+                    self.tried[-1]["next"] = "fallback"
                     self._discard(target, response)
                     return None
                 if error is not None:
                     raise error
                 return self._keep(target, response)  # the last upstream answer, as it is
+            self.tried[-1]["next"] = "retry_status" if error is None else self.tried[-1]["error"]
             self._discard(target, response)
             pause = max(backoff(tries), wait or 0.0)
             log.info(
@@ -169,7 +184,7 @@ class Attempts:
 
     def _keep(self, target: TargetInfo, response: requests.Response) -> requests.Response:
         """The answer goes to the client: its target stays in flight until the call ends."""
-        self.call.on_finish.append(lambda call: balancing.release(target))
+        self.call.held_target = target
         return response
 
     @staticmethod
@@ -179,10 +194,10 @@ class Attempts:
             balancing.release(target)
 
 
-def _fallback_of(route: RouteInfo, seen: set, path: str) -> RouteInfo | None:
+def _fallback_of(snapshot: Snapshot, route: RouteInfo, seen: set, path: str) -> RouteInfo | None:
     if route.fallback_id is None or route.fallback_id in seen or len(seen) > MAX_FALLBACK_HOPS:
         return None
-    fallback = config.current().routes_by_id.get(route.fallback_id)
+    fallback = snapshot.routes_by_id.get(route.fallback_id)
     if fallback is None:
         return None
     if not path_matches(fallback.prefix, path):
@@ -191,15 +206,16 @@ def _fallback_of(route: RouteInfo, seen: set, path: str) -> RouteInfo | None:
     return fallback
 
 
-def forward(call, route: RouteInfo, outgoing: Outgoing) -> requests.Response:
-    """The upstream's response to give the client (its body not read yet).
+def forward(call, snapshot: Snapshot, outgoing: Outgoing) -> requests.Response:
+    """The upstream's response to give the client (its body not read yet), for call.route.
 
     Raises UpstreamUnavailable (502), UpstreamTimeout (504) or CircuitOpen (503).
     """
+    route = call.route
     attempts = Attempts(call, outgoing)
     seen = {route.id}
     while True:
-        fallback = _fallback_of(route, seen, outgoing.path)
+        fallback = _fallback_of(snapshot, route, seen, outgoing.path)
         try:
             response = attempts.on_route(route, can_fall_back=fallback is not None)
         except GatewayError as exc:

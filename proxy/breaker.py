@@ -27,6 +27,12 @@ KEEP_OPEN_STATE = 24 * 3600  # an open breaker's key outlives any cooldown; a pr
 _last_warning = 0.0
 
 
+def now() -> float:
+    """Wall-clock seconds, the same on every host. Cooldowns are read against it; tests replace
+    it (the `clock` fixture) instead of sleeping."""
+    return time.time()
+
+
 def _key(target_id: int) -> str:
     return f"breaker:{target_id}"
 
@@ -100,19 +106,19 @@ def claim_probe(target_id: int, hold: float) -> bool:
         return True
 
 
-def _open(target_id: int, now: float) -> None:
+def _open(target_id: int, at: float) -> None:
     cooldown = settings.GATEWAY_BREAKER_COOLDOWN
-    cache.set(_key(target_id), {"opened": now, "until": now + cooldown}, timeout=KEEP_OPEN_STATE)
+    cache.set(_key(target_id), {"opened": at, "until": at + cooldown}, timeout=KEEP_OPEN_STATE)
     cache.delete_many([f"{_key(target_id)}:failures", f"{_key(target_id)}:probe"])
 
 
 def record_failure(target_id: int, target_name: str, probe: bool) -> None:
     """A connection error, timeout or 5xx answer from this target."""
-    now = time.time()
+    at = now()
     try:
         if probe:
             log.warning("probe of target %s failed: breaker stays open", target_name)
-            _open(target_id, now)
+            _open(target_id, at)
             return
         key = f"{_key(target_id)}:failures"
         window = max(1, math.ceil(settings.GATEWAY_BREAKER_WINDOW))
@@ -124,7 +130,7 @@ def record_failure(target_id: int, target_name: str, probe: bool) -> None:
             failures = 1
         if failures >= settings.GATEWAY_BREAKER_FAILURES:
             log.warning("target %s failed %d times within %ss: breaker open", target_name, failures, window)
-            _open(target_id, now)
+            _open(target_id, at)
     except Exception:
         _warn("recording a failure")
 
@@ -150,7 +156,7 @@ def describe(target_ids) -> dict[int, dict]:
     ids = list(target_ids)
     keys = [k for i in ids for k in (_key(i), f"{_key(i)}:failures", f"{_key(i)}:probe")]
     found = cache.get_many(keys) if keys else {}
-    now = time.time()
+    at = now()
     result = {}
     for target_id in ids:
         value = found.get(_key(target_id))
@@ -158,7 +164,7 @@ def describe(target_ids) -> dict[int, dict]:
         if not isinstance(value, dict):
             result[target_id] = {"state": "closed", "failures": failures, "opened": None, "until": None}
             continue
-        if now < value["until"]:
+        if at < value["until"]:
             state = "open"
         elif f"{_key(target_id)}:probe" in found:
             state = "probing"

@@ -1,15 +1,13 @@
-"""What the gateway knows about one call while it runs; becomes its RequestLog row at the end."""
+"""What the gateway knows about one call while it runs: plain data that the pipeline fills.
 
-import logging
+proxy/pipeline.py writes it step by step and hands it, when the call ends, to the recorder
+(its RequestLog row) and the metrics.
+"""
+
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.utils import timezone
-
-from . import metrics, recording
-
-log = logging.getLogger("gateway.call")
 
 
 @dataclass
@@ -23,11 +21,15 @@ class Call:
     created: object = field(default_factory=timezone.now)
     key: object = None  # config.KeyInfo
     route: object = None  # config.RouteInfo
+    admission: object = None  # quotas.Admission: released when the call ends
+    model: str = ""  # the model the client asked for (the JSON body's "model")
+    upstream_model: str = ""  # the model sent upstream, after the answering target's alias
     status: int = 0
     target: str = ""
     targets_tried: list = field(default_factory=list)
     attempts: int = 0
     fallback_from: str = ""
+    held_target: object = None  # the TargetInfo whose answer streams: in flight until the call ends
     streamed: bool = False
     upstream_ms: float | None = None
     bytes_out: int = 0
@@ -35,14 +37,11 @@ class Call:
     error_type: str = ""
     limit: str = ""
     finished: bool = False
-    # Cache values read ahead with the token counters (breaker states), so step 5 needs no round
-    # trip of its own: cache key -> value (None when absent). See quotas.admit.
+    # Why the call went as it did, for its log row: "match", "attempts", "why", "auth", "quota".
+    detail: dict = field(default_factory=dict)
+    # Cache values read ahead with the token counters (breaker states), so forwarding needs no
+    # round trip of its own: cache key -> value (None when absent). See pipeline.admit.
     read_ahead: dict | None = None
-    # Run once when the call ends, whatever the outcome (quota slots, token counters, metrics).
-    on_finish: list[Callable[["Call"], None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        metrics.started()
 
     @property
     def latency_ms(self) -> float:
@@ -52,17 +51,3 @@ class Call:
         self.status, self.error_type = status, error_type
         if limit:
             self.limit = limit
-
-    def finish(self) -> None:
-        """End the call once: release what it holds and record it. Never raises."""
-        if self.finished:
-            return
-        self.finished = True
-        latency_ms = self.latency_ms
-        for callback in self.on_finish:
-            try:
-                callback(self)
-            except Exception:
-                log.exception("finishing call %s failed in %r", self.request_id, callback)
-        metrics.finished(self, latency_ms)
-        recording.record(self, latency_ms)

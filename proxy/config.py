@@ -159,6 +159,11 @@ class Snapshot:
         self._keys[prefix] = info
         return info
 
+    def key_by_id(self, key_id: int) -> KeyInfo | None:
+        """The key as the database has it now, for the job worker (a job names its key by id)."""
+        key = APIKey.objects.select_related("quota_plan").prefetch_related("routes").filter(id=key_id).first()
+        return _key_info(key) if key else None
+
 
 _lock = threading.Lock()
 _snapshot: Snapshot | None = None

@@ -117,7 +117,7 @@ def describe(exc) -> tuple[int, str, str, dict]:
 
 
 def exception_handler(exc, context) -> JsonResponse:
-    """DRF's EXCEPTION_HANDLER: every failure of a DRF view, known or not, as the JSON shape."""
+    """The proxy view's DRF exception handler: every failure, known or not, as the JSON shape."""
     request = context.get("request")
     request_id = getattr(request, "request_id", "") if request is not None else ""
     status, error_type, message, headers = describe(exc)

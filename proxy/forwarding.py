@@ -8,20 +8,19 @@ gateway error here: 502 when the upstream cannot be reached, 504 when it is too 
 import json
 import logging
 import os
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 import requests
 from django.conf import settings
-from django.http import StreamingHttpResponse
 from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .errors import UpstreamTimeout, UpstreamUnavailable
-from .headers import client_response_headers, upstream_request_headers
+from .headers import upstream_request_headers
 from .usage import UsageTracker
 
 log = logging.getLogger("gateway.forwarding")
@@ -71,11 +70,12 @@ class Outgoing:
     """The client's request, as the forwarder needs it."""
 
     method: str
-    path: str  # the full public path
+    path: str  # the full public path, decoded
+    raw_path: str  # as the client sent it (percent-encoded); "" when unknown
     query: str
     body: bytes
     document: object  # parsed JSON body, or None when not parsed
-    meta: dict
+    headers: Mapping[str, str]  # the client's headers
     scheme: str
     host: str
     request_id: str
@@ -85,10 +85,10 @@ class Outgoing:
 def path_rest(prefix: str, outgoing: Outgoing) -> str:
     """The path after the route's prefix, encoded as the client sent it.
 
-    WSGI decodes the path; gunicorn keeps the raw one in RAW_URI, which alone tells %2F from /.
-    Without it the decoded path is encoded again (else %3F would start a query, %23 a fragment).
+    WSGI decodes the path; the raw one (gunicorn's RAW_URI) alone tells %2F from /. Without it
+    the decoded path is encoded again (else %3F would start a query, %23 a fragment).
     """
-    raw = outgoing.meta.get("RAW_URI", "").split("?", 1)[0]
+    raw = outgoing.raw_path
     if raw.startswith(prefix) and unquote(raw) == outgoing.path:
         return raw[len(prefix) :]
     return quote(outgoing.path[len(prefix) :], safe="/:@!$&'()*+,;=")
@@ -117,7 +117,7 @@ def body_for(target, outgoing: Outgoing) -> bytes:
 def send(route, target, outgoing: Outgoing) -> requests.Response:
     """One attempt at one target; the answer's body is not read yet."""
     headers = upstream_request_headers(
-        outgoing.meta,
+        outgoing.headers,
         target,
         request_id=outgoing.request_id,
         client_ip=outgoing.client_ip,
@@ -164,10 +164,9 @@ def never_sent(exc: BaseException) -> bool:
 
 
 class UpstreamBody:
-    """The upstream's answer, passed to the client chunk by chunk.
+    """The upstream's answer, passed to the client chunk by chunk; usage is read on the way.
 
-    WSGI servers call close() at the end of the body and when the client goes away, so the
-    call is finished (slot released, row recorded) in every case.
+    close() runs at the end of the body and when the client goes away (pipeline.Answer).
     """
 
     def __init__(self, call, upstream: requests.Response):
@@ -223,19 +222,3 @@ class UpstreamBody:
                     call.error_type = "client_disconnected"
         finally:
             call.usage = self.tracker.finish() or call.usage
-            call.finish()
-
-
-def stream_response(call, upstream: requests.Response) -> StreamingHttpResponse:
-    call.status = upstream.status_code
-    call.upstream_ms = (time.perf_counter() - call.started) * 1000
-    call.streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-    response = StreamingHttpResponse(UpstreamBody(call, upstream), status=upstream.status_code, reason=upstream.reason)
-    del response["Content-Type"]  # only what the upstream sent
-    for name, value in client_response_headers(upstream.headers):
-        response[name] = value
-    if settings.GATEWAY_EXPOSE_TARGET:
-        response["X-Gateway-Target"] = call.target
-    if call.fallback_from:
-        response["X-Gateway-Fallback"] = call.route.name  # the route that answered instead
-    return response

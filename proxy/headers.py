@@ -37,22 +37,18 @@ def connection_listed(value: str) -> set[str]:
     return {name.strip().lower() for name in value.split(",") if name.strip()}
 
 
-def upstream_request_headers(meta: dict, target, *, request_id: str, client_ip: str, scheme: str, host: str) -> dict:
-    """Headers for the upstream request, from the client's (WSGI META) ones."""
-    listed = connection_listed(meta.get("HTTP_CONNECTION", ""))
+def upstream_request_headers(
+    client_headers, target, *, request_id: str, client_ip: str, scheme: str, host: str
+) -> dict:
+    """Headers for the upstream request, from the client's."""
+    listed = connection_listed(client_headers.get("Connection", ""))
     headers = {}
-    for name, value in meta.items():
-        if name.startswith("HTTP_"):
-            header = name[5:].replace("_", "-").title()
-        elif name in ("CONTENT_TYPE",):
-            header = "Content-Type"
-        else:
-            continue
+    for header, value in client_headers.items():
         lower = header.lower()
         if lower in NOT_FORWARDED or lower in listed or not value:
             continue
         headers[header] = value
-    prior = meta.get("HTTP_X_FORWARDED_FOR", "")
+    prior = client_headers.get("X-Forwarded-For", "")
     headers["X-Forwarded-For"] = f"{prior}, {client_ip}" if prior else client_ip
     headers["X-Forwarded-Proto"] = scheme
     headers["X-Forwarded-Host"] = host

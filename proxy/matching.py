@@ -1,6 +1,7 @@
 """Step 2: which route serves a call, from its path, method, headers and JSON body."""
 
 import json
+import re
 
 from .config import RouteInfo, Snapshot
 from .errors import InvalidRequest, MethodNotAllowed, RouteNotFound
@@ -73,17 +74,53 @@ def content_matches(route: RouteInfo, headers, document) -> bool:
     return True
 
 
-def choose(candidates: list[RouteInfo], headers, body: bytes):
-    """The first candidate (longest prefix, then highest priority) whose conditions hold.
+def document_for(candidates: list[RouteInfo], body: bytes):
+    """The parsed JSON body when a candidate matches on it, else None (no parsing cost)."""
+    return parse_json_body(body) if any(route.needs_body for route in candidates) else None
 
-    Returns the route and the parsed JSON body (None when no route needed it).
-    """
-    document = parse_json_body(body) if any(route.needs_body for route in candidates) else None
+
+def choose(candidates: list[RouteInfo], headers, document) -> RouteInfo:
+    """The first candidate (longest prefix, then highest priority) whose conditions hold."""
     for route in candidates:
         if content_matches(route, headers, document):
-            return route, document
+            return route
     if document is INVALID_JSON:
         raise InvalidRequest("The request body is not valid JSON.")
     if isinstance(document, dict) and "model" in document and any(route.models for route in candidates):
         raise RouteNotFound(f"No route serves the model {document['model']!r} on this path.")
     raise RouteNotFound("No route matches this request.")
+
+
+# The requested model for the log row when no route needed the body parsed: the first string
+# "model" field in the first 4 KB (SDKs send it near the top). Only recorded, never routed on:
+# routing parses the body (see document_for()). A "model" inside a string is escaped, so not matched.
+MODEL_FIELD = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.){1,200}")')
+MODEL_SCAN_BYTES = 4096
+
+
+def requested_model(document, body: bytes) -> str:
+    """The JSON body's model, or "" when it names none."""
+    if isinstance(document, dict):
+        model = document.get("model")
+        return model if isinstance(model, str) else ""
+    if document is not None or not body:
+        return ""
+    found = MODEL_FIELD.search(body, 0, MODEL_SCAN_BYTES)
+    if found is None:
+        return ""
+    try:
+        return json.loads(found.group(1))
+    except ValueError:
+        return ""
+
+
+def why_matched(route: RouteInfo) -> str:
+    """What the route matched on, in words, for the log row's explanation of the call."""
+    words = [f"route {route.name}: prefix {route.prefix or '/'}"]
+    if route.models:
+        words.append("model")
+    if route.match_headers:
+        words.append("headers " + ", ".join(route.match_headers))
+    if route.match_body:
+        words.append("body " + ", ".join(route.match_body))
+    return ", ".join(words)

@@ -9,19 +9,18 @@ The checks, in this order, all in the shared Django cache (Redis when REDIS_URL 
    one has reached its limit. Nothing is taken. The route's breaker states come in the same
    round trip (`read_ahead`), which saves the forwarder one.
 2. concurrency: an atomic incr takes a slot; over the cap it is given back and the call refused.
-   The slot is released by call.on_finish, which runs whatever the outcome.
+   The slot is given back by Admission.release(), which the pipeline calls whatever the outcome.
 3. request rates: django-ratelimit's get_usage(increment=True), one fixed window per limit, key
    and rate fed from the plan. The check *is* the increment (that is what makes it exact across
    processes), so a refused call counts in the windows checked up to the one that refused it.
    Windows are checked shortest first and checking stops at the refusal, so a client hammering
    its per-minute limit never eats its hour or day quota.
-After the call, its tokens are added to the token counters (on_finish, streams included).
+After the call, its tokens are added to the token counters (Admission.release, streams included).
 
 When the cache cannot be reached, GATEWAY_CACHE_FAILURE decides: "open" serves the call without
 quota checks and logs a warning; "closed" answers 503.
 """
 
-import functools
 import logging
 import time
 
@@ -75,17 +74,40 @@ def scopes_for(key, route) -> list[Scope]:
     return scopes
 
 
-def admit(request, call, read_ahead: list[str] = ()) -> list[Quota]:
-    """Admit the call or raise RateLimited; returns the limits' state for the answer's headers.
+class Admission:
+    """What admitting a call took; release() gives it back when the call ends, however it ends.
+
+    `quotas` is the limits' state for the answer's RateLimit headers. A refused call releases
+    what it had taken before the refusal (a slot, say) the same way.
+    """
+
+    __slots__ = ("quotas", "slots", "token_scopes")
+
+    def __init__(self):
+        self.quotas: list[Quota] = []
+        self.slots: list[str] = []  # concurrency counters taken
+        self.token_scopes: list[Scope] = []  # scopes whose token counters get this call's tokens
+
+    def release(self, call) -> None:
+        for key in self.slots:
+            _release(key)
+        if self.token_scopes:
+            _add_tokens(self.token_scopes, call)
+
+
+def admit(call, read_ahead: list[str] = ()) -> Admission:
+    """Admit the call (call.admission) or raise RateLimited.
 
     `read_ahead`: cache keys that the next steps will read. When the token counters are read,
     these come in the same round trip and land in call.read_ahead.
     """
+    admission = call.admission = Admission()
     scopes = scopes_for(call.key, call.route)
     if not scopes:
-        return []
+        return admission
     try:
-        return _admit(request, call, scopes, list(read_ahead))
+        _admit(call, admission, scopes, list(read_ahead))
+        return admission
     except GatewayError:
         raise
     except Exception as exc:  # the cache (or the database seeding it) is unreachable
@@ -99,28 +121,38 @@ def admit(request, call, read_ahead: list[str] = ()) -> list[Quota]:
             call.request_id,
             exc,
         )
-        return []
+        admission.quotas = []  # no RateLimit headers: nothing was checked
+        return admission
 
 
-def add_headers(response, quotas: list[Quota]) -> None:
+def for_tokens_only(call) -> Admission:
+    """The admission of a call whose requests were counted earlier (a queued job): it checks
+    nothing and takes nothing, and adds the call's tokens to the counters when it ends."""
+    admission = Admission()
+    admission.token_scopes = _token_scopes(scopes_for(call.key, call.route))
+    return admission
+
+
+def _token_scopes(scopes: list[Scope]) -> list[Scope]:
+    return [scope for scope in scopes if any(name in scope.limits for name in token_quota.TOKEN_LIMITS)]
+
+
+def answer_headers(admission: Admission) -> list[tuple[str, str]]:
     """RateLimit-Policy and RateLimit on an admitted call's answer: what remains after it."""
-    for name, value in headers(quotas).items():
-        response[name] = value
+    return list(headers(admission.quotas).items())
 
 
-def _admit(request, call, scopes: list[Scope], read_ahead: list[str]) -> list[Quota]:
-    quotas: list[Quota] = []
+def _admit(call, admission: Admission, scopes: list[Scope], read_ahead: list[str]) -> None:
+    quotas = admission.quotas
     _check_tokens(call, scopes, quotas, read_ahead)
-    _take_slots(call, scopes, quotas)
-    _count_request(request, scopes, quotas)
-    token_scopes = [s for s in scopes if any(name in s.limits for name in token_quota.TOKEN_LIMITS)]
-    if token_scopes:
-        call.on_finish.append(functools.partial(_add_tokens, token_scopes))
-    return quotas
+    _take_slots(admission, scopes, quotas)
+    _count_request(scopes, quotas)
+    admission.token_scopes = _token_scopes(scopes)
 
 
 def _refuse(quotas: list[Quota], quota: Quota, message: str):
-    raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name)
+    counter = {"name": quota.name, "limit": quota.limit, "used": quota.limit - quota.remaining, "reset": quota.reset}
+    raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name, quota=counter)
 
 
 def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: list[str]) -> None:
@@ -152,7 +184,7 @@ def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: li
         )
 
 
-def _take_slots(call, scopes: list[Scope], quotas: list[Quota]) -> None:
+def _take_slots(admission: Admission, scopes: list[Scope], quotas: list[Quota]) -> None:
     for scope in scopes:
         limit = scope.limits.get("max_concurrent")
         if limit is None:
@@ -171,7 +203,7 @@ def _take_slots(call, scopes: list[Scope], quotas: list[Quota]) -> None:
                 + (f" on route {scope.route_name}, the route's cap" if scope.route_id else ", its limit")
                 + " (max_concurrent); retry when one finishes.",
             )
-        call.on_finish.append(lambda _call, key=key: _release(key))
+        admission.slots.append(key)
         quotas.append(Quota(name, limit, limit - in_flight, 0, unit="concurrent-requests"))
 
 
@@ -202,14 +234,14 @@ def _release(key: str) -> None:
         pass
 
 
-def _count_request(request, scopes: list[Scope], quotas: list[Quota]) -> None:
+def _count_request(scopes: list[Scope], quotas: list[Quota]) -> None:
     for name, window, period in RATE_LIMITS:
         for scope in scopes:
             limit = scope.limits.get(name)
             if limit is None:
                 continue
             usage = ratelimit.get_usage(
-                request,
+                None,  # no request: the key callable names the counter, and method=ALL matches any
                 group=RATE_GROUP,
                 key=lambda _group, _request, value=scope.value: value,
                 rate=f"{limit}/{period}",

@@ -25,6 +25,9 @@ log = logging.getLogger("gateway.recording")
 access_log = logging.getLogger("gateway.access")
 
 COLUMNS = [field.attname for field in RequestLog._meta.concrete_fields if not field.primary_key]
+JSON_COLUMNS = frozenset(
+    field.attname for field in RequestLog._meta.concrete_fields if field.get_internal_type() == "JSONField"
+)
 MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows are dropped and reported
 
 _pending: deque = deque()
@@ -48,6 +51,8 @@ def _row(call, latency_ms: float) -> dict:
         route_name=route.name if route else "",
         method=call.method,
         path=call.path[:2000],
+        model=call.model,
+        upstream_model=call.upstream_model,
         status=call.status,
         latency_ms=round(latency_ms, 3),
         upstream_ms=round(call.upstream_ms, 3) if call.upstream_ms is not None else None,
@@ -64,6 +69,7 @@ def _row(call, latency_ms: float) -> dict:
         error_type=call.error_type,
         limit=call.limit,
         client_ip=call.client_ip or None,
+        detail=call.detail,
     )
 
 
@@ -143,7 +149,7 @@ def _insert(rows: list) -> None:
             cursor.cursor.copy(_copy_statement()) as copy,
         ):
             for row in rows:
-                copy.write_row([json.dumps(row[name]) if name == "targets_tried" else row[name] for name in COLUMNS])
+                copy.write_row([json.dumps(row[name]) if name in JSON_COLUMNS else row[name] for name in COLUMNS])
     else:
         RequestLog.objects.bulk_create([RequestLog(**row) for row in rows])
 

@@ -13,7 +13,7 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from proxy.quotas import live_state, reset_counters
+from proxy.state import quota_state, reset_quotas
 
 from . import keys
 from .admin_history import HistoryLinkMixin
@@ -220,7 +220,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
             ("Tokens this month", against(totals["tokens_month"], limits["tokens_per_month"])),
         ]
         try:
-            live = [(f"Now: {q.name.replace('_', ' ')}", live_line(q)) for q in live_state(obj)]
+            live = [(f"Now: {q.name.replace('_', ' ')}", live_line(q)) for q in quota_state(obj)]
         except Exception:  # the admin page must not fail with the cache
             live = [("Now", "unknown: the cache is unreachable")]
         body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows + live)
@@ -286,7 +286,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
         count = 0
         for key in queryset.select_related("quota_plan"):
-            reset_counters(key, capped)
+            reset_quotas(key, capped)
             count += 1
         self.message_user(
             request,

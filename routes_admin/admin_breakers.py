@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.shortcuts import redirect
 
-from proxy import breaker
+from proxy import state
 
 from .models import UpstreamTarget
 
@@ -19,7 +19,7 @@ class BreakerChangeList(ChangeList):
     def get_results(self, request):
         super().get_results(request)
         try:
-            states = breaker.describe(target.id for target in self.result_list)
+            states = state.breaker_states(target.id for target in self.result_list)
         except Exception:  # the cache is down: show the targets anyway
             states = {}
         for target in self.result_list:
@@ -85,6 +85,6 @@ class TargetHealthAdmin(admin.ModelAdmin):
     def reset_breakers(self, request, queryset):
         count = 0
         for target in queryset:
-            breaker.reset(target.id)
+            state.reset_breaker(target.id)
             count += 1
         self.message_user(request, f"Reset the breaker of {count} target(s); they take calls again.", messages.SUCCESS)

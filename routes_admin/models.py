@@ -11,7 +11,11 @@ from django.utils import timezone
 
 from . import keys
 
-RESERVED_PREFIXES = ("/admin", "/api", "/console", "/jobs", "/healthz", "/readyz", "/metrics", "/static")
+# The gateway's own paths, defined here once: the URL conf sends everything else to the proxy, and
+# no route may claim them. Areas are reserved with everything below them; endpoints exactly.
+RESERVED_AREAS = ("admin", "api", "console", "jobs", "static")
+RESERVED_ENDPOINTS = ("healthz", "readyz", "metrics")
+RESERVED_PREFIXES = tuple(f"/{name}" for name in RESERVED_AREAS + RESERVED_ENDPOINTS)
 DEFAULT_RETRY_STATUSES = "429,502,503,504"
 
 
@@ -282,6 +286,10 @@ class RequestLog(models.Model):
     route_name = models.CharField(max_length=100, blank=True)
     method = models.CharField(max_length=10)
     path = models.CharField(max_length=2000)
+    model = models.CharField(max_length=200, blank=True, help_text="The model the client asked for.")
+    upstream_model = models.CharField(
+        max_length=200, blank=True, help_text="The model sent upstream, after the target's alias."
+    )
     status = models.PositiveSmallIntegerField()
     latency_ms = models.FloatField()
     upstream_ms = models.FloatField(null=True, blank=True, help_text="Until the upstream's response headers.")
@@ -298,6 +306,11 @@ class RequestLog(models.Model):
     error_type = models.CharField(max_length=50, blank=True)
     limit = models.CharField(max_length=50, blank=True, help_text="The quota limit that refused the call.")
     client_ip = models.GenericIPAddressField(null=True, blank=True)
+    # Why the call went as it did (see proxy/call.py): "match" (the route and what it matched on),
+    # "attempts" (each target tried or passed over, its outcome and why the next was tried),
+    # "why" (the gateway's own error message), "auth" (why a key was refused), "quota" (the
+    # counter that refused the call).
+    detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created"]
@@ -309,6 +322,8 @@ class RequestLog(models.Model):
             models.Index(fields=["route", "created"], name="log_route_created_idx"),
             # Looking a call up by the request id a client reports.
             models.Index(fields=["request_id"], name="log_request_id_idx"),
+            # The console's "calls for this model" filter.
+            models.Index(fields=["model", "created"], name="log_model_created_idx"),
             # "Show me the failures": a partial index keeps it small.
             models.Index(fields=["created"], name="log_errors_idx", condition=Q(status__gte=400)),
         ]

@@ -9,8 +9,7 @@ from proxy import balancing
 from proxy.config import RouteInfo, TargetInfo
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_route, make_target
-from tests.test_retries import refused_url, servers  # noqa: F401  (fixture)
-from tests.upstream import json_reply
+from tests.upstream import json_reply, refused_url
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +22,7 @@ def fresh_balancing():
     balancing.reset()
 
 
-def named(servers, name):  # noqa: F811
+def named(servers, name):
     return servers(json_reply({"target": name}))
 
 
@@ -34,7 +33,7 @@ def call(client, secret) -> str:
     return RequestLog.objects.latest("id").target
 
 
-def test_load_spreads_by_weight_within_two_percent_over_many_calls(client, servers):  # noqa: F811
+def test_load_spreads_by_weight_within_two_percent_over_many_calls(client, servers):
     route = make_route(strategy="weighted")
     for name, weight in (("big", 5), ("medium", 3), ("small", 2)):
         make_target(route, named(servers, name).url, name=name, weight=weight)
@@ -62,7 +61,7 @@ def test_weighted_round_robin_is_smooth():
     assert picks == "aabacaa" * 2  # nginx's sequence: the light targets are interleaved, not bunched
 
 
-def test_disabled_targets_take_no_calls(client, servers):  # noqa: F811
+def test_disabled_targets_take_no_calls(client, servers):
     route = make_route(strategy="weighted")
     make_target(route, named(servers, "on").url, name="on")
     make_target(route, named(servers, "off").url, name="off", enabled=False)
@@ -71,7 +70,7 @@ def test_disabled_targets_take_no_calls(client, servers):  # noqa: F811
     assert {call(client, secret) for _ in range(6)} == {"on"}
 
 
-def test_failover_sends_everything_to_the_primary_while_it_answers(client, servers):  # noqa: F811
+def test_failover_sends_everything_to_the_primary_while_it_answers(client, servers):
     route = make_route(strategy="failover")
     make_target(route, named(servers, "secondary").url, name="secondary", position=2)
     make_target(route, named(servers, "primary").url, name="primary", position=1)
@@ -80,7 +79,7 @@ def test_failover_sends_everything_to_the_primary_while_it_answers(client, serve
     assert {call(client, secret) for _ in range(5)} == {"primary"}
 
 
-def test_failover_moves_to_the_next_target_when_the_primary_is_down(client, servers):  # noqa: F811
+def test_failover_moves_to_the_next_target_when_the_primary_is_down(client, servers):
     route = make_route(strategy="failover")
     make_target(route, refused_url(), name="primary", position=1)
     make_target(route, named(servers, "secondary").url, name="secondary", position=2)
@@ -91,7 +90,7 @@ def test_failover_moves_to_the_next_target_when_the_primary_is_down(client, serv
     assert RequestLog.objects.latest("id").targets_tried == ["primary", "secondary"]
 
 
-def test_least_inflight_sends_calls_away_from_a_target_busy_with_a_stream(client, servers):  # noqa: F811
+def test_least_inflight_sends_calls_away_from_a_target_busy_with_a_stream(client, servers):
     release = threading.Event()
 
     def held_stream(handler):
@@ -143,7 +142,7 @@ def route_target(route, server) -> TargetInfo:
     )
 
 
-def test_least_inflight_spreads_idle_calls_over_every_target(client, servers):  # noqa: F811
+def test_least_inflight_spreads_idle_calls_over_every_target(client, servers):
     route = make_route(strategy="least_inflight")
     for name in ("a", "b", "c"):
         make_target(route, named(servers, name).url, name=name)

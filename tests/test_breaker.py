@@ -11,8 +11,7 @@ from django.test import override_settings
 from proxy import breaker
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_plan, make_route, make_target
-from tests.test_retries import refused_url, servers  # noqa: F401  (fixture)
-from tests.upstream import json_reply
+from tests.upstream import json_reply, refused_url
 
 pytestmark = pytest.mark.django_db
 FAST_BREAKER = {"GATEWAY_BREAKER_FAILURES": 2, "GATEWAY_BREAKER_WINDOW": 10, "GATEWAY_BREAKER_COOLDOWN": 1}
@@ -28,7 +27,7 @@ def call(client, secret):
 
 
 @pytest.fixture(params=["no plan", "token plan"])
-def pair(request, servers):  # noqa: F811
+def pair(request, servers):
     """A failover route: `flaky` first, then `steady`. With a token plan the breaker states are
     read in the same round trip as the token counters (quotas.admit's read_ahead)."""
     flaky, steady = servers(BUSY), servers(OK)
@@ -41,7 +40,7 @@ def pair(request, servers):  # noqa: F811
 
 
 @override_settings(**FAST_BREAKER)
-def test_breaker_opens_skips_probes_and_closes(client, pair):
+def test_breaker_opens_skips_probes_and_closes(client, pair, clock):
     flaky, steady, flaky_target, secret = pair
 
     for _ in range(2):  # two failures: the breaker opens
@@ -57,7 +56,7 @@ def test_breaker_opens_skips_probes_and_closes(client, pair):
     assert len(flaky.requests) == 2
 
     flaky.reply = OK  # it recovers
-    time.sleep(1.1)  # the cooldown ends
+    clock.advance(1.1)  # the cooldown ends
     assert breaker.describe([flaky_target.id])[flaky_target.id]["state"] == "half-open"
     response, row = call(client, secret)  # this call is the probe
     assert row.targets_tried == ["flaky"]
@@ -69,11 +68,11 @@ def test_breaker_opens_skips_probes_and_closes(client, pair):
 
 
 @override_settings(**FAST_BREAKER)
-def test_failed_probe_opens_the_breaker_for_another_cooldown(client, pair):
+def test_failed_probe_opens_the_breaker_for_another_cooldown(client, pair, clock):
     flaky, steady, flaky_target, secret = pair
     for _ in range(2):
         call(client, secret)
-    time.sleep(1.1)
+    clock.advance(1.1)
 
     response, row = call(client, secret)  # the probe fails; the call still succeeds elsewhere
     assert response.status_code == 200
@@ -86,13 +85,13 @@ def test_failed_probe_opens_the_breaker_for_another_cooldown(client, pair):
 
 
 @override_settings(**FAST_BREAKER)
-def test_only_one_call_may_probe_a_target_after_its_cooldown(pair):
+def test_only_one_call_may_probe_a_target_after_its_cooldown(pair, clock):
     _, _, flaky_target, _ = pair
     breaker.record_failure(flaky_target.id, "flaky", probe=False)
     breaker.record_failure(flaky_target.id, "flaky", probe=False)
     state = breaker.states([flaky_target.id])[flaky_target.id]
-    assert state.cooling(time.time())
-    assert not state.cooling(time.time() + 1.1)
+    assert state.cooling(clock())
+    assert not state.cooling(clock() + 1.1)
 
     assert breaker.claim_probe(flaky_target.id, hold=30) is True
     assert breaker.claim_probe(flaky_target.id, hold=30) is False  # another worker, same moment
@@ -125,7 +124,7 @@ def test_client_errors_do_not_count_as_failures(client, pair):
 
 
 @override_settings(**FAST_BREAKER)
-def test_when_every_breaker_is_open_the_call_fails_fast_with_503(client, servers):  # noqa: F811
+def test_when_every_breaker_is_open_the_call_fails_fast_with_503(client, servers):
     down = servers(BUSY)
     route = make_route(strategy="failover", max_attempts=1)
     make_target(route, down.url, name="only")
@@ -146,7 +145,7 @@ def test_when_every_breaker_is_open_the_call_fails_fast_with_503(client, servers
 
 
 @override_settings(**FAST_BREAKER)
-def test_breakers_count_timeouts_and_refused_connections(client, servers):  # noqa: F811
+def test_breakers_count_timeouts_and_refused_connections(client, servers):
     steady = servers(OK)
     route = make_route(strategy="failover")
     dead = make_target(route, refused_url(), name="dead", position=0)
@@ -194,7 +193,7 @@ def test_target_page_sends_editors_to_the_route(admin_client, pair):
     assert response["Location"] == f"/admin/routes_admin/route/{flaky_target.route_id}/change/"
 
 
-def test_breaker_state_is_shared_by_real_gateway_servers(cluster, servers):  # noqa: F811
+def test_breaker_state_is_shared_by_real_gateway_servers(cluster, servers):
     """Two gateway instances with Redis (one without it: the cache is per process then)."""
     flaky, steady = servers(BUSY), servers(OK)
     secret = cluster.shell(

@@ -7,8 +7,7 @@ from django.test import override_settings
 
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_route, make_target
-from tests.test_retries import refused_url, servers, slow  # noqa: F401  (fixture)
-from tests.upstream import json_reply
+from tests.upstream import json_reply, refused_url, slow
 
 pytestmark = pytest.mark.django_db
 BUSY = json_reply({"error": "busy"}, status=503)
@@ -21,7 +20,7 @@ def post(client, secret):
     return response, content
 
 
-def primary_with_fallback(servers, primary_reply, **primary_fields):  # noqa: F811
+def primary_with_fallback(servers, primary_reply, **primary_fields):
     """`big` on /v1 (two targets) falls back to `small`, a route clients cannot reach directly."""
     small_server = servers(json_reply({"answer": "from small"}))
     small = make_route(name="small", path_prefix="/internal/small", methods="POST")
@@ -34,7 +33,7 @@ def primary_with_fallback(servers, primary_reply, **primary_fields):  # noqa: F8
     return big_servers, small_server, secret
 
 
-def test_call_falls_back_when_every_target_failed_and_the_answer_says_so(client, servers):  # noqa: F811
+def test_call_falls_back_when_every_target_failed_and_the_answer_says_so(client, servers):
     big_servers, small_server, secret = primary_with_fallback(servers, BUSY, retry_non_idempotent=True)
 
     response, content = post(client, secret)
@@ -52,7 +51,7 @@ def test_call_falls_back_when_every_target_failed_and_the_answer_says_so(client,
     assert [len(s.requests) for s in big_servers] == [1, 1]
 
 
-def test_no_fallback_while_the_route_answers(client, servers):  # noqa: F811
+def test_no_fallback_while_the_route_answers(client, servers):
     _, small_server, secret = primary_with_fallback(servers, json_reply({"answer": "from big"}))
 
     response, content = post(client, secret)
@@ -63,7 +62,7 @@ def test_no_fallback_while_the_route_answers(client, servers):  # noqa: F811
     assert RequestLog.objects.get().fallback_from == ""
 
 
-def test_post_that_may_have_reached_the_upstream_does_not_fall_back_unless_allowed(client, servers):  # noqa: F811
+def test_post_that_may_have_reached_the_upstream_does_not_fall_back_unless_allowed(client, servers):
     _, small_server, secret = primary_with_fallback(servers, slow(1.0), read_timeout=0.3)
 
     response, content = post(client, secret)
@@ -73,7 +72,7 @@ def test_post_that_may_have_reached_the_upstream_does_not_fall_back_unless_allow
     assert RequestLog.objects.get().fallback_from == ""
 
 
-def test_unreachable_targets_fall_back_for_any_method(client, servers):  # noqa: F811
+def test_unreachable_targets_fall_back_for_any_method(client, servers):
     small_server = servers(json_reply({"answer": "from small"}))
     small = make_route(name="small", path_prefix="/v1", model_names="never-asked-for")
     make_target(small, small_server.url, name="small-1")
@@ -89,7 +88,7 @@ def test_unreachable_targets_fall_back_for_any_method(client, servers):  # noqa:
 
 
 @override_settings(GATEWAY_BREAKER_FAILURES=1, GATEWAY_BREAKER_COOLDOWN=30)
-def test_route_whose_breakers_are_all_open_goes_straight_to_its_fallback(client, servers):  # noqa: F811
+def test_route_whose_breakers_are_all_open_goes_straight_to_its_fallback(client, servers):
     big_servers, small_server, secret = primary_with_fallback(servers, BUSY, retry_non_idempotent=True)
     post(client, secret)  # both big targets fail once: their breakers open
 
@@ -101,7 +100,7 @@ def test_route_whose_breakers_are_all_open_goes_straight_to_its_fallback(client,
     assert RequestLog.objects.latest("id").targets_tried == ["small-1"]
 
 
-def test_when_the_fallback_fails_too_the_client_gets_its_last_answer(client, servers):  # noqa: F811
+def test_when_the_fallback_fails_too_the_client_gets_its_last_answer(client, servers):
     small_server = servers(json_reply({"error": "small busy"}, status=503))
     small = make_route(name="small", path_prefix="/internal/small")
     make_target(small, small_server.url, name="small-1")
@@ -117,7 +116,7 @@ def test_when_the_fallback_fails_too_the_client_gets_its_last_answer(client, ser
     assert RequestLog.objects.get().targets_tried == ["big-1", "small-1"]
 
 
-def test_fallback_routes_that_point_at_each_other_end(client, servers):  # noqa: F811
+def test_fallback_routes_that_point_at_each_other_end(client, servers):
     a = make_route(name="a", path_prefix="/v1", retry_non_idempotent=True)
     b = make_route(name="b", path_prefix="/internal/b", fallback=a, retry_non_idempotent=True)
     a.fallback = b
@@ -132,7 +131,7 @@ def test_fallback_routes_that_point_at_each_other_end(client, servers):  # noqa:
     assert RequestLog.objects.get().targets_tried == ["a-1", "b-1"]
 
 
-def test_gateway_error_after_a_fallback_also_names_the_fallback_route(client, servers):  # noqa: F811
+def test_gateway_error_after_a_fallback_also_names_the_fallback_route(client, servers):
     small = make_route(name="small", path_prefix="/internal/small")
     make_target(small, refused_url(), name="small-1")
     big = make_route(name="big", path_prefix="/v1", fallback=small, retry_non_idempotent=True)

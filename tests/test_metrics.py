@@ -8,7 +8,6 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.call import Call
 from tests.factories import auth, make_key, make_route
 from tests.upstream import json_reply, sse_reply
 
@@ -60,14 +59,12 @@ def test_calls_latency_and_tokens_are_counted(client, upstream):
 
 
 @pytest.mark.django_db
-def test_quota_rejections_are_counted_by_limit(client):
-    route = make_route(name="capped")
-    key, _ = make_key(routes=[route])
+def test_quota_rejections_are_counted_by_limit(client, upstream):
+    route = make_route(upstream.url, name="capped")
+    _, secret = make_key(routes=[route], requests_per_minute=1)
     before = scrape(client)
-    call = Call(request_id="r1", method="POST", path="/v1/x", client_ip="127.0.0.1")
-    call.route = type("R", (), {"name": "capped", "id": route.id})()
-    call.fail(429, "rate_limit_exceeded", limit="requests_per_minute")
-    call.finish()
+    assert client.post("/v1/x", **auth(secret)).status_code == 200
+    assert client.post("/v1/x", **auth(secret)).status_code == 429
     after = scrape(client)
     assert (
         value(after, "gateway_quota_rejections_total", route="capped", limit="requests_per_minute")
@@ -106,6 +103,20 @@ def test_totals_are_summed_across_gunicorn_workers(cluster, upstream, tmp_path):
     assert statuses == [200] * 40
     counter_files = list(metrics_dir.glob("counter_*.db"))
     assert len(counter_files) == 2, "both workers served calls"
+    # A call is counted when its answer closes, a moment after the client has read it.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if (
+            value(
+                requests.get(f"{gateway.url}/metrics", timeout=5).text,
+                "gateway_calls_total",
+                route="multi",
+                status="200",
+            )
+            == 40
+        ):
+            break
+        time.sleep(0.05)
     for _ in range(4):  # any worker may answer the scrape; each must report the whole
         text = requests.get(f"{gateway.url}/metrics", timeout=5).text
         assert value(text, "gateway_calls_total", route="multi", status="200") == 40

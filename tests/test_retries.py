@@ -1,7 +1,6 @@
 """Retries: before the first byte reaches the client, on the next target, within the route's rules."""
 
 import json
-import threading
 import time
 
 import pytest
@@ -9,43 +8,10 @@ from django.test import override_settings
 
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_route, make_target
-from tests.servers import free_port
-from tests.upstream import UpstreamServer, json_reply
+from tests.upstream import json_reply, refused_url, slow
 
 pytestmark = pytest.mark.django_db
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-
-
-@pytest.fixture
-def servers():
-    """Up to four extra upstreams, stopped at the end."""
-    made = []
-
-    def make(reply=None):
-        server = UpstreamServer()
-        if reply is not None:
-            server.reply = reply
-        made.append(server)
-        return server
-
-    yield make
-    stopping = [threading.Thread(target=server.stop) for server in made]  # each stop waits ~0.5 s
-    for thread in stopping:
-        thread.start()
-    for thread in stopping:
-        thread.join()
-
-
-def refused_url() -> str:
-    return f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
-
-
-def slow(seconds: float):
-    def reply(handler):
-        time.sleep(seconds)
-        handler.send_json(200, {"too": "late"})
-
-    return reply
 
 
 def post(client, secret, body=BODY, path="/v1/chat/completions"):

@@ -6,13 +6,12 @@ import pytest
 
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_route, make_target
-from tests.test_retries import servers  # noqa: F401  (fixture)
 from tests.upstream import json_reply
 
 pytestmark = pytest.mark.django_db
 
 
-def routed(servers, **routes):  # noqa: F811
+def routed(servers, **routes):
     """One upstream per named route, answering with the route's name; returns a key for them all."""
     made = {}
     for name, fields in routes.items():
@@ -32,7 +31,7 @@ def post(client, secret, path="/v1/chat/completions", body=None, **headers):
     return client.post(path, data, content_type="application/json", **auth(secret), **headers)
 
 
-def test_method_selects_the_route(client, servers):  # noqa: F811
+def test_method_selects_the_route(client, servers):
     secret = routed(
         servers, reads={"path_prefix": "/v1", "methods": "GET"}, writes={"path_prefix": "/v1", "methods": "POST"}
     )
@@ -44,7 +43,7 @@ def test_method_selects_the_route(client, servers):  # noqa: F811
     assert response["Allow"] == "GET, POST"
 
 
-def test_longest_path_prefix_wins_and_prefixes_match_whole_segments(client, servers):  # noqa: F811
+def test_longest_path_prefix_wins_and_prefixes_match_whole_segments(client, servers):
     secret = routed(servers, general={"path_prefix": "/v1"}, embeddings={"path_prefix": "/v1/embeddings"})
 
     assert served_by(post(client, secret, "/v1/embeddings")) == "embeddings"
@@ -53,7 +52,7 @@ def test_longest_path_prefix_wins_and_prefixes_match_whole_segments(client, serv
     assert post(client, secret, "/v10/chat").status_code == 404
 
 
-def test_header_conditions_select_the_route(client, servers):  # noqa: F811
+def test_header_conditions_select_the_route(client, servers):
     secret = routed(
         servers,
         acme={"path_prefix": "/v1", "match_headers": {"X-Tenant": "acme"}, "priority": 10},
@@ -67,7 +66,7 @@ def test_header_conditions_select_the_route(client, servers):  # noqa: F811
     assert served_by(post(client, secret)) == "everyone"
 
 
-def test_body_fields_select_the_route_with_dotted_paths(client, servers):  # noqa: F811
+def test_body_fields_select_the_route_with_dotted_paths(client, servers):
     secret = routed(
         servers,
         streaming={"path_prefix": "/v1", "match_body": {"stream": True}, "priority": 1},
@@ -81,7 +80,7 @@ def test_body_fields_select_the_route_with_dotted_paths(client, servers):  # noq
     assert served_by(post(client, secret, body={"model": "m", "metadata": "gold"})) == "default"
 
 
-def test_model_in_the_body_selects_the_route(client, servers):  # noqa: F811
+def test_model_in_the_body_selects_the_route(client, servers):
     secret = routed(
         servers,
         openai={"path_prefix": "/v1", "model_names": "gpt-4o, gpt-4o-mini"},
@@ -95,7 +94,7 @@ def test_model_in_the_body_selects_the_route(client, servers):  # noqa: F811
     assert "claude" in response.json()["error"]["message"]
 
 
-def test_priority_settles_routes_that_both_match(client, servers):  # noqa: F811
+def test_priority_settles_routes_that_both_match(client, servers):
     secret = routed(
         servers,
         low={"path_prefix": "/v1", "model_names": "fast", "priority": 1},
@@ -106,7 +105,7 @@ def test_priority_settles_routes_that_both_match(client, servers):  # noqa: F811
     assert served_by(post(client, secret, body={"model": "fast"})) == "low"
 
 
-def test_body_that_is_not_json_is_refused_when_a_route_needs_its_content(client, servers):  # noqa: F811
+def test_body_that_is_not_json_is_refused_when_a_route_needs_its_content(client, servers):
     secret = routed(servers, models={"path_prefix": "/v1", "model_names": "gpt-4o"})
 
     response = client.post("/v1/chat/completions", b"{not json", content_type="application/json", **auth(secret))
@@ -116,7 +115,7 @@ def test_body_that_is_not_json_is_refused_when_a_route_needs_its_content(client,
     assert RequestLog.objects.get().status == 400
 
 
-def test_public_model_name_is_rewritten_to_each_targets_own_name(client, servers):  # noqa: F811
+def test_public_model_name_is_rewritten_to_each_targets_own_name(client, servers):
     local, hosted = servers(), servers()
     route = make_route(name="fast", path_prefix="/v1", model_names="fast", strategy="weighted")
     make_target(route, local.url, name="local", model_aliases={"fast": "llama-3.1-8b-instruct"})

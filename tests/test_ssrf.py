@@ -9,7 +9,6 @@ from django.test import override_settings
 from proxy import ssrf
 from routes_admin.models import RequestLog, UpstreamTarget
 from tests.factories import auth, make_key, make_route, make_target
-from tests.test_retries import servers  # noqa: F401  (fixture)
 from tests.upstream import json_reply
 
 
@@ -91,7 +90,7 @@ def test_a_target_saved_without_validation_is_still_not_called(client, upstream)
 
 
 @pytest.mark.django_db
-def test_redirects_from_an_upstream_are_returned_never_followed(client, servers):  # noqa: F811
+def test_redirects_from_an_upstream_are_returned_never_followed(client, servers):
     elsewhere = servers(json_reply({"secret": "internal"}))
     redirecting = servers(json_reply({}, status=302, headers={"Location": elsewhere.url + "/admin"}))
     route = make_route(redirecting.url)

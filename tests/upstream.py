@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from tests.servers import free_port
+
 
 @dataclass
 class Received:
@@ -115,3 +117,15 @@ class UpstreamServer:
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def refused_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+
+
+def slow(seconds: float):
+    def reply(handler):
+        time.sleep(seconds)
+        handler.send_json(200, {"too": "late"})
+
+    return reply

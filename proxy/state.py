@@ -1,0 +1,24 @@
+"""The proxy's live state, for the back office (admin, console, management API): the one module
+they import from the proxy. Quota counters and breaker states live in the shared cache."""
+
+from . import breaker, quotas
+from .ratelimit_headers import Quota
+
+
+def quota_state(key) -> list[Quota]:
+    """A key's own limits as the cache counts them now; consumes nothing. `key` is an APIKey."""
+    return quotas.live_state(key)
+
+
+def reset_quotas(key, routes=()) -> None:
+    """Forget a key's current windows and counters (and those on the given capped routes)."""
+    quotas.reset_counters(key, routes)
+
+
+def breaker_states(target_ids) -> dict[int, dict]:
+    """Each target's breaker: state, failures in the window, opened and until (wall clock)."""
+    return breaker.describe(target_ids)
+
+
+def reset_breaker(target_id: int) -> None:
+    breaker.reset(target_id)
