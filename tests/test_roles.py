@@ -1,11 +1,14 @@
 """Issue 11, point 1: the roles Admin, Operator and Auditor, enforced in the admin for every model."""
 
+from datetime import date
+
 import pytest
+from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from routes_admin import roles
-from routes_admin.models import APIKey, QuotaPlan, Route
+from routes_admin.models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route
 from tests.admin_forms import form_values
 from tests.factories import make_key, make_plan, make_route, make_user
 
@@ -174,12 +177,29 @@ def test_an_auditor_cannot_reset_a_targets_breaker(client):
 RECORDS = ["routes_admin/requestlog", "routes_admin/keyusage", "routes_admin/upstreamtarget", "auditlog/logentry"]
 
 
+def make_record(url: str):
+    if url == "routes_admin/requestlog":
+        return RequestLog.objects.create(request_id="r1", method="GET", path="/v1/x", status=200, latency_ms=1.0)
+    if url == "routes_admin/keyusage":
+        return KeyUsage.objects.create(api_key=make_key(all_routes=True)[0], day=date(2026, 1, 1), requests=5)
+    if url == "routes_admin/upstreamtarget":
+        return make_route("http://127.0.0.1:9/v1", name="r").targets.get()
+    make_plan(name="p")
+    return LogEntry.objects.latest("pk")
+
+
 @pytest.mark.parametrize("role", ROLE_NAMES)
 @pytest.mark.parametrize("url", RECORDS)
-def test_every_role_reads_the_records_and_none_adds_to_them(client, role, url):
+def test_every_role_reads_the_records_and_none_adds_changes_or_deletes_them(client, role, url):
+    record = make_record(url)
     signed_in(client, role)
     assert client.get(f"/admin/{url}/").status_code == 200
     assert client.get(f"/admin/{url}/add/").status_code == 403
+    if url != "routes_admin/upstreamtarget":  # a target's page is its route's (tested above)
+        assert client.post(f"/admin/{url}/{record.pk}/change/", {"status": "500", "requests": "0"}).status_code == 403
+        delete = client.post(f"/admin/{url}/{record.pk}/delete/", {"post": "yes"})
+        assert delete.status_code == 403
+    assert type(record).objects.filter(pk=record.pk).exists()
 
 
 def test_a_user_without_a_role_sees_no_model(client):
