@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "axes",
+    "auditlog",  # change history; before routes_admin, whose admin replaces auditlog's page
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # the API docs page's scripts, served by the gateway (no CDN)
@@ -67,6 +68,7 @@ MIDDLEWARE = [
     "gateway_project.middleware.BrowserSessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "gateway_project.middleware.BrowserAuthenticationMiddleware",
+    "gateway_project.middleware.ChangeHistoryMiddleware",
     "gateway_project.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Turns a locked-out sign-in into the lockout page (it only looks at a flag the backend sets).
@@ -159,7 +161,7 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contri
 AXES_FAILURE_LIMIT = env.int("GATEWAY_SIGNIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("GATEWAY_SIGNIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]  # not the user name: anyone could lock an admin out
-AXES_CLIENT_IP_CALLABLE = "proxy.middleware.client_ip_of"
+AXES_CLIENT_IP_CALLABLE = "gateway_project.client_address.client_ip_of"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 

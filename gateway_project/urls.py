@@ -3,15 +3,19 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import RedirectView
 
 from proxy import handlers, health, metrics
 from proxy.views import proxy_view
+from routes_admin import admin_pages
 from routes_admin.models import RESERVED_AREAS, RESERVED_ENDPOINTS
 
 # Every path but the reserved ones (routes_admin/models.py) goes to the proxy.
 PROXIED = rf"^(?!(?:{'|'.join(RESERVED_AREAS)})(?:/|$)|(?:{'|'.join(RESERVED_ENDPOINTS)})$)"
 
 urlpatterns = [
+    path("admin", RedirectView.as_view(url="/admin/")),  # APPEND_SLASH is off: proxied paths stay as sent
+    path("admin/first-steps/", admin.site.admin_view(admin_pages.first_steps), name="first-steps"),
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
     path("healthz", health.healthz, name="healthz"),
@@ -25,6 +29,6 @@ urlpatterns = [
 ]
 
 handler400 = "proxy.handlers.bad_request"
-handler403 = "proxy.handlers.permission_denied"
-handler404 = "proxy.handlers.not_found"
+handler403 = "gateway_project.error_pages.permission_denied"
+handler404 = "gateway_project.error_pages.not_found"
 handler500 = "proxy.handlers.server_error"

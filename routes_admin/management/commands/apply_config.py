@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from routes_admin import config_file
+from routes_admin.management.base import RecordedCommand
 
 
-class Command(BaseCommand):
+class Command(RecordedCommand):
     help = (
         "Show how the database differs from a configuration file (export_config's format); "
         "with --yes, make it match in one transaction. Routes and plans missing from the file are deleted."

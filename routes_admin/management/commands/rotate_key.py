@@ -2,14 +2,15 @@
 
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from routes_admin import keys
+from routes_admin.management.base import RecordedCommand
 from routes_admin.models import APIKey
 
 
-class Command(BaseCommand):
+class Command(RecordedCommand):
     help = (
         "Give a key a new secret (same limits, routes and usage). The old secret keeps working for "
         "--grace-seconds (default 0: refused at once). The new secret is printed once, alone on the last line."

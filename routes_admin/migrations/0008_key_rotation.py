@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routes_admin', '0004_route_processing_mode'),
+        ('routes_admin', '0006_history_append_only'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
