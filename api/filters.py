@@ -1,6 +1,7 @@
 """Query filters of the list endpoints (django-filter): ?name=..., ?created_after=..., ..."""
 
 import django_filters as filters
+from auditlog.models import LogEntry
 from django import forms
 
 from routes_admin.models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route
@@ -72,3 +73,19 @@ class UsageFilter(filters.FilterSet):
     class Meta:
         model = KeyUsage
         fields = ["api_key", "day"]
+
+
+class HistoryFilter(filters.FilterSet):
+    model = filters.CharFilter(method="by_model", help_text='"app_label.model", e.g. "routes_admin.route".')
+    object_pk = filters.CharFilter()
+    actor = Number(help_text="The user's id.")
+    after = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
+    before = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+
+    class Meta:
+        model = LogEntry
+        fields = ["model", "object_pk", "actor"]
+
+    def by_model(self, queryset, name, value):
+        app_label, _, model = value.partition(".")
+        return queryset.filter(content_type__app_label=app_label, content_type__model=model)

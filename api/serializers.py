@@ -2,12 +2,13 @@
 (reserved prefixes, the SSRF guard on target URLs...), and secrets are never returned: a key's or
 token's secret only in the answer that creates it, a target's credential never (write-only)."""
 
+from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from rest_framework import serializers
 
-from routes_admin import keys
+from routes_admin import history, keys
 from routes_admin.models import (
     APIKey,
     KeyUsage,
@@ -295,3 +296,33 @@ class IssuedTokenSerializer(TokenSerializer):
 
     class Meta(TokenSerializer.Meta):
         fields = [*TokenSerializer.Meta.fields, "token"]
+
+
+class HistorySerializer(serializers.ModelSerializer):
+    """One change: who, when, from where, to which object, each field before and after (secrets masked)."""
+
+    ACTIONS = {LogEntry.Action.CREATE: "create", LogEntry.Action.UPDATE: "update", LogEntry.Action.DELETE: "delete"}
+
+    action = serializers.SerializerMethodField()
+    model = serializers.SerializerMethodField(help_text='"app_label.model", e.g. "routes_admin.route".')
+    who = serializers.SerializerMethodField(help_text="The user, or the command, that made the change.")
+    changes = serializers.SerializerMethodField(
+        help_text='Field -> [before, after]; a many-to-many field -> {"type": "m2m", "operation", "objects"}.'
+    )
+
+    class Meta:
+        model = LogEntry
+        fields = ["id", "timestamp", "action", "model", "object_pk", "object_repr", "who", "actor", "remote_addr"]
+        fields += ["changes"]
+
+    def get_action(self, entry) -> str:
+        return self.ACTIONS.get(entry.action, "other")
+
+    def get_model(self, entry) -> str:
+        return f"{entry.content_type.app_label}.{entry.content_type.model}"
+
+    def get_who(self, entry) -> str:
+        return history.author(entry)
+
+    def get_changes(self, entry) -> dict:
+        return entry.changes or {}

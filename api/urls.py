@@ -13,6 +13,7 @@ router.register("plans", views.PlanViewSet, basename="plan")
 router.register("keys", views.KeyViewSet, basename="key")
 router.register("logs", views.RequestLogViewSet, basename="log")
 router.register("usage", views.UsageViewSet, basename="usage")
+router.register("history", views.HistoryViewSet, basename="history")
 router.register("tokens", views.TokenViewSet, basename="token")
 
 urlpatterns = [

@@ -6,6 +6,7 @@ needs, rather than inheriting the proxy's REST_FRAMEWORK settings.
 
 from datetime import timedelta
 
+from auditlog.models import LogEntry
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -162,6 +163,19 @@ class RequestLogViewSet(ManagementViewSet, viewsets.ReadOnlyModelViewSet):
     serializer_class = api.RequestLogSerializer
     filterset_class = filters.RequestLogFilter
     pagination_class = LogPagination
+
+
+class HistoryPagination(LogPagination):
+    ordering = "-timestamp"
+
+
+class HistoryViewSet(ManagementViewSet, viewsets.ReadOnlyModelViewSet):
+    """The change history (django-auditlog), read-only: nobody adds, edits or deletes an entry here."""
+
+    queryset = LogEntry.objects.select_related("content_type", "actor")
+    serializer_class = api.HistorySerializer
+    filterset_class = filters.HistoryFilter
+    pagination_class = HistoryPagination
 
 
 class UsageViewSet(ManagementViewSet, viewsets.ReadOnlyModelViewSet):

@@ -103,7 +103,7 @@ def test_rotating_needs_the_change_permission_not_the_add_one(client):
 
 
 @pytest.mark.parametrize("role", EXPECTED)
-@pytest.mark.parametrize("path", ["/api/logs/", "/api/usage/"])
+@pytest.mark.parametrize("path", ["/api/logs/", "/api/usage/", "/api/history/"])
 def test_records_are_read_only_for_every_role(client, role, path):
     token = token_for(role)
     assert send(client, "get", path, token).status_code == (403 if role == "nobody" else 200)

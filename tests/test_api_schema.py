@@ -23,7 +23,7 @@ def test_the_schema_validates_without_warnings():
     out = StringIO()
     call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)
     paths = yaml.safe_load(out.getvalue())["paths"]
-    assert {"/api/routes/", "/api/keys/{id}/rotate/", "/api/logs/", "/api/tokens/"} <= set(paths)
+    assert {"/api/routes/", "/api/keys/{id}/rotate/", "/api/logs/", "/api/history/", "/api/tokens/"} <= set(paths)
     assert all(path.startswith("/api/") for path in paths)  # not the proxy's catch-all
 
 
