@@ -1,8 +1,11 @@
 """Query filters of the list endpoints (django-filter): ?name=..., ?created_after=..., ..."""
 
+from datetime import UTC
+
 import django_filters as filters
 from auditlog.models import LogEntry
 from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from routes_admin.models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route
 
@@ -16,6 +19,23 @@ class Number(filters.NumberFilter):
         kwargs.setdefault("min_value", -(2**63))
         kwargs.setdefault("max_value", 2**63 - 1)
         super().__init__(*args, **kwargs)
+
+
+class UTCMomentField(IsoDateTimeField):
+    def clean(self, value):
+        moment = super().clean(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+            raise forms.ValidationError("This time is out of range.") from None
+
+
+class Moment(filters.IsoDateTimeFilter):
+    """An ISO 8601 time, moved to UTC: PostgreSQL refuses offsets past ±15:59 that ISO 8601 allows (a 500)."""
+
+    field_class = UTCMomentField
 
 
 # Related objects are filtered by id as plain numbers: an id that matches nothing gives an empty
@@ -53,8 +73,8 @@ class KeyFilter(filters.FilterSet):
 
 
 class RequestLogFilter(filters.FilterSet):
-    created_after = filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
+    created_after = Moment(field_name="created", lookup_expr="gte")
+    created_before = Moment(field_name="created", lookup_expr="lt")
     status_min = Number(field_name="status", lookup_expr="gte")
     status_max = Number(field_name="status", lookup_expr="lte")
     api_key = Number()
@@ -79,8 +99,8 @@ class HistoryFilter(filters.FilterSet):
     model = filters.CharFilter(method="by_model", help_text='"app_label.model", e.g. "routes_admin.route".')
     object_pk = filters.CharFilter()
     actor = Number(help_text="The user's id.")
-    after = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
-    before = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    after = Moment(field_name="timestamp", lookup_expr="gte")
+    before = Moment(field_name="timestamp", lookup_expr="lt")
 
     class Meta:
         model = LogEntry
