@@ -199,7 +199,7 @@ REST_FRAMEWORK = {
 # The management API's OpenAPI schema (/api/schema/) and its docs page (/api/docs/).
 SPECTACULAR_SETTINGS = {
     "TITLE": "AI gateway management API",
-    "DESCRIPTION": "Routes, targets, quota plans, API keys, request logs and usage. "
+    "DESCRIPTION": "Routes, targets, quota plans, API keys, request logs, usage and the change history. "
     "Authenticate with `Authorization: Bearer gwm_...` (a management token) or an admin session.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
