@@ -47,11 +47,15 @@ INSTALLED_APPS = [
     "rest_framework",
     "axes",
     "auditlog",  # change history; before routes_admin, whose admin replaces auditlog's page
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the API docs page's scripts, served by the gateway (no CDN)
     "routes_admin",
     "proxy.apps.ProxyConfig",
     "django_tasks",
     "django_tasks_db",
     "jobs",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -189,6 +193,22 @@ APPEND_SLASH = False
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",  # the management API's OpenAPI schema
+}
+
+# The management API's OpenAPI schema (/api/schema/) and its docs page (/api/docs/).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AI gateway management API",
+    "DESCRIPTION": "Routes, targets, quota plans, API keys, request logs, usage and the change history. "
+    "Authenticate with `Authorization: Bearer gwm_...` (a management token) or an admin session.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["api.schema.api_views_only"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.document_errors"],
 }
 
 # Behind a TLS-terminating proxy, trust its X-Forwarded-Proto (and the client address it sends).

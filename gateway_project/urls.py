@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
 
 from proxy import handlers, health, metrics
@@ -16,13 +17,15 @@ urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),  # APPEND_SLASH is off: proxied paths stay as sent
     path("admin/first-steps/", admin.site.admin_view(admin_pages.first_steps), name="first-steps"),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("jobs/", include("jobs.urls")),
     re_path(PROXIED, proxy_view, name="proxy"),
-    # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML).
-    re_path(r"", handlers.not_found, name="not-found"),
+    # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML),
+    # whatever the method: without csrf_exempt a POST would get the CSRF check's HTML 403 instead.
+    re_path(r"", csrf_exempt(handlers.not_found), name="not-found"),
 ]
 
 handler400 = "proxy.handlers.bad_request"

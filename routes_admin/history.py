@@ -48,7 +48,10 @@ def register_models() -> None:
     )
     auditlog.register(QuotaPlan)
     auditlog.register(
-        APIKey, mask_fields=["hashed_secret"], mask_callable="routes_admin.history.hide", m2m_fields={"routes"}
+        APIKey,
+        mask_fields=["hashed_secret", "previous_hashed_secret"],  # the one a rotation replaced, too
+        mask_callable="routes_admin.history.hide",
+        m2m_fields={"routes"},
     )
     auditlog.register(
         get_user_model(),
