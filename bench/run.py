@@ -3,7 +3,8 @@
 Prints one table (ratios to direct) and writes it to bench/results/. Scenarios:
   non-streaming at concurrency 1 and 32; stream time to first byte; 256 concurrent calls to a
   1 s upstream; 1,000 concurrent 30 s streams (a chunk every 100 ms) with a health probe meanwhile;
-  gateway CPU per call (/proc utime+stime of the gunicorn master and workers); peak RSS; and the
+  gateway CPU per call (/proc utime+stime of the gunicorn master and workers); jobs accepted
+  (Prefer: respond-async, 202) per second at concurrency 32 and the CPU per accepted job; peak RSS; and the
   RequestLog rows counted against the calls sent. The first scenarios call the demo component;
   the two slow ones call bench/slow_upstream.py (prepared bytes, so the upstream's own CPU does
   not crowd the gateway on a 2-core machine), directly and through the gateway's route /slow.
@@ -64,6 +65,7 @@ class Bench:
         self.stack = stack
         self.gateway_calls = 0  # calls sent to the gateway: each must have its log row
         self.rows = []
+        self.sync_cpu_ms = None  # gateway CPU per synchronous call at c=32, to compare a job's with
         self.spread = []  # lines printed below the table: each repeat's figure for the goal rows
 
     def request(self, port: int, body: bytes, gateway: bool, secret: str = "", path: str = "/v1", **headers) -> bytes:
@@ -126,6 +128,8 @@ class Bench:
         direct_errors, gateway_errors = sum(d.errors for d, _, _ in runs), sum(g.errors for _, g, _ in runs)
         self.add(f"{c} errors", direct_errors, gateway_errors, "calls", "0", gateway_errors == 0, compare="")
         per_run = [ms(cpu / max(1, len(g.results))) for _, g, cpu in runs]
+        if concurrency == 32:
+            self.sync_cpu_ms = median(per_run)
         self.add(f"{c} gateway CPU per call", "", median(per_run), "ms", "<= 2 ms", median(per_run) <= 2, compare="")
         self.note_spread(f"{c} CPU per call", per_run)
 
@@ -149,6 +153,24 @@ class Bench:
             "c=32 gateway CPU per call, all 6 limits set", "", ms(cpu / max(1, len(run.results))), "ms", compare=""
         )
         return run
+
+    def jobs_accepted(self):
+        """Calls queued as jobs (Prefer: respond-async) at concurrency 32: 202s per second and the
+        gateway's CPU per accepted job. No worker runs here: this is the cost of accepting."""
+        raw = self.request(self.stack.gateway_port, CHAT, True, Prefer="respond-async")
+        warm = asyncio.run(closed_loop("127.0.0.1", self.stack.gateway_port, raw, 32, seconds=1))
+        cpu_before = cpu_seconds(self.stack.pid)
+        run = asyncio.run(closed_loop("127.0.0.1", self.stack.gateway_port, raw, 32, seconds=SECONDS))
+        cpu = cpu_seconds(self.stack.pid) - cpu_before
+        self.gateway_calls += len(warm.results) + len(run.results)
+        accepted = sum(1 for r in run.results if r.status == 202 and not r.error)
+        refused = len(run.results) - accepted
+        per_job = ms(cpu / max(1, accepted))
+        self.add("c=32 jobs accepted (202)", "", accepted / run.seconds if run.seconds else 0.0, "jobs/s", compare="")
+        self.add("c=32 jobs not accepted", "", refused, "calls", "0", refused == 0, compare="")
+        self.add("c=32 gateway CPU per accepted job", "", per_job, "ms", compare="")
+        if self.sync_cpu_ms is not None:
+            self.add("  added vs a synchronous call", "", per_job - self.sync_cpu_ms, "ms", compare="")
 
     def stream_ttfb(self):
         async def measure(port, raw):
@@ -318,6 +340,7 @@ def main() -> int:
         bench.non_streaming(1)
         bench.non_streaming(32)
         bench.every_limit()
+        bench.jobs_accepted()
         bench.count_log_rows("log rows after the top-rate run")
         bench.stream_ttfb()
         bench.slow_upstream()

@@ -4,6 +4,9 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 
+from gateway_project.client_address import client_ip_for
+from routes_admin.history import recorded_as
+
 # Pages people open in a browser, and the management API, with a session. Proxied calls carry a key
 # and never a session.
 BROWSER_PATHS = ("/admin/", "/console/", "/api/")
@@ -29,3 +32,25 @@ def for_browser_pages(middleware_class):
 BrowserSessionMiddleware = for_browser_pages(SessionMiddleware)
 BrowserAuthenticationMiddleware = for_browser_pages(AuthenticationMiddleware)
 BrowserMessageMiddleware = for_browser_pages(MessageMiddleware)
+
+
+class ChangeHistoryMiddleware:
+    """Names the signed-in user and the client's real address in the change history entries.
+
+    Browser pages and the API only: the proxy's paths never change the configuration.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path_info.startswith(BROWSER_PATHS):
+            return self.get_response(request)
+
+        def signed_in():
+            # Read when an entry is written: the API authenticates inside its view, after this runs.
+            user = getattr(request, "user", None)
+            return user if user is not None and user.is_authenticated else None
+
+        with recorded_as(signed_in, remote_addr=client_ip_for(request.META)):
+            return self.get_response(request)

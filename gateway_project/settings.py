@@ -46,8 +46,16 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "axes",
+    "auditlog",  # change history; before routes_admin, whose admin replaces auditlog's page
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the API docs page's scripts, served by the gateway (no CDN)
     "routes_admin",
     "proxy.apps.ProxyConfig",
+    "django_tasks",
+    "django_tasks_db",
+    "jobs",
+    "api",
     "console",
 ]
 
@@ -61,6 +69,7 @@ MIDDLEWARE = [
     "gateway_project.middleware.BrowserSessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "gateway_project.middleware.BrowserAuthenticationMiddleware",
+    "gateway_project.middleware.ChangeHistoryMiddleware",
     "gateway_project.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Turns a locked-out sign-in into the lockout page (it only looks at a flag the backend sets).
@@ -153,7 +162,7 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contri
 AXES_FAILURE_LIMIT = env.int("GATEWAY_SIGNIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("GATEWAY_SIGNIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]  # not the user name: anyone could lock an admin out
-AXES_CLIENT_IP_CALLABLE = "proxy.middleware.client_ip_of"
+AXES_CLIENT_IP_CALLABLE = "gateway_project.client_address.client_ip_of"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 
@@ -185,6 +194,22 @@ APPEND_SLASH = False
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",  # the management API's OpenAPI schema
+}
+
+# The management API's OpenAPI schema (/api/schema/) and its docs page (/api/docs/).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AI gateway management API",
+    "DESCRIPTION": "Routes, targets, quota plans, API keys, request logs, usage and the change history. "
+    "Authenticate with `Authorization: Bearer gwm_...` (a management token) or an admin session.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["api.schema.api_views_only"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.document_errors"],
 }
 
 # Behind a TLS-terminating proxy, trust its X-Forwarded-Proto (and the client address it sends).
@@ -244,6 +269,34 @@ GATEWAY_BODY_READ_TIMEOUT = env.float("GATEWAY_BODY_READ_TIMEOUT", default=10.0)
 GATEWAY_BODY_TIMEOUT = env.float("GATEWAY_BODY_TIMEOUT", default=60.0)
 GATEWAY_MAX_WAITING_CONNECTIONS = env.int("GATEWAY_MAX_WAITING_CONNECTIONS", default=1000)
 GATEWAY_DRAIN_MAX_BYTES = env.int("GATEWAY_DRAIN_MAX_BYTES", default=16 * 1024 * 1024)
+
+# Jobs (jobs/): calls queued with `Prefer: respond-async`, run by `manage.py jobs_worker`.
+# The queue is django-tasks' database backend, in the same database as everything else.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["jobs", "webhooks"]}}
+# A running job whose worker stops renewing its lease this long (killed, machine lost) is given to
+# another worker; a worker renews every third of it.
+GATEWAY_JOB_LEASE_SECONDS = env.float("GATEWAY_JOB_LEASE_SECONDS", default=30.0)
+# Runs of one job at most (a lost worker or a 502/504 after the route's own retries use one).
+GATEWAY_JOB_MAX_ATTEMPTS = env.int("GATEWAY_JOB_MAX_ATTEMPTS", default=3)
+# A job that waits (its route's job cap reached, or every target's breaker open) is looked at
+# again after this many seconds at the earliest.
+GATEWAY_JOB_WAIT_SECONDS = env.float("GATEWAY_JOB_WAIT_SECONDS", default=1.0)
+# How often an idle worker looks for work.
+GATEWAY_JOB_POLL_SECONDS = env.float("GATEWAY_JOB_POLL_SECONDS", default=0.5)
+# On SIGTERM a worker lets its running job finish for up to this long, then exits (the job is redelivered).
+GATEWAY_JOB_SHUTDOWN_SECONDS = env.float("GATEWAY_JOB_SHUTDOWN_SECONDS", default=60.0)
+# An Idempotency-Key returns the job it created for this long (per API key).
+GATEWAY_JOB_IDEMPOTENCY_SECONDS = env.int("GATEWAY_JOB_IDEMPOTENCY_SECONDS", default=24 * 3600)
+# `manage.py prune_jobs` deletes finished jobs (and their results) older than this.
+GATEWAY_JOB_RETENTION_DAYS = env.float("GATEWAY_JOB_RETENTION_DAYS", default=7.0)
+# Webhooks (X-Callback-URL): hosts they may go to (empty: none), the signing secret, attempts.
+GATEWAY_WEBHOOK_HOSTS = env.list("GATEWAY_WEBHOOK_HOSTS", default=[])
+GATEWAY_WEBHOOK_SECRET = secret("GATEWAY_WEBHOOK_SECRET", default="")
+if GATEWAY_WEBHOOK_HOSTS and not GATEWAY_WEBHOOK_SECRET:
+    raise RuntimeError("GATEWAY_WEBHOOK_HOSTS is set but GATEWAY_WEBHOOK_SECRET is not: webhooks would go unsigned")
+GATEWAY_WEBHOOK_MAX_ATTEMPTS = env.int("GATEWAY_WEBHOOK_MAX_ATTEMPTS", default=6)
+GATEWAY_WEBHOOK_BACKOFF_SECONDS = env.float("GATEWAY_WEBHOOK_BACKOFF_SECONDS", default=5.0)
+GATEWAY_WEBHOOK_TIMEOUT = env.float("GATEWAY_WEBHOOK_TIMEOUT", default=10.0)
 
 LOGGING = {
     "version": 1,

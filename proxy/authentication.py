@@ -37,4 +37,6 @@ def usable(key: KeyInfo) -> KeyInfo:
         raise InvalidAPIKey("The API key is disabled.", auth="disabled", key=key)
     if key.expires is not None and key.expires <= timezone.now():
         raise InvalidAPIKey("The API key has expired.", auth="expired", key=key)
+    if key.grace_ends is not None and key.grace_ends <= timezone.now():
+        raise InvalidAPIKey("The API key has been rotated; use its new secret.", auth="rotated", key=key)
     return key

@@ -41,6 +41,8 @@ class Call:
     finished: bool = False
     # Why the call went as it did, for its log row: "match", "attempts", "why", "auth", "quota".
     detail: dict = field(default_factory=dict)
+    job_id: str = ""  # a queued job's run (jobs/): its log row says so, with its wait in the queue
+    queue_ms: float | None = None
     # Cache values read ahead with the token counters (breaker states), so forwarding needs no
     # round trip of its own: cache key -> value (None when absent). See pipeline.admit.
     read_ahead: dict | None = None

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.db.models import Q
 from django.utils import timezone
 
 from routes_admin.models import APIKey, ConfigGeneration, Route, split_list
@@ -66,6 +67,8 @@ class RouteInfo:
     fallback_id: int | None
     limits: dict  # the route's cap, from its quota plan
     targets: tuple  # enabled TargetInfo, in failover order
+    processing_mode: str = "sync"  # sync, async or sync-only (routes_admin.models.ProcessingMode)
+    max_concurrent_jobs: int | None = None  # cap on this route's running jobs (jobs/)
 
     @property
     def needs_body(self) -> bool:
@@ -87,6 +90,7 @@ class KeyInfo:
     all_routes: bool
     route_ids: frozenset
     limits: dict
+    grace_ends: datetime | None = None  # set for a secret replaced by a rotation: refused from then on
 
     def may_call(self, route: RouteInfo) -> bool:
         return self.all_routes or route.id in self.route_ids
@@ -126,21 +130,26 @@ def _route_info(route: Route) -> RouteInfo:
             for t in route.targets.all()
             if t.enabled
         ),
+        processing_mode=route.processing_mode,
+        max_concurrent_jobs=route.max_concurrent_jobs,
     )
 
 
-def _key_info(key: APIKey) -> KeyInfo:
+def _key_info(key: APIKey, prefix: str | None = None) -> KeyInfo:
+    previous = prefix is not None and prefix != key.prefix  # a secret a rotation replaced, found by its old prefix
+    prefix = prefix or key.prefix
     return KeyInfo(
         id=key.id,
         name=key.name,
-        prefix=key.prefix,
-        hashed_secret=key.hashed_secret,
+        prefix=prefix,
+        hashed_secret=key.previous_hashed_secret if previous else key.hashed_secret,
         enabled=key.enabled,
         expires=key.expires,
         revoked=key.revoked,
         all_routes=key.all_routes,
         route_ids=frozenset(r.id for r in key.routes.all()),
         limits=key.effective_limits(),
+        grace_ends=key.previous_expires if previous else None,
     )
 
 
@@ -166,13 +175,14 @@ class Snapshot:
             raise ConfigUnavailable("The gateway cannot reach its database to check this API key; try again shortly.")
         try:
             database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
-            key = APIKey.objects.select_related("quota_plan").prefetch_related("routes").filter(prefix=prefix).first()
+            keys = APIKey.objects.select_related("quota_plan").prefetch_related("routes")
+            key = keys.filter(Q(prefix=prefix) | Q(previous_prefix=prefix)).first()
         except DATABASE_DOWN as exc:
             _database_down(exc)
             raise ConfigUnavailable(
                 "The gateway cannot reach its database to check this API key; try again shortly."
             ) from exc
-        info = _key_info(key) if key else None
+        info = _key_info(key, prefix) if key else None
         if len(self._keys) >= MAX_CACHED_KEYS:  # unknown prefixes sent at random must not grow memory
             self._keys.clear()
         self._keys[prefix] = info

@@ -87,7 +87,7 @@ def forwarded_node(address: str) -> str:
 
 def forwarded_headers(client_ip: str, forwarded_for: str, *, scheme: str, host: str) -> dict:
     """X-Forwarded-*, X-Real-IP and Forwarded, made by the gateway from what it trusts
-    (forwarded_for: proxy/middleware.py trusted_chain)."""
+    (forwarded_for: gateway_project/client_address.py trusted_chain)."""
     host_value = host.replace("\\", "").replace('"', "")
     return {
         "X-Forwarded-For": forwarded_for,

@@ -67,6 +67,13 @@ LOG_ROWS_DROPPED = Counter(
 )
 
 BREAKER_STATES = ("closed", "open", "half-open", "probing")  # as proxy/breaker.py describes them
+_collectors: list = []  # scraped with the rest; added by layers above the proxy (jobs)
+
+
+def add_collector(collector) -> None:
+    """Serve a collector of a layer above the proxy (its collect() runs at each scrape)."""
+    if all(type(c) is not type(collector) for c in _collectors):
+        _collectors.append(collector)
 
 
 def started() -> None:
@@ -152,6 +159,8 @@ def registry() -> CollectorRegistry:
         scraped = CollectorRegistry()
         scraped.register(_Default())
     scraped.register(BreakerCollector())
+    for collector in _collectors:
+        scraped.register(collector)
     return scraped
 
 

@@ -1,6 +1,7 @@
 """The call path, one step per function, read top to bottom (docs/architecture.md).
 
     1 authenticate -> 2 match -> 3 permit -> 4 admit -> 5 forward -> 6 respond -> 7 finish
+                                               4b queue (a job: jobs/ answers 202; a worker runs 5-7 later)
 
 `run()` takes an `Incoming`: the call's explicit input, no Django request, so the proxy view
 and the job worker (`run_job()`) go through the same code. Each call reads ONE configuration
@@ -19,13 +20,15 @@ from . import authentication, balancing, breaker, config, metrics, quotas, recor
 from .attempts import forward as forward_with_retries
 from .call import Call
 from .config import KeyInfo, RouteInfo, Snapshot
-from .errors import InvalidAPIKey, KeyNotAllowed, PayloadTooLarge, RouteNotFound, describe
+from .errors import GatewayError, InvalidAPIKey, InvalidRequest, KeyNotAllowed, PayloadTooLarge, RouteNotFound, describe
 from .forwarding import Outgoing, UpstreamBody
 from .headers import client_response_headers
 from .matching import by_path_and_method, choose, document_for, requested_model, why_matched
 from .usage import ask_for_usage
 
 log = logging.getLogger("gateway.pipeline")
+# How a call becomes a job: registered by the jobs app (a layer above, which the proxy never imports).
+_job_submitter: Callable | None = None
 
 
 @dataclass
@@ -81,7 +84,10 @@ def run(incoming: Incoming) -> Answer:
         call.key = authenticate(incoming, snapshot)
         body, document = match(call, incoming, snapshot)
         permit(call.key, call.route)
+        queued = becomes_job(incoming, call.route)
         admit(call)
+        if queued:
+            return submit_job(call, incoming, body)
         upstream = forward(call, incoming, snapshot, body, document)
     except BaseException as exc:
         end_with_error(call, exc)
@@ -89,7 +95,9 @@ def run(incoming: Incoming) -> Answer:
     return respond(call, upstream)
 
 
-def run_job(incoming: Incoming, *, key_id: int, route_id: int) -> Answer:
+def run_job(
+    incoming: Incoming, *, key_id: int, route_id: int, job_id: str = "", queued_ms: float | None = None
+) -> Answer:
     """Steps 5 to 7 for a call accepted earlier and queued (no web request).
 
     Its key and route are named by id, since the job's request keeps no secret. The key must
@@ -97,6 +105,7 @@ def run_job(incoming: Incoming, *, key_id: int, route_id: int) -> Answer:
     so only its tokens are counted now.
     """
     call = start(incoming)
+    call.job_id, call.queue_ms = job_id, queued_ms  # its log row is marked as a job's run
     try:
         snapshot = config.current()
         key = snapshot.key_by_id(key_id)
@@ -166,6 +175,45 @@ def admit(call: Call) -> None:
     cache round trip fewer per call when the key has a token limit.
     """
     quotas.admit(call, read_ahead=breaker.keys(target.id for target in call.route.targets))
+
+
+# 4b --------------------------------------------------------------------------------------------
+class JobsUnavailable(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_detail = "This gateway runs no job queue; send the call without Prefer: respond-async."
+
+
+def set_job_submitter(submit: Callable) -> None:
+    """`submit(call, incoming, body)` queues an admitted call and returns its 202 answer (an
+    Answer-like object: status, reason, headers, body when iterated, close() ends the call)."""
+    global _job_submitter
+    _job_submitter = submit
+
+
+def prefers_async(headers) -> bool:
+    """RFC 7240: `Prefer: respond-async` (among other preferences, any case)."""
+    prefer = headers.get("Prefer", "")
+    return bool(prefer) and any(
+        p.split(";")[0].split("=")[0].strip().lower() == "respond-async" for p in prefer.split(",")
+    )
+
+
+def becomes_job(incoming: Incoming, route: RouteInfo) -> bool:
+    """Whether the call is queued (the route's processing mode, or the client's preference)."""
+    if route.processing_mode == "async":
+        return True
+    if not prefers_async(incoming.headers):
+        return False
+    if route.processing_mode == "sync-only":
+        raise InvalidRequest(f"The route {route.name} answers synchronously only: drop Prefer: respond-async.")
+    return True
+
+
+def submit_job(call: Call, incoming: Incoming, body: bytes):
+    if _job_submitter is None:
+        raise JobsUnavailable()
+    return _job_submitter(call, incoming, body)
 
 
 # 5 ---------------------------------------------------------------------------------------------

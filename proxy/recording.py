@@ -84,6 +84,8 @@ def _row(call, latency_ms: float) -> dict:
         limit=call.limit,
         client_ip=call.client_ip or None,
         detail=call.detail,
+        job_id=call.job_id or None,
+        queue_ms=round(call.queue_ms, 3) if call.queue_ms is not None else None,
     )
 
 
@@ -132,7 +134,7 @@ def _usage_increments(rows) -> dict:
             continue
         day = timezone.localdate(row["created"])
         t = totals.setdefault((row["api_key_id"], day), [0, 0, 0, 0])
-        t[0] += 1
+        t[0] += 0 if row["job_id"] else 1  # a job's request counted when it was accepted (its 202)
         t[1] += row["prompt_tokens"] or 0
         t[2] += row["completion_tokens"] or 0
         t[3] += row["total_tokens"] or 0

@@ -10,9 +10,10 @@ from django.http import StreamingHttpResponse
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from gateway_project.client_address import trusted_chain
+
 from . import pipeline
 from .errors import exception_handler
-from .middleware import trusted_chain
 from .negotiation import IgnoreAccept
 
 METHODS = ["get", "post", "put", "patch", "delete", "head", "options"]

@@ -1,20 +1,32 @@
 """The admin console: routes and targets, keys, quota plans, and the read-only request log."""
 
+import secrets
+
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
+from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Count, Q, Sum
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from proxy.state import quota_state, reset_quotas
 
 from . import keys
-from .forms import UpstreamTargetForm
+from .admin_history import HistoryLinkMixin
+from .forms import APIKeyForm, UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route, UpstreamTarget
 
 admin.site.site_header = "AI gateway"
 admin.site.site_title = "AI gateway"
 admin.site.index_title = "Configuration and audit"
+admin.site.site_url = "/admin/first-steps/"  # "View site": how to call the gateway (the proxy has no home page)
+
+# Limits and byte counts run to millions: Django's 5em integer input hides their digits.
+WIDE_NUMBERS = {models.PositiveIntegerField: {"widget": AdminBigIntegerFieldWidget}}
 
 
 class UpstreamTargetInline(admin.StackedInline):
@@ -36,12 +48,13 @@ class UpstreamTargetInline(admin.StackedInline):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_display = ["name", "path_prefix", "methods", "model_names", "priority", "strategy", "target_count", "enabled"]
     list_filter = ["enabled", "strategy"]
     search_fields = ["name", "path_prefix", "model_names", "targets__url"]
     list_select_related = ["quota_plan", "fallback"]
     inlines = [UpstreamTargetInline]
+    formfield_overrides = WIDE_NUMBERS
     fieldsets = [
         (None, {"fields": ["name", "enabled", "path_prefix", "methods", "model_names", "priority"]}),
         ("Content conditions", {"fields": ["match_headers", "match_body"], "classes": ["collapse"]}),
@@ -58,6 +71,7 @@ class RouteAdmin(admin.ModelAdmin):
             },
         ),
         ("Quota", {"fields": ["quota_plan"]}),
+        ("Jobs (asynchronous calls)", {"fields": ["processing_mode", "max_concurrent_jobs"]}),
     ]
 
     def get_queryset(self, request):
@@ -92,9 +106,10 @@ def usage_periods():
 
 
 @admin.register(QuotaPlan)
-class QuotaPlanAdmin(admin.ModelAdmin):
+class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_display = ["name", *QuotaPlan.LIMIT_FIELDS, "key_count", "route_count"]
     search_fields = ["name"]
+    formfield_overrides = WIDE_NUMBERS
     fieldsets = [
         (None, {"fields": ["name"], "description": "Every limit is optional: leave it empty for no limit."}),
         ("Requests", {"fields": ["requests_per_minute", "requests_per_hour", "requests_per_day"]}),
@@ -124,8 +139,13 @@ class QuotaPlanAdmin(admin.ModelAdmin):
         return obj._routes
 
 
+ISSUED_KEYS = "issued_keys"  # session key: one-time token -> the key id and its secret, until shown
+
+
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
+    form = APIKeyForm
+    formfield_overrides = WIDE_NUMBERS
     list_display = [
         "name",
         "display_prefix",
@@ -219,10 +239,33 @@ class APIKeyAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):
+        # Redirect after the POST, so that reloading the next page cannot issue a second key. The
+        # secret waits in the session under a one-time token and is removed when first shown.
+        token = secrets.token_urlsafe(16)
+        request.session.setdefault(ISSUED_KEYS, {})[token] = {"key": obj.pk, "secret": request._issued_key}
+        request.session.modified = True
+        return redirect("admin:routes_admin_apikey_issued", obj.pk, token)
+
+    def get_urls(self):
+        issued = path(
+            "<int:key_id>/issued/<str:token>/",
+            self.admin_site.admin_view(self.issued_view),
+            name="routes_admin_apikey_issued",
+        )
+        return [issued, *super().get_urls()]
+
+    def issued_view(self, request, key_id, token):
+        """The new key's secret, once: a reload finds the token spent and shows no secret."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        key = get_object_or_404(APIKey, pk=key_id)
+        pending = request.session.get(ISSUED_KEYS, {})
+        issued = pending.pop(token, None)
+        request.session.modified = True
         context = {
             **self.admin_site.each_context(request),
-            "key": obj,
-            "secret": request._issued_key,
+            "key": key,
+            "secret": issued["secret"] if issued and issued["key"] == key.pk else None,
             "opts": self.model._meta,
             "title": "API key issued",
         }
@@ -230,7 +273,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
         return response
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         count = 0
         for key in queryset.filter(revoked__isnull=True):
@@ -239,7 +282,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
 
-    @admin.action(description="Reset the quota counters of the selected keys")
+    @admin.action(description="Reset the quota counters of the selected keys", permissions=["change"])
     def reset_quota_counters(self, request, queryset):
         capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
         count = 0

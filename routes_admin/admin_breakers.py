@@ -61,7 +61,9 @@ class TargetHealthAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        return False
+        # No delete of its own here (targets are removed on their route's page), but deleting a
+        # route deletes its targets, and Django's delete page asks this admin about each of them.
+        return obj is not None and super().has_delete_permission(request, obj)
 
     @admin.display(description="Breaker")
     def breaker_state(self, obj):

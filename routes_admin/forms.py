@@ -2,7 +2,7 @@
 
 from django import forms
 
-from .models import UpstreamTarget
+from .models import APIKey, UpstreamTarget
 
 
 class UpstreamTargetForm(forms.ModelForm):
@@ -35,4 +35,21 @@ class UpstreamTargetForm(forms.ModelForm):
         elif not cleaned.get("credential_value") and self.instance.pk:
             cleaned["credential_value"] = self.instance.credential_value  # unchanged
         self.instance.credential_value = cleaned.get("credential_value", "")
+        return cleaned
+
+
+class APIKeyForm(forms.ModelForm):
+    """A key's reach is always explicit, as `manage.py issue_key` requires: some routes, or all routes."""
+
+    class Meta:
+        model = APIKey
+        fields = ["all_routes", "routes"]  # the admin adds the rest from its fieldsets
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("all_routes") and not cleaned.get("routes"):
+            raise forms.ValidationError(
+                "Choose the routes this key may call, or tick “All routes”: a key that may call nothing is of no use.",
+                code="no_reach",
+            )
         return cleaned

@@ -10,12 +10,15 @@ import hmac
 import secrets
 
 KEY_START = "gw_"
+# Management API tokens have the same shape and hashing, with their own start so neither kind
+# of secret can be mistaken for the other.
+TOKEN_START = "gwm_"
 
 
-def generate() -> tuple[str, str, str]:
+def generate(start: str = KEY_START) -> tuple[str, str, str]:
     """A new key: (full key to show once, prefix, hash to store)."""
     prefix = secrets.token_hex(4)
-    full = f"{KEY_START}{prefix}_{secrets.token_urlsafe(32)}"
+    full = f"{start}{prefix}_{secrets.token_urlsafe(32)}"
     return full, prefix, hash_key(full)
 
 
@@ -23,11 +26,11 @@ def hash_key(full: str) -> str:
     return hashlib.sha256(full.encode()).hexdigest()
 
 
-def prefix_of(full: str) -> str | None:
+def prefix_of(full: str, start: str = KEY_START) -> str | None:
     """The lookup prefix of a well-formed key, or None."""
-    if not full.startswith(KEY_START) or len(full) > 200:
+    if not full.startswith(start) or len(full) > 200:
         return None
-    prefix, sep, rest = full[len(KEY_START) :].partition("_")
+    prefix, sep, rest = full[len(start) :].partition("_")
     if not sep or len(prefix) != 8 or not rest:
         return None
     return prefix

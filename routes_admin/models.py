@@ -1,5 +1,7 @@
 """What admins configure (routes, targets, keys, quota plans) and what the gateway records."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -62,6 +64,12 @@ class RouteQuerySet(models.QuerySet):
         return self.filter(enabled=True)
 
 
+class ProcessingMode(models.TextChoices):
+    SYNC = "sync", "sync (jobs on request)"
+    ASYNC = "async", "async (every call is a job)"
+    SYNC_ONLY = "sync-only", "sync only (no jobs)"
+
+
 class Route(models.Model):
     class Strategy(models.TextChoices):
         WEIGHTED = "weighted", "Weighted round-robin"
@@ -117,6 +125,19 @@ class Route(models.Model):
         on_delete=models.SET_NULL,
         related_name="routes",
         help_text="Optional cap that applies to every key on this route.",
+    )
+    processing_mode = models.CharField(
+        max_length=10,
+        choices=ProcessingMode.choices,
+        default=ProcessingMode.SYNC,
+        help_text="sync: a call becomes a job only with Prefer: respond-async; async: every call is a job; "
+        "sync-only: that header is refused.",
+    )
+    max_concurrent_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Jobs of this route running at once, across all workers; more wait in the queue. Empty: no cap.",
     )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -225,10 +246,13 @@ class APIKeyManager(models.Manager.from_queryset(APIKeyQuerySet)):
         prefix = keys.prefix_of(full)
         if prefix is None:
             return None
-        key = self.filter(prefix=prefix).first()
-        if key is None or not keys.matches(full, key.hashed_secret):
+        key = self.filter(Q(prefix=prefix) | Q(previous_prefix=prefix)).first()
+        if key is None:
             return None
-        return key
+        if key.prefix == prefix:
+            return key if keys.matches(full, key.hashed_secret) else None
+        in_grace = key.previous_expires is not None and key.previous_expires > timezone.now()
+        return key if in_grace and keys.matches(full, key.previous_hashed_secret) else None
 
 
 class APIKey(Limits):
@@ -239,6 +263,12 @@ class APIKey(Limits):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     prefix = models.CharField(max_length=8, unique=True, editable=False)
     hashed_secret = models.CharField(max_length=64, editable=False)
+    # The secret replaced by the last rotation, accepted until previous_expires (its grace period).
+    # Unique: the proxy finds a key by either prefix (proxy/config.py).
+    previous_prefix = models.CharField(max_length=8, null=True, blank=True, unique=True, editable=False)
+    previous_hashed_secret = models.CharField(max_length=64, blank=True, editable=False)
+    previous_expires = models.DateTimeField(null=True, blank=True, editable=False)
+    rotated = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
@@ -260,6 +290,28 @@ class APIKey(Limits):
     def display_prefix(self) -> str:
         """What lists show of the key; empty until it is issued."""
         return f"{keys.KEY_START}{self.prefix}_…" if self.prefix else ""
+
+    def rotate(self, grace: timedelta = timedelta(0)) -> str:
+        """Give the key a new secret and return it (shown once). Its limits, routes and usage stay.
+
+        The old secret keeps working for `grace`, then is refused; a secret replaced earlier is
+        refused at once. Saved with .save() so every gateway process hears of it.
+        """
+        full, prefix, hashed = keys.generate()
+        now = timezone.now()
+        self.previous_prefix, self.previous_hashed_secret = self.prefix, self.hashed_secret
+        self.previous_expires = now + grace
+        self.prefix, self.hashed_secret, self.rotated = prefix, hashed, now
+        self.save(
+            update_fields=["prefix", "hashed_secret", "previous_prefix", "previous_hashed_secret", "previous_expires"]
+            + ["rotated"]
+        )
+        return full
+
+    def revoke(self) -> None:
+        if self.revoked is None:
+            self.revoked = timezone.now()
+            self.save(update_fields=["revoked"])
 
     def effective_limits(self) -> dict[str, int | None]:
         """The plan's limits with this key's overrides applied."""
@@ -311,6 +363,8 @@ class RequestLog(models.Model):
     # "why" (the gateway's own error message), "auth" (why a key was refused), "quota" (the
     # counter that refused the call).
     detail = models.JSONField(default=dict, blank=True)
+    job_id = models.UUIDField(null=True, blank=True, help_text="Set on a queued job's run (jobs/).")
+    queue_ms = models.FloatField(null=True, blank=True, help_text="A job's wait in the queue before this run.")
 
     class Meta:
         ordering = ["-created"]
@@ -390,6 +444,46 @@ class ConfigGeneration(models.Model):
 
     def __str__(self) -> str:
         return f"configuration generation {self.n}"
+
+
+class ManagementTokenManager(models.Manager):
+    def issue(self, user, name: str) -> tuple["ManagementToken", str]:
+        """Create a token for `user`; returns it with the full secret, which is never stored."""
+        full, prefix, hashed = keys.generate(keys.TOKEN_START)
+        return self.create(user=user, name=name, prefix=prefix, hashed_secret=hashed), full
+
+    def for_secret(self, full: str) -> "ManagementToken | None":
+        """The live token of an active user for this secret, or None."""
+        prefix = keys.prefix_of(full, keys.TOKEN_START)
+        if prefix is None:
+            return None
+        token = self.select_related("user").filter(prefix=prefix, revoked__isnull=True, user__is_active=True).first()
+        if token is None or not keys.matches(full, token.hashed_secret):
+            return None
+        return token
+
+
+class ManagementToken(models.Model):
+    """A token for the management API (/api/), acting as its user with that user's role.
+
+    Stored like the gateway's keys: a visible prefix and the SHA-256 of the whole token.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="management_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=8, unique=True, editable=False)
+    hashed_secret = models.CharField(max_length=64, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    objects = ManagementTokenManager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({keys.TOKEN_START}{self.prefix}_…)"
 
 
 # Latency histogram of the rollups: bucket i counts calls with latency <= LATENCY_EDGES_MS[i] (and

@@ -1,4 +1,5 @@
-"""`make run`: the demo component on :9000 and the gateway under gunicorn on :8000; Ctrl-C stops both."""
+"""`make run`: the demo component on :9000, the gateway under gunicorn on :8000 and one jobs worker;
+Ctrl-C stops them all (the worker first lets its running job finish, up to GATEWAY_JOB_SHUTDOWN_SECONDS)."""
 
 import os
 import signal
@@ -26,12 +27,13 @@ def main() -> int:
         env=env,
         start_new_session=True,
     )
+    worker = subprocess.Popen([PYTHON, "manage.py", "jobs_worker"], cwd=ROOT, env=env, start_new_session=True)
     print(
-        f"\nGateway on http://{bind} (admin: /admin/), demo component on http://127.0.0.1:{demo_port}. "
-        "Ctrl-C stops both.\n",
+        f"\nGateway on http://{bind} (admin: /admin/), demo component on http://127.0.0.1:{demo_port}, "
+        "one jobs worker. Ctrl-C stops them all.\n",
         flush=True,
     )
-    children = (gateway, demo)
+    children = (gateway, demo, worker)
     stopping = False
 
     def stop(*_):
@@ -40,14 +42,20 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    while not stopping and all(child.poll() is None for child in children):
+    # The gateway or the demo component ending ends the run; the worker may be killed and started
+    # again by hand (`manage.py jobs_worker`): its jobs are not lost (README, "Asynchronous calls").
+    worker_gone = False
+    while not stopping and gateway.poll() is None and demo.poll() is None:
+        if not worker_gone and worker.poll() is not None:
+            worker_gone = True
+            print("\nThe jobs worker exited; start one again: .venv/bin/python manage.py jobs_worker\n", flush=True)
         time.sleep(0.2)
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
     for child in children:
         try:
-            child.wait(timeout=35)
+            child.wait(timeout=35 if child is not worker else float(env.get("GATEWAY_JOB_SHUTDOWN_SECONDS", 60)) + 5)
         except subprocess.TimeoutExpired:
             child.kill()
     return 0 if stopping else 1

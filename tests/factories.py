@@ -32,3 +32,14 @@ def make_plan(**limits) -> QuotaPlan:
 def auth(secret: str) -> dict:
     """Django test client kwargs for a Bearer key."""
     return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+
+
+def make_user(username: str, role: str | None = None, password: str = "password", **fields):
+    """A staff user (may open the admin) in the given role group: Admin, Operator or Auditor."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(username, password=password, is_staff=True, **fields)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user

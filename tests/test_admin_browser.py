@@ -5,14 +5,19 @@ Run alone with `pytest -m browser`; skipped when Chromium or Playwright is missi
 
 import os
 import shutil
+from io import StringIO
 
 import pytest
 import requests
+from django.apps import apps as django_apps
+from django.core.management import call_command
 from django.core.servers.basehttp import WSGIServer
 from django.db import connection, connections
 from django.test.testcases import LiveServerThread
 
+from routes_admin import roles
 from routes_admin.models import APIKey, RequestLog, UpstreamTarget
+from tests.factories import make_route, make_user
 from tests.upstream import json_reply
 
 CHROMIUM = "/usr/bin/chromium"
@@ -158,3 +163,116 @@ def test_an_admin_adds_a_route_issues_a_key_and_sees_the_call_in_the_log(admin_u
     shot(page, "6-log-row")
     assert page.goto(f"{base}/admin/routes_admin/requestlog/add/").status == 403
     assert page.goto(f"{base}/admin/routes_admin/requestlog/{row.pk}/delete/").status == 403
+
+
+# --- Issue 11: roles, change history and what a new admin hit ----------------------------------
+
+
+def log_in(page, base: str, username: str, password: str = "password") -> None:
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+
+def test_issuing_a_key_reload_copy_and_a_key_that_may_call_nothing(admin_user, live_server, page):
+    base = live_server.url
+    make_route(name="chat")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    log_in(page, base, "admin")
+
+    # No route and not "all routes": refused, as `issue_key` refuses it.
+    page.goto(f"{base}/admin/routes_admin/apikey/add/")
+    page.fill("#id_name", "nowhere")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".errornote")
+    assert "Choose the routes this key may call" in page.content()
+    page.wait_for_load_state("networkidle")
+    assert not APIKey.objects.exists()
+
+    page.select_option("#id_routes_from", label="chat")
+    page.click("#id_routes_add, #id_routes_add_link")
+    with page.expect_navigation() as issued:
+        page.click("input[name=_save]")
+    assert "no-store" in issued.value.headers["cache-control"]
+    secret = page.inner_text("#api-key-secret").strip()
+    page.click("#copy-api-key")
+    page.wait_for_selector("#copy-api-key:has-text('Copied')")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    shot(page, "7-key-issued-copied")
+
+    # Reloading shows the secret no more and issues nothing.
+    reloaded = page.reload()
+    assert reloaded.status == 200 and "no-store" in reloaded.headers["cache-control"]
+    page.wait_for_selector("#secret-already-shown")
+    assert secret not in page.content()
+    shot(page, "8-key-issued-reloaded")
+    assert APIKey.objects.count() == 1
+
+
+def test_a_new_admins_first_minutes_admin_without_slash_view_site_and_wide_numbers(admin_user, live_server, page):
+    base = live_server.url
+    assert page.goto(f"{base}/admin").url == f"{base}/admin/login/?next=/admin/"
+    log_in(page, base, "admin")
+
+    page.click("#user-tools a:has-text('View site')")
+    page.wait_for_selector("#first-steps")
+    assert page.title().startswith("First steps") and f"curl {base}/v1/chat/completions" in page.content()
+
+    # "Max body bytes" shows all its digits; the measure itself fails on Django's narrow input.
+    page.goto(f"{base}/admin/routes_admin/route/add/")
+    field = page.locator("#id_max_body_bytes")
+    assert field.input_value() == "10485760"
+    fits = "el => el.scrollWidth <= el.clientWidth"
+    assert field.evaluate(fits)
+    assert not field.evaluate(f"el => {{ el.className = 'vIntegerField'; return ({fits})(el); }}")
+
+
+def test_an_auditor_made_by_the_command_finds_an_operators_change_and_cannot_change_anything(
+    admin_user, live_server, page, monkeypatch
+):
+    base = live_server.url
+    roles.apply_roles(django_apps, roles.ROLES)  # live-server tests empty the tables, migrated groups too
+    route = make_route(name="chat")
+    make_user("otto", "Operator")
+    monkeypatch.setenv("AUDE_PASSWORD", "a long and uncommon passphrase 7")
+    call_command("create_user", "aude", "--role", "Auditor", "--password-from-env", "AUDE_PASSWORD", stdout=StringIO())
+
+    # The operator changes the route's priority.
+    log_in(page, base, "otto")
+    page.goto(f"{base}/admin/routes_admin/route/{route.pk}/change/")
+    page.fill("#id_priority", "5")
+    page.click("input[name=_save]")
+    page.wait_for_selector("ul.messagelist")
+    page.click("#logout-form button")
+    page.wait_for_load_state("networkidle")
+
+    # The auditor finds it in the change history, with who, from where, before and after.
+    log_in(page, base, "aude", "a long and uncommon passphrase 7")
+    page.click("a[href='/admin/auditlog/logentry/']")
+    page.wait_for_selector("#result_list")
+    page.click("#changelist-filter a:has-text('otto')")
+    page.wait_for_selector("#result_list")
+    assert page.locator("#result_list tbody tr").count() == 1
+    shot(page, "9-history-by-operator")
+    page.click("#result_list tbody tr th a, #result_list tbody tr td a >> nth=0")
+    page.wait_for_selector("#content")
+    details = page.inner_text("#content")
+    assert "otto" in details and "127.0.0.1" in details
+    change_row = page.locator("tr", has_text="Priority").inner_text()
+    assert "0" in change_row and "5" in change_row
+    assert page.locator("input[name=_save]").count() == 0
+    shot(page, "10-history-entry")
+
+    # Nothing can be changed: read-only pages, no key actions, and the admin's own 403 page.
+    page.goto(f"{base}/admin/routes_admin/route/{route.pk}/change/")
+    assert page.locator("input[name=_save]").count() == 0 and page.locator("a.deletelink").count() == 0
+    page.goto(f"{base}/admin/routes_admin/apikey/")
+    assert page.locator("select[name=action] option[value=revoke]").count() == 0
+    refused = page.goto(f"{base}/admin/routes_admin/route/add/")
+    assert refused.status == 403 and "text/html" in refused.headers["content-type"]
+    page.wait_for_selector("#permission-denied")
+    shot(page, "11-auditor-refused")
+    route.refresh_from_db()
+    assert route.priority == 5

@@ -3,11 +3,11 @@
 import csv
 import io
 import json
-import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group, Permission, User
+from auditlog.models import LogEntry
+from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.http import StreamingHttpResponse
 from django.test import override_settings
@@ -24,11 +24,9 @@ USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 
 def viewer(name="auditor") -> User:
-    """A user with only the permission console pages need (as the Auditor group gives)."""
-    group, _ = Group.objects.get_or_create(name="Auditor")
-    group.permissions.add(Permission.objects.get(codename="view_requestlog"))
-    user = User.objects.create_user(name, password="pw")
-    user.groups.add(group)
+    """A user with the Auditor role (routes_admin/roles.py): reads everything, changes nothing."""
+    user = User.objects.create_user(name, password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="Auditor"))
     return user
 
 
@@ -234,23 +232,22 @@ def test_the_call_page_explains_a_refusal_by_a_limit(console, client, upstream):
 # Export (point 5).
 
 
-def test_export_streams_the_filtered_calls_as_csv_and_records_who_exported(console, caplog):
+def test_export_streams_the_filtered_calls_as_csv_and_is_in_the_change_history(console):
     for i in range(5):
         log_row(request_id=f"e{i}", status=200 if i % 2 else 500, model="m", detail={"match": "route chat"})
-    with caplog.at_level(logging.INFO, logger="gateway.audit"):
-        response = console.get("/console/calls/export.csv", {"status": "5xx"})
+    response = console.get("/console/calls/export.csv", {"status": "5xx"})
     assert isinstance(response, StreamingHttpResponse) and response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert sorted(r["request_id"] for r in rows) == ["e0", "e2", "e4"]
     assert json.loads(rows[0]["detail"]) == {"match": "route chat"}
-    audit = json.loads(caplog.records[-1].getMessage())
-    assert audit == {
-        "action": "export_request_log",
-        "user": "auditor",
-        "format": "csv",
-        "filters": {"status": "5xx"},
-        "client_ip": "127.0.0.1",
-    }
+    entry = LogEntry.objects.get(action=LogEntry.Action.ACCESS)
+    assert (entry.actor.username, entry.remote_addr, entry.content_type.model) == ("auditor", "127.0.0.1", "requestlog")
+    assert entry.serialized_data == {"export": {"format": "csv", "filters": {"status": "5xx"}}}
+    assert entry.object_repr == "request log export (csv): status=5xx"
+    admin = User.objects.create_superuser("boss", password="pw")
+    console.force_login(admin)
+    history = console.get("/admin/auditlog/logentry/")
+    assert history.status_code == 200 and "request log export (csv): status=5xx" in history.content.decode()
 
 
 def test_export_as_json_lines(console):

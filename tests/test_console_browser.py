@@ -11,13 +11,14 @@ import shutil
 
 import pytest
 import requests
-from django.contrib.auth.models import Group, Permission, User
+from django.apps import apps as django_apps
 from django.core.servers.basehttp import WSGIServer
 from django.db import connection, connections
 from django.test.testcases import LiveServerThread
 
+from routes_admin import roles
 from routes_admin.models import RequestLog
-from tests.factories import make_key, make_route, make_target
+from tests.factories import make_key, make_route, make_target, make_user
 from tests.upstream import json_reply, refused_url
 
 CHROMIUM = "/usr/bin/chromium"
@@ -164,10 +165,8 @@ def test_an_admin_sees_traffic_finds_a_refused_call_and_exports_it(admin_user, l
 def test_an_auditor_reads_everything_and_finds_no_control_that_changes_anything(
     admin_user, live_server, browser, upstream, servers
 ):
-    auditors, _ = Group.objects.get_or_create(name="Auditor")
-    auditors.permissions.add(*Permission.objects.filter(codename__startswith="view_"))
-    auditor = User.objects.create_user("audrey", password="pw", is_staff=True)
-    auditor.groups.add(auditors)
+    roles.apply_roles(django_apps, roles.ROLES)  # live-server tests empty the tables, migrated groups too
+    make_user("audrey", "Auditor", password="pw")
     ids = traffic(live_server.url, upstream, servers)
 
     page = open_page(browser)

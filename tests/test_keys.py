@@ -99,8 +99,11 @@ def test_a_key_issued_in_the_admin_is_shown_once_and_stored_only_as_a_hash(admin
     response = admin_client.post(
         "/admin/routes_admin/apikey/add/",
         {"name": "from-admin", "owner": "team a", "enabled": "on", "routes": [route.id]},
+        follow=True,
     )
     assert response.status_code == 200, response.content[:2000]
+    [(issued_url, status)] = response.redirect_chain  # redirected after the POST: a reload issues nothing
+    assert status == 302
     assert "no-store" in response["Cache-Control"]
     html = response.content.decode()
     found = re.search(r'id="api-key-secret"[^>]*>([^<]+)<', html)
@@ -112,9 +115,10 @@ def test_a_key_issued_in_the_admin_is_shown_once_and_stored_only_as_a_hash(admin
     assert secret.startswith(f"gw_{key.prefix}_")
     assert call(client, HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 200
 
-    # Never again: not on the key's page, not in the list.
+    # Never again: not on a reload of that page, not on the key's page, not in the list.
     random_part = secret.split("_", 2)[2]
     for page in (
+        issued_url,
         f"/admin/routes_admin/apikey/{key.pk}/change/",
         "/admin/routes_admin/apikey/",
         "/admin/routes_admin/requestlog/",

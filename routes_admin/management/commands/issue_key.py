@@ -2,13 +2,14 @@
 
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
+from routes_admin.management.base import RecordedCommand
 from routes_admin.models import APIKey, QuotaPlan, Route
 
 
-class Command(BaseCommand):
+class Command(RecordedCommand):
     help = "Issue an API key. The key is printed once, alone on the last line; only its hash is stored."
 
     def add_arguments(self, parser):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
 
+from routes_admin.management.base import RecordedCommand
 from routes_admin.models import APIKey, Route, UpstreamTarget
 
 CREDENTIALS = Path(settings.BASE_DIR) / ".run" / "demo-credentials"
@@ -25,7 +25,7 @@ def gateway_url() -> str:
     return "http://" + os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
 
 
-class Command(BaseCommand):
+class Command(RecordedCommand):
     help = "Create the quickstart's admin user, demo route and demo key (once)."
 
     def add_arguments(self, parser):

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("routes_admin", "0003_configgeneration"),
+        ("routes_admin", "0008_key_rotation"),
     ]
 
     operations = [

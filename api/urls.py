@@ -1,0 +1,23 @@
+"""/api/: the management API, its OpenAPI schema and its interactive documentation."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("routes", views.RouteViewSet, basename="route")
+router.register("plans", views.PlanViewSet, basename="plan")
+router.register("keys", views.KeyViewSet, basename="key")
+router.register("logs", views.RequestLogViewSet, basename="log")
+router.register("usage", views.UsageViewSet, basename="usage")
+router.register("history", views.HistoryViewSet, basename="history")
+router.register("tokens", views.TokenViewSet, basename="token")
+
+urlpatterns = [
+    *router.urls,
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,56 @@
+"""A job as JSON: what GET /jobs/<id> answers and what a webhook POSTs."""
+
+import base64
+
+from .models import Job, Status
+
+
+def when(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_document(job: Job) -> dict:
+    document = {
+        "id": str(job.id),
+        "object": "job",
+        "status": job.status,
+        "route": job.route_name,
+        "method": job.method,
+        "path": job.path,
+        "created": when(job.created),
+        "started": when(job.started),
+        "finished": when(job.finished),
+        "attempts": job.attempts,
+    }
+    if job.status == Status.SUCCEEDED:
+        document["response"] = response_document(job)
+    if job.error:
+        document["error"] = job.error
+    if job.callback_url:
+        document["callback_url"] = job.callback_url
+    return document
+
+
+def response_document(job: Job) -> dict:
+    """The upstream's answer: headers as pairs; the body as text when it is UTF-8, else base64."""
+    body = bytes(job.response_body or b"")
+    response = {"status": job.response_status, "headers": job.response_headers}
+    try:
+        response["body"] = body.decode()
+    except UnicodeDecodeError:
+        response["body_base64"] = base64.b64encode(body).decode()
+    return response
+
+
+def deliveries_document(job: Job) -> list[dict]:
+    return [
+        {
+            "attempt": d.attempt,
+            "at": when(d.created),
+            "status": d.status,
+            "error": d.error,
+            "duration_ms": d.duration_ms,
+            "delivered": d.delivered,
+        }
+        for d in job.deliveries.all()
+    ]

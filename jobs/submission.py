@@ -1,0 +1,114 @@
+"""Submission: a call the pipeline has authenticated, matched, permitted and admitted becomes a job.
+
+The pipeline calls submit() (registered in JobsConfig.ready) instead of forwarding when the
+client sent `Prefer: respond-async` or the route's processing mode is `async`. The job's row
+and its entry in the queue are written in ONE transaction: if the queue (the database) cannot
+take it, nothing is left half-made and the client gets 503.
+"""
+
+import json
+import logging
+import uuid
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from proxy import pipeline, quotas
+from proxy.errors import GatewayError, InvalidRequest
+
+from . import webhooks
+from .documents import job_document
+from .models import Job
+
+log = logging.getLogger("gateway.jobs")
+
+# Never stored with a job: the client's credentials, and what only the submission itself uses.
+NOT_STORED = frozenset({"authorization", "x-api-key", "cookie", "prefer", "idempotency-key", "x-callback-url"})
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class QueueUnavailable(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_detail = "The job queue is unavailable right now; nothing was queued. Try again shortly."
+
+
+class Accepted:
+    """The 202 answer, shaped like pipeline.Answer: iterate for the body; close() ends the call."""
+
+    status = 202
+    reason = "Accepted"
+
+    def __init__(self, call, job: Job, replayed: bool):
+        self.call = call
+        self.body = json.dumps(job_document(job)).encode()
+        self.headers = [("Content-Type", "application/json"), ("Location", f"/jobs/{job.id}")]
+        if replayed:
+            self.headers.append(("Idempotent-Replayed", "true"))
+        if call.admission is not None:  # what the key has left, as on any admitted call
+            self.headers += quotas.answer_headers(call.admission)
+        call.status = 202
+        call.bytes_out = len(self.body)
+
+    def __iter__(self):
+        yield self.body
+
+    def close(self) -> None:
+        pipeline.finish(self.call)
+
+
+def submit(call, incoming: pipeline.Incoming, body: bytes) -> Accepted:
+    """Queue the call (or find the job its Idempotency-Key already made): the 202 answer."""
+    callback = incoming.headers.get("X-Callback-URL", "").strip()
+    if callback:
+        webhooks.check_url(callback)
+    idempotency_key = incoming.headers.get("Idempotency-Key", "").strip()
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters.")
+    try:
+        job, replayed = create(call, incoming, body, callback, idempotency_key)
+    except IntegrityError:
+        # The same Idempotency-Key submitted twice at once: the other submission made the job.
+        job, replayed = Job.objects.get(api_key_id=call.key.id, idempotency_key=idempotency_key), True
+    except DatabaseError:
+        log.exception("could not queue call %s", call.request_id)
+        raise QueueUnavailable() from None
+    return Accepted(call, job, replayed)
+
+
+def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> tuple[Job, bool]:
+    from .tasks import run_job
+
+    now = timezone.now()
+    with transaction.atomic():
+        if idempotency_key:
+            earlier = Job.objects.filter(api_key_id=call.key.id, idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                if (now - earlier.created).total_seconds() < settings.GATEWAY_JOB_IDEMPOTENCY_SECONDS:
+                    return earlier, True
+                earlier.idempotency_key = ""  # its window is over: the key may name a new job
+                earlier.save(update_fields=["idempotency_key"])
+        job_id = uuid.uuid4()
+        task = run_job.enqueue(str(job_id))
+        job = Job.objects.create(
+            id=job_id,
+            api_key_id=call.key.id,
+            route_id=call.route.id,
+            route_name=call.route.name,
+            created=now,
+            task_id=str(task.id),
+            idempotency_key=idempotency_key,
+            callback_url=callback,
+            request_id=call.request_id,
+            method=incoming.method,
+            path=incoming.path,
+            raw_path=incoming.raw_path,
+            query=incoming.query,
+            headers={name: value for name, value in incoming.headers.items() if name.lower() not in NOT_STORED},
+            body=body,
+            client_ip=incoming.client_ip,
+            scheme=incoming.scheme,
+            host=incoming.host,
+        )
+    return job, False

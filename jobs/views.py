@@ -1,0 +1,56 @@
+"""GET /jobs/<id> (status and result) and DELETE /jobs/<id> (cancel a queued job).
+
+Authenticated with the same gateway API keys as proxied calls; a job is visible only to the key
+that created it: any other key, an unknown id and a malformed id all get the same 404.
+"""
+
+import uuid
+
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from proxy import authentication, config
+from proxy.errors import GatewayError, describe, error_response
+
+from .documents import deliveries_document, job_document
+from .models import Job, Status
+
+
+def _error(request, exc: GatewayError):
+    status, error_type, message, headers = describe(exc)
+    return error_response(status, error_type, message, request.request_id, headers)
+
+
+def _not_found(request):
+    return error_response(404, "not_found", "No such job for this API key.", request.request_id)
+
+
+@csrf_exempt  # API keys, not cookies: nothing for a cross-site form to ride on
+@require_http_methods(["GET", "DELETE"])
+def job_detail(request, job_id: str):
+    try:
+        key = authentication.check_key(authentication.key_from_headers(request.headers), config.current())
+    except GatewayError as exc:
+        return _error(request, exc)
+    try:
+        job_uuid = uuid.UUID(job_id)
+    except ValueError:
+        return _not_found(request)
+    job = Job.objects.filter(id=job_uuid, api_key_id=key.id).first()
+    if job is None:
+        return _not_found(request)
+    if request.method == "DELETE":
+        cancelled = Job.objects.filter(id=job.id, status=Status.QUEUED).update(
+            status=Status.CANCELLED, finished=timezone.now()
+        )
+        job.refresh_from_db()
+        if not cancelled:
+            return error_response(
+                409, "conflict", f"Only a queued job can be cancelled; this one is {job.status}.", request.request_id
+            )
+    document = job_document(job)
+    if job.callback_url:
+        document["webhook_deliveries"] = deliveries_document(job)
+    return JsonResponse(document)

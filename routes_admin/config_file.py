@@ -1,0 +1,394 @@
+"""Configuration as code: routes, their targets and quota plans as one YAML file.
+
+`manage.py export_config` writes it; `manage.py apply_config FILE` shows how the database differs
+from it and, with --yes, makes the database match it in one transaction. The file is the whole
+configuration of routes and plans: one missing from it is deleted. Keys are not part of it.
+
+Credentials are never written: a target's credential is a reference to an environment variable,
+`credential_value: ${ENV:NAME}`, read when the file is applied. When that variable is not set,
+the credential already stored for the target is kept (so a file exported on one machine applies
+unchanged on another); a new target whose variable is unset is an error.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .models import Limits, QuotaPlan, Route, UpstreamTarget
+from .validators import host_and_port
+
+VERSION = 1
+ENV_REFERENCE = re.compile(r"^\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}$")
+PLAN_FIELDS = ("name", *Limits.LIMIT_FIELDS)
+ROUTE_FIELDS = (
+    "name",
+    "enabled",
+    "path_prefix",
+    "methods",
+    "model_names",
+    "match_headers",
+    "match_body",
+    "priority",
+    "strategy",
+    "connect_timeout",
+    "read_timeout",
+    "max_body_bytes",
+    "max_attempts",
+    "retry_statuses",
+    "retry_non_idempotent",
+)
+ROUTE_LINKS = ("fallback", "quota_plan")  # by name in the file
+TARGET_FIELDS = ("name", "url", "weight", "position", "enabled", "credential_header", "model_aliases")
+
+
+class ConfigError(Exception):
+    """The file cannot be applied; `line` says where (1-based), when known."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+
+
+# --- Export ---------------------------------------------------------------------------------------
+
+
+def credential_variable(route: str, target: str) -> str:
+    """The environment variable a target's credential is read from, e.g. GATEWAY_CREDENTIAL_CHAT_OPENAI."""
+    return "GATEWAY_CREDENTIAL_" + re.sub(r"[^A-Z0-9]+", "_", f"{route}_{target}".upper()).strip("_")
+
+
+def export() -> tuple[str, list[str]]:
+    """The YAML text, and the environment variables its credentials refer to."""
+    variables = []
+    plans = [
+        {name: getattr(plan, name) for name in PLAN_FIELDS if getattr(plan, name) is not None}
+        for plan in QuotaPlan.objects.order_by("name")
+    ]
+    routes = []
+    for route in Route.objects.select_related("fallback", "quota_plan").prefetch_related("targets").order_by("name"):
+        item = {name: getattr(route, name) for name in ROUTE_FIELDS}
+        item["fallback"] = route.fallback.name if route.fallback else None
+        item["quota_plan"] = route.quota_plan.name if route.quota_plan else None
+        item["targets"] = []
+        for target in route.targets.all():
+            entry = {name: getattr(target, name) for name in TARGET_FIELDS}
+            if target.credential_value:
+                variable = credential_variable(route.name, target.name)
+                entry["credential_value"] = f"${{ENV:{variable}}}"
+                variables.append(variable)
+            item["targets"].append(entry)
+        routes.append(item)
+    header = (
+        "# AI gateway configuration: apply with `manage.py apply_config FILE` (shows the diff; --yes applies).\n"
+        "# Credentials are references to environment variables: credential_value: ${ENV:NAME}.\n"
+    )
+    body = yaml.safe_dump({"version": VERSION, "plans": plans, "routes": routes}, sort_keys=False, allow_unicode=True)
+    return header + body, variables
+
+
+# --- Reading, with line numbers -------------------------------------------------------------------
+
+
+class Located(dict):
+    """A YAML mapping that remembers its line and each key's line."""
+
+    line: int = 0
+    lines: dict
+
+
+class LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _mapping(loader, node):
+    loader.flatten_mapping(node)
+    value = Located(loader.construct_mapping(node, deep=True))
+    value.line = node.start_mark.line + 1
+    value.lines = {key.value: key.start_mark.line + 1 for key, _ in node.value}
+    return value
+
+
+LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _where(item: Located, key: str | None = None) -> int | None:
+    if not isinstance(item, Located):
+        return None
+    return item.lines.get(key, item.line) if key else item.line
+
+
+def _items(document: Located, key: str) -> list:
+    items = document.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(item, Located) for item in items):
+        raise ConfigError(f"{key} is a list of mappings", _where(document, key))
+    return items
+
+
+def _only(item: Located, allowed, what: str) -> None:
+    for key in item:
+        if key not in allowed:
+            raise ConfigError(f"{what}: unknown field {key!r}", _where(item, key))
+
+
+def _raise_for(exc: ValidationError, item: Located, what: str):
+    """A model's ValidationError, at the line of the field it names."""
+    if hasattr(exc, "error_dict"):
+        name, errors = next(iter(exc.message_dict.items()))
+        key = name if name in item else None
+        label = f"{name}: " if name != "__all__" else ""
+        raise ConfigError(f"{what}: {label}{' '.join(errors)}", _where(item, key)) from None
+    raise ConfigError(f"{what}: {' '.join(exc.messages)}", _where(item)) from None
+
+
+@dataclass
+class Desired:
+    """The file's content as unsaved model instances, checked by the models' own rules."""
+
+    plans: dict = field(default_factory=dict)  # name -> QuotaPlan
+    # name -> (Route, fallback name, plan name, [(UpstreamTarget, its mapping)], its mapping)
+    routes: dict = field(default_factory=dict)
+
+
+def load(text: str) -> Desired:
+    try:
+        document = yaml.load(text, Loader=LineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None) from None
+    if not isinstance(document, Located):
+        raise ConfigError("the file is a mapping with version, plans and routes", 1)
+    _only(document, ("version", "plans", "routes"), "the file")
+    if document.get("version") != VERSION:
+        raise ConfigError(f"version must be {VERSION}", _where(document, "version"))
+    desired = Desired()
+    for item in _items(document, "plans"):
+        _load_plan(item, desired)
+    for item in _items(document, "routes"):
+        _load_route(item, desired)
+    for name, (_route, fallback, plan, _targets, item) in desired.routes.items():
+        if fallback is not None and fallback not in desired.routes:
+            raise ConfigError(
+                f"route {name}: fallback {fallback!r} is not a route of this file", _where(item, "fallback")
+            )
+        if fallback == name:
+            raise ConfigError(f"route {name}: fallback: a route cannot fall back to itself", _where(item, "fallback"))
+        if plan is not None and plan not in desired.plans:
+            raise ConfigError(
+                f"route {name}: quota_plan {plan!r} is not a plan of this file", _where(item, "quota_plan")
+            )
+    return desired
+
+
+def _name(item: Located, what: str, seen) -> str:
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{what} needs a name", _where(item, "name"))
+    if name in seen:
+        raise ConfigError(f"{what} {name!r} appears twice", _where(item, "name"))
+    return name
+
+
+def _load_plan(item: Located, desired: Desired) -> None:
+    _only(item, PLAN_FIELDS, "plan")
+    name = _name(item, "plan", desired.plans)
+    plan = QuotaPlan(**{key: item.get(key) for key in PLAN_FIELDS})
+    try:
+        plan.clean_fields(exclude=["created"])
+    except ValidationError as exc:
+        _raise_for(exc, item, f"plan {name}")
+    desired.plans[name] = plan
+
+
+def _load_route(item: Located, desired: Desired) -> None:
+    _only(item, (*ROUTE_FIELDS, *ROUTE_LINKS, "targets"), "route")
+    name = _name(item, "route", desired.routes)
+    what = f"route {name}"
+    route = Route(**{key: item[key] for key in ROUTE_FIELDS if key in item})
+    try:
+        route.clean_fields(exclude=["fallback", "quota_plan", "created", "updated"])
+        route.clean()
+    except ValidationError as exc:
+        _raise_for(exc, item, what)
+    targets, names = [], set()
+    targets_list = item.get("targets") or []
+    if not isinstance(targets_list, list) or not all(isinstance(t, Located) for t in targets_list):
+        raise ConfigError(f"{what}: targets is a list of mappings", _where(item, "targets"))
+    for entry in targets_list:
+        _only(entry, (*TARGET_FIELDS, "credential_value"), f"{what}, target")
+        target = UpstreamTarget(**{key: entry[key] for key in TARGET_FIELDS if key in entry})
+        target.name = target.name or host_and_port(target.url) or "target"  # as UpstreamTarget.save()
+        if target.name in names:
+            raise ConfigError(f"{what}: two targets are named {target.name!r}", _where(entry, "name"))
+        names.add(target.name)
+        target.credential_reference = _reference(entry, what)
+        target.credential_value = "x" if target.credential_reference else ""  # clean() checks the pair
+        try:
+            target.clean_fields(exclude=["route"])
+            target.clean()
+        except ValidationError as exc:
+            _raise_for(exc, entry, f"{what}, target {target.name}")
+        targets.append((target, entry))
+    desired.routes[name] = (route, item.get("fallback"), item.get("quota_plan"), targets, item)
+
+
+def _reference(entry: Located, what: str) -> str:
+    """The variable a credential refers to, or "" for none. A literal secret is refused."""
+    value = entry.get("credential_value") or ""
+    if not value:
+        return ""
+    match = ENV_REFERENCE.match(str(value))
+    if not match:
+        raise ConfigError(
+            f"{what}: credential_value must be a reference such as ${{ENV:NAME}}, never the secret itself",
+            _where(entry, "credential_value"),
+        )
+    return match.group(1)
+
+
+# --- Diff and apply -------------------------------------------------------------------------------
+
+
+@dataclass
+class Change:
+    what: str  # "create", "update", "delete"
+    label: str  # "plan basic", "route chat", "target chat/openai"
+    details: list[str] = field(default_factory=list)
+    apply: object = None  # a function making the change
+
+    def __str__(self) -> str:
+        sign = {"create": "+", "update": "~", "delete": "-"}[self.what]
+        lines = [f"{sign} {self.what} {self.label}"]
+        lines += [f"    {detail}" for detail in self.details]
+        return "\n".join(lines)
+
+
+def _differences(current, wanted, fields) -> list[str]:
+    return [
+        f"{name}: {getattr(current, name)!r} -> {getattr(wanted, name)!r}"
+        for name in fields
+        if getattr(current, name) != getattr(wanted, name)
+    ]
+
+
+def changes(desired: Desired) -> list[Change]:
+    """What applying the file would change, in the order it must be done."""
+    found: list[Change] = []
+    plans = {plan.name: plan for plan in QuotaPlan.objects.all()}
+    for name, wanted in desired.plans.items():
+        current = plans.get(name)
+        if current is None:
+            found.append(Change("create", f"plan {name}", apply=wanted.save))
+        elif details := _differences(current, wanted, Limits.LIMIT_FIELDS):
+            found.append(Change("update", f"plan {name}", details, _updater(current, wanted, Limits.LIMIT_FIELDS)))
+
+    routes = {route.name: route for route in Route.objects.select_related("fallback", "quota_plan")}
+    for name, (wanted, _fallback, _plan, targets, _item) in desired.routes.items():
+        current = routes.get(name)
+        fields = [f for f in ROUTE_FIELDS if f != "name"]
+        if current is None:
+            found.append(Change("create", f"route {name}", apply=wanted.save))
+        elif details := _differences(current, wanted, fields):
+            found.append(Change("update", f"route {name}", details, _updater(current, wanted, fields)))
+        found += _target_changes(name, current, targets)
+
+    # Links by name, once every route and plan exists.
+    for name, (_wanted, fallback, plan, _targets, _item) in desired.routes.items():
+        current = routes.get(name)
+        had = (
+            (current.fallback.name if current and current.fallback else None),
+            (current.quota_plan.name if current and current.quota_plan else None),
+        )
+        if had != (fallback, plan):
+            pairs = zip(ROUTE_LINKS, had, (fallback, plan), strict=True)
+            details = [f"{label}: {old!r} -> {new!r}" for label, old, new in pairs if old != new]
+            found.append(Change("update", f"route {name}", details, _linker(name, fallback, plan)))
+
+    for name, route in routes.items():
+        if name not in desired.routes:
+            keys = route.api_keys.count()
+            found.append(
+                Change("delete", f"route {name}", [f"{keys} key(s) lose this route"] if keys else [], route.delete)
+            )
+    for name, plan in plans.items():
+        if name not in desired.plans:
+            users = plan.api_keys.count() + plan.routes.count()
+            details = [f"{users} key(s) or route(s) lose this plan"] if users else []
+            found.append(Change("delete", f"plan {name}", details, plan.delete))
+    return found
+
+
+def _target_changes(route_name: str, route: Route | None, targets: list) -> list[Change]:
+    found = []
+    current = {t.name: t for t in route.targets.all()} if route else {}
+    for wanted, entry in targets:
+        label = f"target {route_name}/{wanted.name}"
+        old = current.get(wanted.name)
+        credential, note = _credential(wanted, old, entry)
+        wanted.credential_value = credential
+        if old is None:
+            found.append(Change("create", label, [note] if note else [], _creator(route_name, wanted)))
+            continue
+        details = _differences(old, wanted, [f for f in TARGET_FIELDS if f != "name"])
+        if old.credential_value != credential:
+            details.append("credential_value: (changed)")
+        if details:
+            found.append(Change("update", label, details, _updater(old, wanted, [*TARGET_FIELDS, "credential_value"])))
+    for name, old in current.items():
+        if name not in {wanted.name for wanted, _ in targets}:
+            found.append(Change("delete", f"target {route_name}/{name}", apply=old.delete))
+    return found
+
+
+def _credential(wanted: UpstreamTarget, old: UpstreamTarget | None, entry: Located) -> tuple[str, str]:
+    """The credential to store, and a note for the diff."""
+    variable = wanted.credential_reference
+    if not variable:
+        return "", ""
+    value = os.environ.get(variable)
+    if value:
+        return value, f"credential_value from ${variable}"
+    if old is not None and old.credential_value:
+        return old.credential_value, ""  # unset here: keep the stored one
+    raise ConfigError(
+        f"target {wanted.name}: the environment variable {variable} is not set (a new credential needs it)",
+        _where(entry, "credential_value"),
+    )
+
+
+def _updater(current, wanted, fields):
+    def update():
+        for name in fields:
+            setattr(current, name, getattr(wanted, name))
+        current.full_clean(exclude=["route", "fallback", "quota_plan"], validate_unique=False)
+        current.save()
+
+    return update
+
+
+def _creator(route_name: str, target: UpstreamTarget):
+    def create():
+        target.route = Route.objects.get(name=route_name)
+        target.save()
+
+    return create
+
+
+def _linker(route_name: str, fallback: str | None, plan: str | None):
+    def link():
+        route = Route.objects.get(name=route_name)
+        route.fallback = Route.objects.get(name=fallback) if fallback else None
+        route.quota_plan = QuotaPlan.objects.get(name=plan) if plan else None
+        route.save()
+
+    return link
+
+
+def apply(found: list[Change]) -> None:
+    """Every change or none: one transaction. Each object is saved on its own (signals fire)."""
+    with transaction.atomic():
+        for change in found:
+            change.apply()
