@@ -80,29 +80,7 @@ class RouteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Route
-        fields = [
-            "id",
-            "name",
-            "enabled",
-            "path_prefix",
-            "methods",
-            "model_names",
-            "match_headers",
-            "match_body",
-            "priority",
-            "strategy",
-            "connect_timeout",
-            "read_timeout",
-            "max_body_bytes",
-            "max_attempts",
-            "retry_statuses",
-            "retry_non_idempotent",
-            "fallback",
-            "quota_plan",
-            "targets",
-            "created",
-            "updated",
-        ]
+        fields = ["id", *Route.SETTINGS, "fallback", "quota_plan", "targets", "created", "updated"]
 
     def validate(self, attrs):
         route = Route(**{**self._current_fields(), **{k: v for k, v in attrs.items() if k != "targets"}})

@@ -24,23 +24,7 @@ from .validators import host_and_port
 VERSION = 1
 ENV_REFERENCE = re.compile(r"^\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}$")
 PLAN_FIELDS = ("name", *Limits.LIMIT_FIELDS)
-ROUTE_FIELDS = (
-    "name",
-    "enabled",
-    "path_prefix",
-    "methods",
-    "model_names",
-    "match_headers",
-    "match_body",
-    "priority",
-    "strategy",
-    "connect_timeout",
-    "read_timeout",
-    "max_body_bytes",
-    "max_attempts",
-    "retry_statuses",
-    "retry_non_idempotent",
-)
+ROUTE_FIELDS = Route.SETTINGS
 ROUTE_LINKS = ("fallback", "quota_plan")  # by name in the file
 TARGET_FIELDS = ("name", "url", "weight", "position", "enabled", "credential_header", "model_aliases")
 

@@ -143,6 +143,28 @@ class Route(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
+    # What an admin sets on a route, in the order people read it: the management API and the
+    # configuration file (export_config / apply_config) both serve exactly these.
+    SETTINGS = (
+        "name",
+        "enabled",
+        "path_prefix",
+        "methods",
+        "model_names",
+        "match_headers",
+        "match_body",
+        "priority",
+        "strategy",
+        "connect_timeout",
+        "read_timeout",
+        "max_body_bytes",
+        "max_attempts",
+        "retry_statuses",
+        "retry_non_idempotent",
+        "processing_mode",
+        "max_concurrent_jobs",
+    )
+
     objects = RouteQuerySet.as_manager()
 
     class Meta:

@@ -126,6 +126,15 @@ def operator():
     return token_for("operator")
 
 
+def test_a_route_is_made_with_its_job_settings(client, operator):
+    body = {"name": "batch", "path_prefix": "/batch", "processing_mode": "async", "max_concurrent_jobs": 2}
+    response = send(client, "post", "/api/routes/", operator, body)
+    assert response.status_code == 201
+    assert (response.json()["processing_mode"], response.json()["max_concurrent_jobs"]) == ("async", 2)
+    route = Route.objects.get(name="batch")
+    assert (route.processing_mode, route.max_concurrent_jobs) == ("async", 2)
+
+
 def test_a_reserved_prefix_is_a_400_with_the_fields_message(client, operator):
     response = send(client, "post", "/api/routes/", operator, {"name": "bad", "path_prefix": "/admin/x"})
     assert response.status_code == 400

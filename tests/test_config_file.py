@@ -31,7 +31,15 @@ def configured():
     plan = make_plan(name="standard", requests_per_minute=60, tokens_per_day=100_000)
     spare = make_route(name="spare", path_prefix="/v1", priority=-1)
     make_target(spare, "http://127.0.0.1:9001/v1", name="local")
-    chat = make_route(name="chat", path_prefix="/v1", model_names="gpt-4o", fallback=spare, quota_plan=plan)
+    chat = make_route(
+        name="chat",
+        path_prefix="/v1",
+        model_names="gpt-4o",
+        fallback=spare,
+        quota_plan=plan,
+        processing_mode="async",
+        max_concurrent_jobs=2,
+    )
     make_target(
         chat,
         "http://127.0.0.1:9000/v1",
@@ -66,7 +74,8 @@ def test_export_then_apply_on_an_empty_database_rebuilds_the_same_configuration(
     assert export() == text
     target = UpstreamTarget.objects.get(name="openai")
     assert target.credential_value == "Bearer sk-secret-value-1234"
-    assert Route.objects.get(name="chat").fallback.name == "spare"
+    chat = Route.objects.get(name="chat")
+    assert (chat.fallback.name, chat.processing_mode, chat.max_concurrent_jobs) == ("spare", "async", 2)
     assert APIKey.objects.get(pk=key.pk)  # keys are not part of the file and are left alone
 
 
