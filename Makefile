@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench soak migrate clean lock audit
+.PHONY: run test lint format bench bench-console soak migrate clean lock audit
 
 # Installs exactly the locked versions, each checked against its hash (pip itself included).
 $(STAMP): requirements.lock requirements-test.lock
@@ -47,6 +47,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The console on millions of synthetic calls, in a database of its own (see bench/console.py).
+bench-console: $(STAMP)
+	nice -n 19 $(BIN)/python bench/console.py
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py

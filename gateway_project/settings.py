@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "jobs",
     "api",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -236,6 +237,10 @@ GATEWAY_CONFIG_DB_TIMEOUT = env.float("GATEWAY_CONFIG_DB_TIMEOUT", default=1.0)
 # each row synchronously when its call finishes.
 GATEWAY_LOG_FLUSH_SECONDS = env.float("GATEWAY_LOG_FLUSH_SECONDS", default=0.5)
 GATEWAY_LOG_BATCH_SIZE = env.int("GATEWAY_LOG_BATCH_SIZE", default=500)
+# Retention of the dashboard's rollups (manage.py prune_rollups): per-minute sums are many and only
+# the short ranges read them; per-hour sums serve ranges up to weeks; per-day sums are kept.
+GATEWAY_ROLLUP_MINUTE_DAYS = env.float("GATEWAY_ROLLUP_MINUTE_DAYS", default=8)
+GATEWAY_ROLLUP_HOUR_DAYS = env.float("GATEWAY_ROLLUP_HOUR_DAYS", default=90)
 # What to do when the cache (Redis) is unreachable: "open" serves and logs, "closed" answers 503.
 GATEWAY_CACHE_FAILURE = env.str("GATEWAY_CACHE_FAILURE", default="open")
 # Upstream connection pool size per process (requests/urllib3).

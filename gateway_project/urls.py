@@ -17,6 +17,7 @@ urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),  # APPEND_SLASH is off: proxied paths stay as sent
     path("admin/first-steps/", admin.site.admin_view(admin_pages.first_steps), name="first-steps"),
     path("admin/", admin.site.urls),
+    path("console/", include("console.urls")),
     path("api/", include("api.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

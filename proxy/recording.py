@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from routes_admin.models import APIKey, KeyUsage, RequestLog, Route
 
-from . import metrics
+from . import metrics, rollups
 from .storable import storable
 
 log = logging.getLogger("gateway.recording")
@@ -180,6 +180,7 @@ def _save(rows: list) -> None:
     with transaction.atomic():
         _insert(rows)
         _add_usage(_usage_increments(rows))
+        rollups.add(rows)  # the dashboard's sums, saved with the rows they count
 
 
 def _write(rows: list) -> tuple[int, list]:

@@ -402,6 +402,14 @@ class RequestLog(models.Model):
             models.Index(fields=["model", "created"], name="log_model_created_idx"),
             # "Show me the failures": a partial index keeps it small.
             models.Index(fields=["created"], name="log_errors_idx", condition=Q(status__gte=400)),
+            # The console explorer's filters (console/filters.py). Partial indexes keep them small and
+            # cheap to write: status for the rare ones (4xx, 5xx; a 2xx is found at once by created),
+            # latency for slow calls (from 1 s; faster calls are most rows, found by created), and
+            # the error type and refusing limit, which most rows have empty.
+            models.Index(fields=["status", "created"], name="log_error_status_idx", condition=Q(status__gte=400)),
+            models.Index(fields=["latency_ms"], name="log_slow_idx", condition=Q(latency_ms__gte=1000)),
+            models.Index(fields=["error_type", "created"], name="log_error_type_idx", condition=~Q(error_type="")),
+            models.Index(fields=["limit", "created"], name="log_limit_idx", condition=~Q(limit="")),
         ]
 
     def __str__(self) -> str:
@@ -498,3 +506,65 @@ class ManagementToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({keys.TOKEN_START}{self.prefix}_…)"
+
+
+# Latency histogram of the rollups: bucket i counts calls with latency <= LATENCY_EDGES_MS[i] (and
+# above the previous edge); the last bucket counts everything slower. Edges step by at most 1.5x,
+# so a percentile read from the rollups is exact to within one bucket.
+LATENCY_EDGES_MS = (
+    *(1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700),
+    *(1000, 1500, 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000, 120000),
+)
+LATENCY_BUCKETS = tuple(f"latency_le_{i}" for i in range(len(LATENCY_EDGES_MS) + 1))
+
+
+class UsageRollup(models.Model):
+    """Calls summed per period (minute, hour or day, UTC), status class and one dimension: all calls,
+    or by key, by route or by model.
+
+    One dimension a row, not their cross product: a range's rankings by key, route and model and
+    its totals each read only their own rows, however many keys use however many models. Written
+    with the log rows, in the same transaction (proxy/rollups.py), so for every period the log
+    still holds the sums equal the log's. Pruning old log rows keeps them: the dashboard's history
+    outlives the rows. Keys and routes are kept by the prefix and name the log row records, so a
+    deleted key or route still adds up.
+    """
+
+    class Period(models.TextChoices):
+        MINUTE = "minute"
+        HOUR = "hour"
+        DAY = "day"
+
+    class Dimension(models.TextChoices):
+        ALL = "all"
+        KEY = "key"
+        ROUTE = "route"
+        MODEL = "model"
+
+    period = models.CharField(max_length=6, choices=Period.choices)
+    dimension = models.CharField(max_length=5, choices=Dimension.choices)
+    start = models.DateTimeField()
+    value = models.CharField(max_length=200, blank=True, help_text="Key prefix, route name or model; empty: none.")
+    status_class = models.PositiveSmallIntegerField(help_text="2 for 2xx ... 5 for 5xx; 0 when the client left.")
+    calls = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0, help_text="Calls that ended with a gateway error type.")
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    for _bucket in LATENCY_BUCKETS:  # one counter column per latency bucket: upserts add them in SQL
+        vars()[_bucket] = models.PositiveBigIntegerField(default=0)
+    del _bucket
+
+    class Meta:
+        constraints = [
+            # The upsert's conflict target: one row per group. Its leading columns also serve the
+            # dashboard's "this period and dimension, from ... to ..." reads and prune_rollups.
+            models.UniqueConstraint(
+                fields=["period", "dimension", "start", "value", "status_class"],
+                name="rollup_unique_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.dimension} {self.value} {self.status_class}xx"

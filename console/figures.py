@@ -1,0 +1,135 @@
+"""The dashboard's figures, read from the usage rollups only (never a scan of the request log).
+
+A range is read from the coarsest rollup that still draws it in enough points: minutes up to
+3 hours, hours up to 8 days, days beyond. Percentiles come from the rollups' latency histogram,
+interpolated inside a bucket, so they are exact to within one bucket (edges step by at most 1.5x:
+LATENCY_EDGES_MS in routes_admin/models.py).
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Sum
+
+from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, UsageRollup
+
+STEPS = (
+    ("minute", timedelta(minutes=1), timedelta(hours=3)),
+    ("hour", timedelta(hours=1), timedelta(days=8)),
+    ("day", timedelta(days=1), None),
+)
+STATUS_CLASSES = (2, 3, 4, 5, 0)
+TOP = 10
+
+
+@dataclass
+class Figures:
+    start: datetime
+    end: datetime
+    period: str
+    step: timedelta
+    calls: int = 0
+    failed: int = 0  # 4xx, 5xx and calls the client left
+    tokens: dict = field(default_factory=dict)
+    latency: dict = field(default_factory=dict)  # "p50" -> ms
+    latency_mean: float | None = None
+    series: list = field(default_factory=list)  # (start, {status class: calls}), one per step
+    latency_series: list = field(default_factory=list)  # (start, {"p50": ms, ...})
+    by_key: list = field(default_factory=list)
+    by_route: list = field(default_factory=list)
+    by_model: list = field(default_factory=list)
+    top_keys: list = field(default_factory=list)  # by calls
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failed / self.calls if self.calls else None
+
+
+def step_for(start: datetime, end: datetime) -> tuple[str, timedelta]:
+    for period, step, longest in STEPS:
+        if longest is None or end - start <= longest:
+            return period, step
+    raise AssertionError("unreachable")
+
+
+def floor(moment: datetime, period: str) -> datetime:
+    moment = moment.astimezone(UTC).replace(second=0, microsecond=0)
+    if period in ("hour", "day"):
+        moment = moment.replace(minute=0)
+    if period == "day":
+        moment = moment.replace(hour=0)
+    return moment
+
+
+def percentile(counts: list[int], fraction: float) -> float | None:
+    """The latency (ms) under which `fraction` of the calls fell, from the histogram's bucket counts."""
+    total = sum(counts)
+    if not total:
+        return None
+    wanted = fraction * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= wanted:
+            low = LATENCY_EDGES_MS[index - 1] if index else 0.0
+            if index >= len(LATENCY_EDGES_MS):
+                return float(low)  # past the last edge: at least this
+            return low + (LATENCY_EDGES_MS[index] - low) * (wanted - seen) / count
+        seen += count
+    return float(LATENCY_EDGES_MS[-1])
+
+
+def percentiles(counts: list[int]) -> dict:
+    return {name: percentile(counts, q) for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+
+
+def _sums(*names):
+    return {name: Sum(name) for name in names}
+
+
+def compute(start: datetime, end: datetime) -> Figures:
+    period, step = step_for(start, end)
+    first = floor(start, period)
+    figures = Figures(start=first, end=end, period=period, step=step)
+    rows = UsageRollup.objects.filter(period=period, start__gte=first, start__lt=end).order_by()
+    everything = rows.filter(dimension="all")
+
+    # One pass for the series, the latency histogram and the token totals (by step and class) ...
+    sums = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms", *LATENCY_BUCKETS)
+    per_class: dict = {}
+    per_step: dict = {}
+    histogram = [0] * len(LATENCY_BUCKETS)
+    totals = dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms"), 0)
+    for item in everything.values("start", "status_class").annotate(**_sums(*sums)):
+        per_class.setdefault(item["start"], {})[item["status_class"]] = item["calls"]
+        counts = [item[name] or 0 for name in LATENCY_BUCKETS]
+        step_counts = per_step.setdefault(item["start"], [0] * len(LATENCY_BUCKETS))
+        for index, count in enumerate(counts):
+            step_counts[index] += count
+            histogram[index] += count
+        for name in totals:
+            totals[name] += item[name] or 0
+    moment = first
+    while moment < end:
+        figures.series.append((moment, per_class.get(moment, {})))
+        moment += step
+    figures.calls = sum(sum(classes.values()) for classes in per_class.values())
+    figures.failed = sum(n for classes in per_class.values() for c, n in classes.items() if c in (4, 5, 0))
+    if not figures.calls:
+        return figures
+    figures.latency = percentiles(histogram)
+    figures.latency_mean = totals["latency_sum_ms"] / figures.calls
+    figures.latency_series = [(m, percentiles(per_step[m])) for m, _ in figures.series if m in per_step]
+    figures.tokens = {name: totals[name] for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+    # ... and one per ranking (keys ranked twice: by tokens and by calls).
+    for attribute, dimension in (("by_key", "key"), ("by_route", "route"), ("by_model", "model")):
+        ranked = [
+            dict(item, name=item["value"])
+            for item in rows.filter(dimension=dimension)
+            .values("value")
+            .annotate(**_sums("calls", "total_tokens", "errors"))
+        ]
+        setattr(figures, attribute, sorted(ranked, key=lambda i: (-(i["total_tokens"] or 0), -i["calls"]))[:TOP])
+        if dimension == "key":
+            figures.top_keys = sorted(ranked, key=lambda i: -i["calls"])[:TOP]
+    return figures

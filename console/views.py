@@ -1,0 +1,119 @@
+"""Console pages: thin views over figures.py, filters.py, explain.py and export.py. Read-only."""
+
+from datetime import timedelta
+
+from django.http import Http404
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+
+from routes_admin.models import APIKey, RequestLog, Route
+
+from . import charts, export, figures, filters, history, live
+from .access import console_page
+from .explain import explain
+
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+STEP_UNITS = {"minute": "calls / minute", "hour": "calls / hour", "day": "calls / day"}
+
+
+def _dashboard_range(request):
+    """(start, end, chosen preset or "custom", the custom form)."""
+    form = filters.RangeForm(request.GET or None)
+    now = timezone.now()
+    if request.GET.get("range") == "custom" and form.is_valid():
+        return form.cleaned_data["start"], min(form.cleaned_data["end"], now), "custom", form
+    chosen = request.GET.get("range") if request.GET.get("range") in RANGES else "24h"
+    return now - RANGES[chosen], now, chosen, form
+
+
+@console_page
+def dashboard(request):
+    start, end, chosen, form = _dashboard_range(request)
+    shown = figures.compute(start, end)
+    _label(shown)
+    context = {
+        "figures": shown,
+        "range": chosen,
+        "ranges": RANGES,
+        "form": form,
+        "start": start,
+        "end": end,
+        "calls_chart": charts.calls_chart(shown.series, shown.step, STEP_UNITS[shown.period]),
+        "latency_chart": charts.latency_chart(shown.latency_series, [m for m, _ in shown.series], shown.step),
+        "near_limits": live.keys_near_a_limit(),
+        "breakers": live.breakers_not_closed(),
+        "any_call": shown.calls > 0 or RequestLog.objects.exists(),
+    }
+    return render(request, "console/dashboard.html", context)
+
+
+def _label(shown) -> None:
+    """Each ranked item's label (a key's name, not only its prefix) and its explorer link."""
+    prefixes = {item["name"] for item in shown.by_key + shown.top_keys}
+    names = dict(APIKey.objects.filter(prefix__in=prefixes).values_list("prefix", "name"))
+    for items, param, nobody in (
+        (shown.by_key + shown.top_keys, "key", "no key"),
+        (shown.by_route, "route", "no route"),
+        (shown.by_model, "model", "no model"),
+    ):
+        for item in items:
+            value = item["name"]
+            item["label"] = (names.get(value, value) if param == "key" else value) or nobody
+            item["link"] = urlencode({param: value}) if value else ""
+
+
+@console_page
+def calls(request):
+    form = filters.CallFilter(request.GET)
+    rows, next_cursor = [], ""
+    if form.is_valid():
+        rows, next_cursor = filters.page(filters.filtered(form.cleaned_data), request.GET.get("cursor", ""))
+    active = form.active()
+    context = {
+        "form": form,
+        "rows": rows,
+        "active": active,
+        "query": urlencode(active),
+        "next_query": urlencode({**active, "cursor": next_cursor}) if next_cursor else "",
+        "paged": bool(request.GET.get("cursor")),
+        "admin_link": _admin_link(active),
+        "error_types": filters.ERROR_TYPES,
+        "limit_names": filters.LIMIT_NAMES,
+        "routes": Route.objects.order_by("name").values_list("name", flat=True),
+        "any_call": bool(rows) or RequestLog.objects.exists(),
+    }
+    return render(request, "console/calls.html", context, status=200 if form.is_valid() else 400)
+
+
+def _admin_link(active: dict) -> tuple[str, str] | None:
+    """Back to the admin page of the key or route the explorer is filtered on."""
+    if active.get("route"):
+        route = Route.objects.filter(name=active["route"]).first()
+        if route:
+            return reverse("admin:routes_admin_route_change", args=[route.pk]), f"route {route.name} in the admin"
+    if active.get("key"):
+        ids = filters.key_ids(active["key"])
+        if len(ids) == 1:
+            return reverse("admin:routes_admin_apikey_change", args=ids), "this key in the admin"
+    return None
+
+
+@console_page
+def call(request, pk: int):
+    row = get_object_or_404(RequestLog.objects.select_related("api_key", "route"), pk=pk)
+    context = {"row": row, "explanation": explain(row), "back": request.GET.get("back", "")}
+    return render(request, "console/call.html", context)
+
+
+@console_page
+def export_calls(request, fmt: str):
+    if fmt not in export.FORMATS:
+        raise Http404("unknown export format")
+    form = filters.CallFilter(request.GET)
+    if not form.is_valid():
+        return render(request, "console/calls.html", {"form": form, "rows": [], "any_call": True}, status=400)
+    history.record_export(request, fmt, form.active())
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return export.response(filters.filtered(form.cleaned_data), fmt, f"calls-{stamp}")

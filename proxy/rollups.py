@@ -1,0 +1,98 @@
+"""Usage rollups: the log rows of a batch summed per minute, hour and day (UTC) and status class,
+for all calls and by key, by route and by model; written with the rows.
+
+`add(rows)` runs inside the recorder's transaction (recording._save), so a batch's rows and its
+sums are saved together or not at all: for every period the log still holds, the rollups equal it.
+The batch is summed in Python first, then each distinct group is one upsert that adds to what is
+there (`INSERT ... ON CONFLICT DO UPDATE SET x = x + EXCLUDED.x`, on SQLite and PostgreSQL alike);
+Django's bulk_create(update_conflicts=True) can only overwrite, not add.
+"""
+
+from bisect import bisect_left
+from datetime import UTC
+from itertools import product
+
+from django.db import connection
+
+from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, UsageRollup
+
+GROUP = ("period", "dimension", "start", "value", "status_class")
+SUMS = (
+    "calls",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "latency_sum_ms",
+    *LATENCY_BUCKETS,
+)
+FIRST_BUCKET = SUMS.index(LATENCY_BUCKETS[0])
+GROUPS_PER_STATEMENT = 500  # 2 parameters a group: well under SQLite's and PostgreSQL's limits
+
+_statements: dict = {}
+
+
+def periods(created) -> tuple:
+    """The (period, start) pairs a call made at `created` counts in."""
+    minute = created.astimezone(UTC).replace(second=0, microsecond=0)
+    hour = minute.replace(minute=0)
+    return (("minute", minute), ("hour", hour), ("day", hour.replace(hour=0)))
+
+
+def aggregate(rows) -> dict:
+    """Log rows (as recording makes them) -> {group tuple: list of sums in SUMS order}."""
+    groups: dict = {}
+    for row in rows:
+        status_class = row["status"] // 100
+        values = (("all", ""), ("key", row["key_prefix"]), ("route", row["route_name"]), ("model", row["model"]))
+        latency = row["latency_ms"]
+        bucket = FIRST_BUCKET + bisect_left(LATENCY_EDGES_MS, latency)
+        for (period, start), (dimension, value) in product(periods(row["created"]), values):
+            group = (period, dimension, start, value, status_class)
+            sums = groups.get(group)
+            if sums is None:
+                sums = groups[group] = [0] * len(SUMS)
+            sums[0] += 1
+            if row["error_type"]:
+                sums[1] += 1
+            sums[2] += row["prompt_tokens"] or 0
+            sums[3] += row["completion_tokens"] or 0
+            sums[4] += row["total_tokens"] or 0
+            sums[5] += latency
+            sums[bucket] += 1
+    return groups
+
+
+def add(rows) -> None:
+    """Add a batch of log rows to the rollups. Call it in the transaction that inserts the rows."""
+    groups = aggregate(rows)
+    if not groups:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    head, tail = _statement()
+    # Sorted, so two writers upserting the same groups lock them in the same order (no deadlock).
+    items = sorted(groups.items())
+    with connection.cursor() as cursor:
+        for at in range(0, len(items), GROUPS_PER_STATEMENT):
+            values, params = [], []
+            for (period, dimension, start, value, status_class), sums in items[at : at + GROUPS_PER_STATEMENT]:
+                # Only the start and the value (a model name comes from the client) are parameters; the
+                # period, dimension and sums are the gateway's own words and numbers, written inline:
+                # binding 41 parameters a group cost more CPU than the rest of the write.
+                values.append(f"('{period}', '{dimension}', %s, %s, {status_class:d}, {', '.join(map(repr, sums))})")
+                params += [adapt(start), value]
+            cursor.execute(head + ", ".join(values) + tail, params)
+
+
+def _statement() -> tuple[str, str]:
+    """INSERT ... VALUES and ON CONFLICT ... DO UPDATE, the rows to go between them."""
+    if connection.vendor in _statements:
+        return _statements[connection.vendor]
+    quote = connection.ops.quote_name
+    table = quote(UsageRollup._meta.db_table)
+    columns = [quote(UsageRollup._meta.get_field(name).column) for name in GROUP + SUMS]
+    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns[len(GROUP) :])
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    tail = f" ON CONFLICT ({', '.join(columns[: len(GROUP)])}) DO UPDATE SET {updates}"
+    _statements[connection.vendor] = head, tail
+    return head, tail
