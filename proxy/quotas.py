@@ -160,7 +160,13 @@ def _admit(call, admission: Admission, scopes: list[Scope], read_ahead: list[str
 
 
 def _refuse(quotas: list[Quota], quota: Quota, message: str):
-    counter = {"name": quota.name, "limit": quota.limit, "used": quota.limit - quota.remaining, "reset": quota.reset}
+    # As Retry-After says it: a window ending this very second resets in 1 s, not 0.
+    counter = {
+        "name": quota.name,
+        "limit": quota.limit,
+        "used": quota.limit - quota.remaining,
+        "reset": max(1, quota.reset),
+    }
     raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name, quota=counter)
 
 

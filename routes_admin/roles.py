@@ -8,8 +8,8 @@ The admin, the management API and the console all decide through Django's permis
 come from these groups (a superuser has every permission). Nobody, whatever the role, may add,
 change or delete change-history entries: no role grants those permissions.
 
-The groups are created by migration 0005_roles. When ROLES changes, add a migration that applies
-the new lists (tests/test_roles.py fails while the database and ROLES disagree).
+The groups are created by migration 0005_roles and brought up to date by 0010_roles_records. When
+ROLES changes, add a migration that applies the new lists (tests/test_roles.py fails while the database and ROLES disagree).
 """
 
 ADMIN = "Admin"
@@ -21,7 +21,14 @@ CONFIGURATION = ["routes_admin.route", "routes_admin.upstreamtarget", "routes_ad
 # People and their roles: admins only.
 PEOPLE = ["auth.user", "auth.group"]
 # What happened: read by every role, written only by the gateway itself.
-RECORDS = ["routes_admin.requestlog", "routes_admin.keyusage", "auditlog.logentry"]
+RECORDS = [
+    "routes_admin.requestlog",
+    "routes_admin.keyusage",
+    "routes_admin.usagerollup",
+    "auditlog.logentry",
+    "jobs.job",
+    "jobs.webhookdelivery",
+]
 
 EVERY_ACTION = ["add", "change", "delete", "view"]
 
