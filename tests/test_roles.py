@@ -6,7 +6,9 @@ import pytest
 from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
+from jobs.models import Job
 from routes_admin import roles
 from routes_admin.models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route
 from tests.admin_forms import form_values
@@ -174,7 +176,13 @@ def test_an_auditor_cannot_reset_a_targets_breaker(client):
 
 
 # Records: every role reads them; nobody adds, changes or deletes them in the admin.
-RECORDS = ["routes_admin/requestlog", "routes_admin/keyusage", "routes_admin/upstreamtarget", "auditlog/logentry"]
+RECORDS = [
+    "routes_admin/requestlog",
+    "routes_admin/keyusage",
+    "routes_admin/upstreamtarget",
+    "auditlog/logentry",
+    "jobs/job",
+]
 
 
 def make_record(url: str):
@@ -184,6 +192,11 @@ def make_record(url: str):
         return KeyUsage.objects.create(api_key=make_key(all_routes=True)[0], day=date(2026, 1, 1), requests=5)
     if url == "routes_admin/upstreamtarget":
         return make_route("http://127.0.0.1:9/v1", name="r").targets.get()
+    if url == "jobs/job":
+        key = make_key(all_routes=True)[0]
+        return Job.objects.create(
+            api_key=key, route_name="r", created=timezone.now(), request_id="j1", method="POST", path="/v1/x"
+        )
     make_plan(name="p")
     return LogEntry.objects.latest("pk")
 
