@@ -15,6 +15,10 @@ import environ
 
 env = environ.Env()
 
+# Before anything else: gevent's monkey-patching in each new worker inspects every live object,
+# Django's lazy settings included, and settings touched before wsgi.py names them fail the boot.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+
 # /metrics sums every worker's counters from files in this directory (prometheus_client's
 # multiprocess mode). One directory per instance: a fresh temporary one unless set; it is
 # emptied at start so counters from a previous run do not linger.

@@ -87,9 +87,11 @@ class GatewayCluster:
             database_url = urlunsplit(parts._replace(path=f"/{name}"))
         else:
             database_url = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
+        # No DJANGO_SETTINGS_MODULE (pytest's is the tests' own): the servers boot the way
+        # `make run` and a production gunicorn do, from gunicorn.conf.py and manage.py alone.
+        inherited = {name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"}
         self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+            **inherited,
             "SECRET_KEY": "test-servers-secret",
             "DATABASE_URL": database_url,
             "CACHE_KEY_PREFIX": f"gwsrv{uuid.uuid4().hex[:8]}",
