@@ -1,6 +1,7 @@
 """The admin console: routes and targets, keys, quota plans, and the read-only request log."""
 
 import secrets
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
@@ -9,7 +10,7 @@ from django.db import models
 from django.db.models import Count, Q, Sum
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -165,10 +166,25 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_select_related = ["quota_plan", "user"]
     raw_id_fields = ["user"]
     filter_horizontal = ["routes"]
-    readonly_fields = ["display_prefix", "created", "revoked", "usage_against_limits"]
+    readonly_fields = ["display_prefix", "secret_rotation", "created", "revoked", "usage_against_limits"]
     actions = ["revoke", "reset_quota_counters"]
     fieldsets = [
-        (None, {"fields": ["name", "owner", "user", "display_prefix", "created", "expires", "revoked", "enabled"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "owner",
+                    "user",
+                    "display_prefix",
+                    "secret_rotation",
+                    "created",
+                    "expires",
+                    "revoked",
+                    "enabled",
+                ]
+            },
+        ),
         ("Reach", {"fields": ["all_routes", "routes"]}),
         (
             "Quota",
@@ -239,12 +255,16 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):
-        # Redirect after the POST, so that reloading the next page cannot issue a second key. The
-        # secret waits in the session under a one-time token and is removed when first shown.
+        return self.show_once(request, obj, request._issued_key)
+
+    @staticmethod
+    def show_once(request, key, secret: str):
+        """Redirect after the POST, so that reloading the next page cannot issue a second secret.
+        The secret waits in the session under a one-time token and is removed when first shown."""
         token = secrets.token_urlsafe(16)
-        request.session.setdefault(ISSUED_KEYS, {})[token] = {"key": obj.pk, "secret": request._issued_key}
+        request.session.setdefault(ISSUED_KEYS, {})[token] = {"key": key.pk, "secret": secret}
         request.session.modified = True
-        return redirect("admin:routes_admin_apikey_issued", obj.pk, token)
+        return redirect("admin:routes_admin_apikey_issued", key.pk, token)
 
     def get_urls(self):
         issued = path(
@@ -252,7 +272,43 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.issued_view),
             name="routes_admin_apikey_issued",
         )
-        return [issued, *super().get_urls()]
+        rotate = path(
+            "<int:key_id>/rotate/", self.admin_site.admin_view(self.rotate_view), name="routes_admin_apikey_rotate"
+        )
+        return [issued, rotate, *super().get_urls()]
+
+    @admin.display(description="Secret")
+    def secret_rotation(self, obj):
+        if obj is None or obj.pk is None:
+            return "Shown once, when the key is saved."
+        since = f"Last rotated {obj.rotated:%Y-%m-%d %H:%M %Z}. " if obj.rotated else ""
+        return format_html(
+            '{}<a class="button" href="{}">Rotate the secret…</a>',
+            since,
+            reverse("admin:routes_admin_apikey_rotate", args=[obj.pk]),
+        )
+
+    def rotate_view(self, request, key_id):
+        """A new secret for the same key (its limits, routes and usage stay), shown once; the old
+        secret works for the grace period given, then is refused everywhere."""
+        key = get_object_or_404(APIKey, pk=key_id)
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        error = ""
+        if request.method == "POST":
+            minutes = request.POST.get("grace_minutes", "0").strip() or "0"
+            if minutes.isdigit() and int(minutes) <= 7 * 24 * 60:
+                secret = key.rotate(timedelta(minutes=int(minutes)))
+                return self.show_once(request, key, secret)
+            error = "Give the grace period in whole minutes, from 0 to 10080 (a week)."
+        context = {
+            **self.admin_site.each_context(request),
+            "key": key,
+            "error": error,
+            "opts": self.model._meta,
+            "title": f"Rotate the secret of {key}",
+        }
+        return TemplateResponse(request, "admin/routes_admin/apikey/rotate.html", context)
 
     def issued_view(self, request, key_id, token):
         """The new key's secret, once: a reload finds the token spent and shows no secret."""

@@ -4,8 +4,9 @@ import re
 
 import pytest
 
+from routes_admin import keys
 from routes_admin.models import APIKey
-from tests.factories import make_route, make_user
+from tests.factories import auth, make_key, make_route, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -87,3 +88,40 @@ def test_large_numbers_get_a_wide_input(admin_client):
     assert re.search(r'<input[^>]+name="max_body_bytes"[^>]+class="vBigIntegerField"', html)
     html = admin_client.get("/admin/routes_admin/quotaplan/add/").content.decode()
     assert re.search(r'<input[^>]+name="requests_per_day"[^>]+class="vBigIntegerField"', html)
+
+
+def test_rotating_a_key_in_the_admin_shows_the_new_secret_once_and_retires_the_old_one(admin_client, client, upstream):
+    route = make_route(upstream.url, name="chat")
+    key, old = make_key(routes=[route])
+    change_page = admin_client.get(f"/admin/routes_admin/apikey/{key.pk}/change/").content.decode()
+    assert f"/admin/routes_admin/apikey/{key.pk}/rotate/" in change_page
+
+    response = admin_client.post(f"/admin/routes_admin/apikey/{key.pk}/rotate/", {"grace_minutes": "0"})
+    assert response.status_code == 302  # to the issued page: a reload rotates nothing
+    shown = admin_client.get(response["Location"])
+    assert "no-store" in shown["Cache-Control"]
+    new = re.search(r'id="api-key-secret"[^>]*>([^<]+)<', shown.content.decode()).group(1).strip()
+    assert "shown once already" in admin_client.get(response["Location"]).content.decode()
+
+    assert client.post("/v1/x", **auth(old)).status_code == 401
+    answer = client.post("/v1/x", **auth(new))
+    assert answer.status_code == 200
+    key.refresh_from_db()
+    assert key.rotated is not None and APIKey.objects.count() == 1
+
+
+def test_a_grace_period_keeps_the_old_secret_working_and_a_bad_one_is_refused(admin_client, client, upstream):
+    route = make_route(upstream.url, name="chat")
+    key, old = make_key(routes=[route])
+    refused = admin_client.post(f"/admin/routes_admin/apikey/{key.pk}/rotate/", {"grace_minutes": "soon"})
+    assert refused.status_code == 200 and "whole minutes" in refused.content.decode()
+    admin_client.post(f"/admin/routes_admin/apikey/{key.pk}/rotate/", {"grace_minutes": "30"})
+    assert client.post("/v1/x", **auth(old)).status_code == 200
+
+
+def test_an_auditor_cannot_rotate_a_key(client):
+    key, old = make_key(all_routes=True)
+    client.force_login(make_user("aude", "Auditor"))
+    assert client.post(f"/admin/routes_admin/apikey/{key.pk}/rotate/", {"grace_minutes": "0"}).status_code == 403
+    key.refresh_from_db()
+    assert keys.matches(old, key.hashed_secret)
