@@ -83,3 +83,42 @@ def servers():
         thread.start()
     for thread in stopping:
         thread.join()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def serial_live_server_on_memory_sqlite():
+    """The browser tests' live server serves one request at a time on in-memory SQLite."""
+    from django.db import connection
+    from django.test.testcases import LiveServerThread
+
+    from tests.browser import SerialWSGIServer
+
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        LiveServerThread.server_class = SerialWSGIServer
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Debian's Chromium, headless, launched by Playwright."""
+    from django.db import connections
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+        # While Playwright's loop runs, Django gives this code a connection of its own (async
+        # context); close it, or PostgreSQL cannot drop the test database at the end.
+        connections.close_all()
+
+
+@pytest.fixture
+def page(chromium):
+    """A desktop-sized page (1280 x 900) in that browser."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(15_000)
+    return page

@@ -4,64 +4,21 @@ Run alone with `pytest -m browser`; skipped when Chromium or Playwright is missi
 """
 
 import os
-import shutil
 from io import StringIO
 
-import pytest
 import requests
 from django.apps import apps as django_apps
 from django.core.management import call_command
-from django.core.servers.basehttp import WSGIServer
-from django.db import connection, connections
-from django.test.testcases import LiveServerThread
 
 from routes_admin import roles
 from routes_admin.models import APIKey, RequestLog, UpstreamTarget
+from tests.browser import BROWSER, SCREENSHOTS
 from tests.factories import make_route, make_user
 from tests.upstream import json_reply
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = os.environ.get("GATEWAY_SCREENSHOTS", "/tmp")
 CREDENTIAL = "Bearer sk-upstream-0123456789-SECRET-wxyz"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"),
-]
-
-
-class SerialWSGIServer(WSGIServer):
-    """One request at a time (and no keep-alive, which Django drops for unthreaded servers)."""
-
-    def __init__(self, *args, connections_override=None, **kwargs):
-        super().__init__(*args, **kwargs)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def serial_live_server_on_memory_sqlite():
-    # The live server shares the test's in-memory SQLite connection with its request threads, and
-    # an sqlite3 connection used by two threads at once fails ("not an error"): serve one at a time.
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        LiveServerThread.server_class = SerialWSGIServer
-
-
-@pytest.fixture
-def page(monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(15_000)
-        yield page
-        browser.close()
-        # While Playwright's loop runs, Django gives this code a connection of its own (async
-        # context); close it, or PostgreSQL cannot drop the test database at the end.
-        connections.close_all()
+pytestmark = BROWSER
 
 
 def shot(page, name: str) -> None:

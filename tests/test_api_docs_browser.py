@@ -5,59 +5,17 @@ Skipped when Chromium or Playwright is missing.
 """
 
 import os
-import shutil
 from urllib.parse import urlsplit
 
-import pytest
-from django.core.servers.basehttp import WSGIServer
-from django.db import connection, connections
-from django.test.testcases import LiveServerThread
-
 from routes_admin.models import QuotaPlan
+from tests.browser import BROWSER, SCREENSHOTS
 from tests.factories import make_plan
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = os.environ.get("GATEWAY_SCREENSHOTS", "/tmp")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"),
-]
-
-
-class SerialWSGIServer(WSGIServer):
-    """One request at a time: the live server shares the test's in-memory SQLite connection."""
-
-    def __init__(self, *args, connections_override=None, **kwargs):
-        super().__init__(*args, **kwargs)
-
-
-@pytest.fixture
-def serial_live_server(monkeypatch):
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        monkeypatch.setattr(LiveServerThread, "server_class", SerialWSGIServer)
-
-
-@pytest.fixture
-def page(monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(15_000)
-        yield page
-        browser.close()
-        connections.close_all()  # the connection Django gave the async context, or PostgreSQL cannot drop the db
+pytestmark = BROWSER
 
 
 # admin_user first: the test database is then set up before the live server and dropped after it stops.
-def test_the_docs_page_needs_no_cdn_and_calls_the_api_with_the_session(
-    admin_user, serial_live_server, live_server, page
-):
+def test_the_docs_page_needs_no_cdn_and_calls_the_api_with_the_session(admin_user, live_server, page):
     make_plan(name="visible-in-the-answer")
     base = live_server.url
     hosts = set()

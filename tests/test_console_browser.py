@@ -7,59 +7,23 @@ Run alone with `pytest -m browser`; skipped when Chromium or Playwright is missi
 """
 
 import os
-import shutil
 
-import pytest
 import requests
 from django.apps import apps as django_apps
-from django.core.servers.basehttp import WSGIServer
-from django.db import connection, connections
-from django.test.testcases import LiveServerThread
 
 from routes_admin import roles
 from routes_admin.models import RequestLog
+from tests.browser import BROWSER, SCREENSHOTS
 from tests.factories import make_key, make_route, make_target, make_user
 from tests.upstream import json_reply, refused_url
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = os.environ.get("GATEWAY_SCREENSHOTS", "/tmp")
 ZONE = "Europe/Paris"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"),
-]
+pytestmark = BROWSER
 
 
-class SerialWSGIServer(WSGIServer):
-    """One request at a time: the live server shares the test's in-memory SQLite connection."""
-
-    def __init__(self, *args, connections_override=None, **kwargs):
-        super().__init__(*args, **kwargs)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def serial_live_server_on_memory_sqlite():
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        LiveServerThread.server_class = SerialWSGIServer
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's own ORM calls, beside Playwright's loop
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield launched
-        launched.close()
-        connections.close_all()
-
-
-def open_page(browser, width=1280, height=900):
-    context = browser.new_context(viewport={"width": width, "height": height}, timezone_id=ZONE, accept_downloads=True)
+def open_page(chromium, width=1280, height=900):
+    context = chromium.new_context(viewport={"width": width, "height": height}, timezone_id=ZONE, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(15_000)
     return page
@@ -143,8 +107,10 @@ def no_control_changes_anything(page) -> None:
 
 
 # admin_user first: the test database is then set up before the live server and dropped after it stops.
-def test_an_admin_sees_traffic_finds_a_refused_call_and_exports_it(admin_user, live_server, browser, upstream, servers):
-    page = open_page(browser)
+def test_an_admin_sees_traffic_finds_a_refused_call_and_exports_it(
+    admin_user, live_server, chromium, upstream, servers
+):
+    page = open_page(chromium)
     sign_in(page, live_server.url, "admin", "password")
     assert "No calls yet: here is how to make one" in page.content()
     assert "curl " in page.inner_text(".empty pre")
@@ -163,13 +129,13 @@ def test_an_admin_sees_traffic_finds_a_refused_call_and_exports_it(admin_user, l
 
 
 def test_an_auditor_reads_everything_and_finds_no_control_that_changes_anything(
-    admin_user, live_server, browser, upstream, servers
+    admin_user, live_server, chromium, upstream, servers
 ):
     roles.apply_roles(django_apps, roles.ROLES)  # live-server tests empty the tables, migrated groups too
     make_user("audrey", "Auditor", password="pw")
     ids = traffic(live_server.url, upstream, servers)
 
-    page = open_page(browser)
+    page = open_page(chromium)
     sign_in(page, live_server.url, "audrey", "pw")
     no_control_changes_anything(page)
     read_the_console(page, live_server.url, ids, "auditor")
@@ -178,9 +144,9 @@ def test_an_auditor_reads_everything_and_finds_no_control_that_changes_anything(
         no_control_changes_anything(page)
 
 
-def test_the_console_fits_a_phone(admin_user, live_server, browser, upstream, servers):
+def test_the_console_fits_a_phone(admin_user, live_server, chromium, upstream, servers):
     ids = traffic(live_server.url, upstream, servers)
-    page = open_page(browser, width=390, height=844)
+    page = open_page(chromium, width=390, height=844)
     sign_in(page, live_server.url, "admin", "password")
     row = RequestLog.objects.get(request_id=ids[429])
     for name, path in (("dashboard", "/console/"), ("calls", "/console/calls/"), ("call", f"/console/calls/{row.pk}/")):
