@@ -4,26 +4,40 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+
 .PHONY: run test lint format bench bench-console soak migrate clean lock audit
 
-# Installs exactly the locked versions, each checked against its hash (pip itself included).
-$(STAMP): requirements.lock requirements-test.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes -r requirements-test.lock
+# Installs exactly the locked versions, each checked against its hash, with the locked pip first
+# (scripts/install_locked.sh says why). A failed install leaves no stamp, so the next make retries.
+$(STAMP): requirements-pip.lock requirements.lock requirements-test.lock scripts/install_locked.sh
+	rm -rf $(VENV)
+	PYTHON=$(PYTHON) scripts/install_locked.sh $(VENV) requirements-test.lock
 	touch $(STAMP)
 
-# After changing requirements.txt or requirements-test.txt: the locks, with every file's hash.
+# Maintainers' tools (pip-tools, pip-audit) live apart: nothing `make run` or `make test` installs.
+$(TOOLS_STAMP): requirements-pip.lock requirements-dev.lock scripts/install_locked.sh
+	rm -rf $(TOOLS)
+	PYTHON=$(PYTHON) scripts/install_locked.sh $(TOOLS) requirements-dev.lock
+	touch $(TOOLS_STAMP)
+
+# After changing a requirements*.txt: the locks, with every file's hash.
 # Versions already locked stay as they are; `make lock UPGRADE=1` moves everything to the newest.
-PIP_COMPILE = $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+PIP_COMPILE = $(TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade)
-lock: $(STAMP)
+lock: $(TOOLS_STAMP)
+	$(PIP_COMPILE) --output-file requirements-pip.lock requirements-pip.txt
 	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
 	$(PIP_COMPILE) --output-file requirements-test.lock requirements-test.txt
+	$(PIP_COMPILE) --output-file requirements-dev.lock requirements-dev.txt
 
 # Known vulnerabilities in the locked versions, from PyPI's advisory data (its per-release JSON API).
 # --strict: a package that could not be checked fails the audit instead of passing unseen.
-audit: $(STAMP)
-	$(BIN)/pip-audit --progress-spinner off --strict --disable-pip --require-hashes -r requirements-test.lock
+AUDIT = $(TOOLS)/bin/pip-audit --progress-spinner off --disable-pip --require-hashes
+audit: $(TOOLS_STAMP)
+	$(AUDIT) --strict -r requirements-test.lock
+	$(AUDIT) --strict -r requirements-dev.lock
 
 .env:
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
@@ -56,4 +70,4 @@ soak: $(STAMP)
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache staticfiles
