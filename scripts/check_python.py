@@ -1,6 +1,6 @@
 """Refuses, in one clear line, an interpreter the gateway does not support (run before the venv is made).
 
-Written for any Python 3: it must run on the interpreter it is about to refuse."""
+Written for any Python 3 (no f-strings): it must run on the interpreter it is about to refuse."""
 
 import sys
 
@@ -12,11 +12,11 @@ def problem(version, executable):
     if tuple(version[:2]) in SUPPORTED:
         return None
     found = ".".join(str(part) for part in version[:3])
-    names = ", ".join("%d.%d" % supported for supported in SUPPORTED)
+    names = ", ".join("{}.{}".format(*supported) for supported in SUPPORTED)
     return (
-        "The gateway runs on Python %s; %s is Python %s.\n"
-        "Run it with a supported one, for example: make run PYTHON=python3.11" % (names, executable, found)
-    )
+        "The gateway runs on Python {}; {} is Python {}.\n"
+        "Run it with a supported one, for example: make run PYTHON=python3.11"
+    ).format(names, executable, found)
 
 
 if __name__ == "__main__":
