@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
-.PHONY: run test lint format bench bench-console soak migrate clean lock audit
+.PHONY: run test lint format bench bench-instructions bench-console soak migrate clean lock audit
 
 # Installs exactly the locked versions, each checked against its hash, with the locked pip first
 # (scripts/install_locked.sh says why). A failed install leaves no stamp, so the next make retries.
@@ -61,6 +61,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Cost per call in CPU instructions (callgrind): a figure machine load does not move.
+bench-instructions: $(STAMP)
+	$(BIN)/python bench/instructions.py
 
 # The console on millions of synthetic calls, in a database of its own (see bench/console.py).
 bench-console: $(STAMP)
