@@ -44,6 +44,7 @@ audit: $(TOOLS_STAMP)
 	@echo "wrote .env with a new SECRET_KEY"
 
 run: $(STAMP) .env
+	@$(BIN)/python scripts/run_local.py --check-ports
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_demo
 	$(BIN)/python scripts/run_local.py

@@ -3,6 +3,7 @@ Ctrl-C stops them all (the worker first lets its running job finish, up to GATEW
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+
+def taken_ports(env: dict) -> list[str]:
+    """One line per port `make run` needs that something else already holds, naming its setting."""
+    bind = env.get("GATEWAY_BIND", "127.0.0.1:8000")
+    host, _, port = bind.rpartition(":")
+    demo_port = env.get("DEMO_PORT", "9000")
+    wanted = [
+        (host.strip("[]") or "127.0.0.1", port, "GATEWAY_BIND", f"GATEWAY_BIND={host or '127.0.0.1'}:8100"),
+        ("127.0.0.1", demo_port, "DEMO_PORT", "DEMO_PORT=9100"),
+    ]
+    problems = []
+    for address, number, setting, example in wanted:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As gunicorn binds: SO_REUSEADDR, so a port in TIME_WAIT is not reported as taken.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, int(number)))
+            except OSError:
+                current = bind if setting == "GATEWAY_BIND" else demo_port
+                problems.append(
+                    f"Port {number} on {address} is taken ({setting}={current}); pick another: {example} make run"
+                )
+    return problems
 
 
 def main() -> int:
@@ -62,4 +88,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--check-ports"]:
+        # `make run` asks this first, before migrating or starting anything.
+        problems = taken_ports(dict(os.environ))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        sys.exit(1 if problems else 0)
     sys.exit(main())
