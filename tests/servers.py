@@ -41,6 +41,17 @@ def wait_until_up(url: str, timeout: float = 20.0, process=None) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout}s")
 
 
+def listening_socket() -> socket.socket:
+    """A socket already listening on a port the kernel chose: handed to a server, it cannot be
+    taken by anyone else between choosing the port and serving on it (free_port() can)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
 class GatewayProcess:
     def __init__(self, process: subprocess.Popen, url: str, log_path: Path):
         self.process, self.url, self.log_path = process, url, log_path
@@ -131,7 +142,11 @@ class GatewayCluster:
         ).strip()
 
     def start(self, workers: int = 1, **env) -> GatewayProcess:
-        port = free_port()
+        # gunicorn serves on the socket the test bound, handed over the way systemd hands sockets
+        # (fd 3, LISTEN_FDS, LISTEN_PID: the shell's pid, which exec keeps), unless the test names
+        # its own GATEWAY_BIND.
+        listener = None if "GATEWAY_BIND" in env else listening_socket()
+        port = listener.getsockname()[1] if listener else int(str(env["GATEWAY_BIND"]).rsplit(":", 1)[1])
         log_path = self.tmp_path / f"gateway-{port}.log"
         process_env = {
             **self.env,
@@ -140,24 +155,33 @@ class GatewayCluster:
             **{k: str(v) for k, v in env.items()},
         }
         with open(log_path, "wb") as log:
+            command = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "gateway_project/gunicorn.conf.py",
+                "gateway_project.wsgi",
+            ]
+            if listener:
+                handover = f'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3<&{listener.fileno()}'
+                command = ["bash", "-c", handover, *command]
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "--config",
-                    "gateway_project/gunicorn.conf.py",
-                    "gateway_project.wsgi",
-                ],
+                command,
                 cwd=ROOT,
                 env=process_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: close() ends the workers too
+                pass_fds=(listener.fileno(),) if listener else (),
             )
         gateway = GatewayProcess(process, f"http://127.0.0.1:{port}", log_path)
         self.processes.append(gateway)
-        wait_until_up(gateway.url + "/healthz", process=process)
+        try:
+            wait_until_up(gateway.url + "/healthz", process=process)
+        finally:
+            if listener is not None:
+                listener.close()  # the server holds its own copy; a stopped server then refuses
         return gateway
 
     def close(self) -> None:
