@@ -49,8 +49,10 @@ run: $(STAMP) .env
 	$(BIN)/python manage.py setup_demo
 	$(BIN)/python scripts/run_local.py
 
+# The suite in parallel, one process per core (TEST_WORKERS=0 runs it in this process).
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

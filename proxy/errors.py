@@ -140,4 +140,10 @@ def exception_handler(exc, context) -> JsonResponse:
     if isinstance(exc, InvalidAPIKey):
         headers = {"WWW-Authenticate": 'Bearer realm="gateway"', **headers}
     set_rollback()
-    return error_response(status, error_type, message, request_id, headers)
+    response = error_response(status, error_type, message, request_id, headers)
+    if isinstance(exc, GatewayError) and status >= 500:
+        # An unreachable, failing or slow upstream is an expected outcome the gateway answered
+        # for, not a bug in it: a WARNING line, instead of django.request's ERROR for any 5xx.
+        log.warning("%s %s for request %s: %s", status, error_type, request_id, message)
+        response._has_been_logged = True
+    return response

@@ -211,13 +211,21 @@ def send(route, target, outgoing: Outgoing) -> requests.Response:
         )
     except requests.Timeout as exc:
         raise UpstreamTimeout(
-            f"The upstream {target.name} did not answer within the route's timeout.", sent=not never_sent(exc)
+            f"The upstream of the route {named(route, target)} did not answer within the route's timeout.",
+            sent=not never_sent(exc),
         ) from None
     except (requests.RequestException, Urllib3Error, OSError) as exc:
         log.info("upstream %s unreachable: %s", target.name, exc)
         raise UpstreamUnavailable(
-            f"The upstream {target.name} could not be reached.", sent=not never_sent(exc)
+            f"The upstream of the route {named(route, target)} could not be reached.", sent=not never_sent(exc)
         ) from None
+
+
+def named(route, target) -> str:
+    """What a caller may read about where the call went: the route's name, and the target's only
+    when GATEWAY_EXPOSE_TARGET says so (a default target name is the upstream's host:port, an
+    internal address). Operators see the target in the log row and the console."""
+    return f"{route.name} (target {target.name})" if settings.GATEWAY_EXPOSE_TARGET else route.name
 
 
 def never_sent(exc: BaseException) -> bool:

@@ -7,6 +7,22 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 
+
+def redis_url_of_this_worker(url: str, worker: str) -> str:
+    """Under pytest-xdist each worker empties its Redis database between tests (cache.clear() is
+    FLUSHDB), so each gets its own: REDIS_URL's database number plus the worker's index."""
+    if not url or not worker.startswith("gw"):
+        return url
+    base, _, number = url.rpartition("/")
+    return f"{base}/{int(number or 0) + int(worker[2:])}"
+
+
+# Set in the environment too: the real servers the tests start inherit it.
+if os.environ.get("REDIS_URL"):
+    os.environ["REDIS_URL"] = redis_url_of_this_worker(
+        os.environ["REDIS_URL"], os.environ.get("PYTEST_XDIST_WORKER", "")
+    )
+
 from gateway_project.settings import *  # noqa: E402,F403
 from gateway_project.settings import DATABASES, REDIS_URL  # noqa: E402
 
