@@ -47,24 +47,14 @@ class TargetSerializer(serializers.ModelSerializer):
         required=False,
         allow_blank=True,
         max_length=1000,
-        help_text="Write-only. Left out on an existing target: the stored value is kept.",
+        help_text="Write-only. Left out on an existing target: the stored value is kept, unless the URL's "
+        "scheme, host or port changes (then it is dropped, and refused while credential_header stays set).",
     )
     credential = serializers.SerializerMethodField(help_text="The stored credential, masked (last 4 characters).")
 
     class Meta:
         model = UpstreamTarget
-        fields = [
-            "id",
-            "name",
-            "url",
-            "weight",
-            "position",
-            "enabled",
-            "credential_header",
-            "credential_value",
-            "credential",
-            "model_aliases",
-        ]
+        fields = ["id", *routes.TARGET_FIELDS, "credential"]
         extra_kwargs = {"name": {"required": False}}
 
     def get_credential(self, target) -> str:

@@ -29,22 +29,12 @@ class UpstreamTargetForm(forms.ModelForm):
 
     class Meta:
         model = UpstreamTarget
-        fields = [
-            "name",
-            "url",
-            "weight",
-            "position",
-            "enabled",
-            "credential_header",
-            "credential_value",
-            "clear_credential",
-            "model_aliases",
-        ]
+        fields = [*route_service.TARGET_FIELDS, "clear_credential"]
 
     def given(self) -> dict:
         """The fields as the service layer takes them: a credential only when typed ("" when
         cleared), and the stored target's id."""
-        given = {name: self.cleaned_data[name] for name in self._meta.fields if name in route_service.TARGET_FIELDS}
+        given = {name: self.cleaned_data[name] for name in route_service.TARGET_FIELDS if name in self.cleaned_data}
         if self.cleaned_data.get("clear_credential"):
             given["credential_header"] = given["credential_value"] = ""
         elif not given.get("credential_value"):
