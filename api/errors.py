@@ -6,6 +6,8 @@ from rest_framework import exceptions
 from rest_framework.views import set_rollback
 
 from proxy.errors import describe, error_response
+from routes_admin.services import ServiceError
+from routes_admin.services.errors import ALL
 
 
 def exception_handler(exc, context):
@@ -18,6 +20,10 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         set_rollback()
         return validation_error(exc.detail, request_id)
+    if isinstance(exc, ServiceError):  # a change the service layer refused
+        set_rollback()
+        fields = {("non_field_errors" if name == ALL else name): value for name, value in exc.errors.items()}
+        return validation_error(fields, request_id)
     status, error_type, message, headers = describe(exc)
     if status == 500:
         return None  # a bug, not an API error: Django's handler500 answers (in the same shape) and logs it

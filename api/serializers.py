@@ -1,11 +1,10 @@
-"""What the management API reads and writes. The models' own clean() rules apply to every write
-(reserved prefixes, the SSRF guard on target URLs...), and secrets are never returned: a key's or
-token's secret only in the answer that creates it, a target's credential never (write-only)."""
+"""What the management API reads and writes. Every write goes through the service layer
+(routes_admin/services), which holds the rules and checks; its ServiceError is answered as a 400
+with field messages (api/errors.py). Secrets are never returned: a key's or token's secret only in
+the answer that creates it, a target's credential never (write-only)."""
 
 from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from rest_framework import serializers
 
 from routes_admin import history, keys
@@ -20,26 +19,23 @@ from routes_admin.models import (
     UpstreamTarget,
     mask_secret,
 )
-from routes_admin.validators import host_and_port
+from routes_admin.services import keys as key_service
+from routes_admin.services import plans, routes
 
 # Longest grace period a rotation may give the old secret.
-MAX_GRACE_SECONDS = 30 * 86400
-
-
-def run_clean(instance) -> None:
-    """The model's clean(), its ValidationError as DRF field messages."""
-    try:
-        instance.clean()
-    except DjangoValidationError as exc:
-        if hasattr(exc, "error_dict"):
-            raise serializers.ValidationError(exc.message_dict) from None
-        raise serializers.ValidationError({"non_field_errors": exc.messages}) from None
+MAX_GRACE_SECONDS = int(key_service.MAX_GRACE.total_seconds())
 
 
 class PlanSerializer(serializers.ModelSerializer):
     class Meta:
         model = QuotaPlan
         fields = ["id", "name", *Limits.LIMIT_FIELDS, "created"]
+
+    def create(self, validated_data):
+        return plans.save_plan(None, validated_data)
+
+    def update(self, plan, validated_data):
+        return plans.save_plan(plan, validated_data)
 
 
 class TargetSerializer(serializers.ModelSerializer):
@@ -51,24 +47,14 @@ class TargetSerializer(serializers.ModelSerializer):
         required=False,
         allow_blank=True,
         max_length=1000,
-        help_text="Write-only. Left out on an existing target: the stored value is kept.",
+        help_text="Write-only. Left out on an existing target: the stored value is kept, unless the URL's "
+        "scheme, host or port changes (then it is dropped, and refused while credential_header stays set).",
     )
     credential = serializers.SerializerMethodField(help_text="The stored credential, masked (last 4 characters).")
 
     class Meta:
         model = UpstreamTarget
-        fields = [
-            "id",
-            "name",
-            "url",
-            "weight",
-            "position",
-            "enabled",
-            "credential_header",
-            "credential_value",
-            "credential",
-            "model_aliases",
-        ]
+        fields = ["id", *routes.TARGET_FIELDS, "credential"]
         extra_kwargs = {"name": {"required": False}}
 
     def get_credential(self, target) -> str:
@@ -82,82 +68,13 @@ class RouteSerializer(serializers.ModelSerializer):
         model = Route
         fields = ["id", *Route.SETTINGS, "fallback", "quota_plan", "targets", "created", "updated"]
 
-    def validate(self, attrs):
-        route = Route(**{**self._current_fields(), **{k: v for k, v in attrs.items() if k != "targets"}})
-        route.pk = self.instance.pk if self.instance else None
-        run_clean(route)
-        if "targets" in attrs:
-            attrs["targets"] = self._checked_targets(attrs["targets"])
-        return attrs
-
-    def _current_fields(self) -> dict:
-        if self.instance is None:
-            return {}
-        return {f.name: getattr(self.instance, f.name) for f in Route._meta.concrete_fields if not f.primary_key}
-
-    def _checked_targets(self, targets: list[dict]) -> list[dict]:
-        """Each target as it will be saved, checked by UpstreamTarget.clean(); errors by position."""
-        existing = {t.id: t for t in self.instance.targets.all()} if self.instance else {}
-        errors, names = [], set()
-        for fields in targets:
-            error = {}
-            old = existing.get(fields["id"]) if "id" in fields else None
-            if "id" in fields and old is None:
-                error["id"] = [f"This route has no target {fields['id']}."]
-            # As it will be saved: the stored values (the credential included) unless given.
-            current = {f.name: getattr(old, f.name) for f in UpstreamTarget._meta.concrete_fields} if old else {}
-            current.pop("id", None)
-            current.pop("route", None)
-            target = UpstreamTarget(**{**current, **{k: v for k, v in fields.items() if k != "id"}})
-            try:
-                run_clean(target)
-            except serializers.ValidationError as exc:
-                error.update(exc.detail)
-            name = target.name or host_and_port(target.url) or "target"  # as UpstreamTarget.save()
-            if name in names:
-                error["name"] = [f"Two targets of this route are named {name!r}."]
-            names.add(name)
-            errors.append(error)
-        if any(errors):
-            raise serializers.ValidationError({"targets": errors})
-        return targets
-
-    @transaction.atomic
     def create(self, validated_data):
         targets = validated_data.pop("targets", [])
-        route = Route.objects.create(**validated_data)
-        for fields in targets:
-            fields.pop("id", None)
-            UpstreamTarget.objects.create(route=route, **fields)
-        return route
+        return routes.save_route(None, validated_data, targets).route
 
-    @transaction.atomic
     def update(self, route, validated_data):
         targets = validated_data.pop("targets", None)
-        for name, value in validated_data.items():
-            setattr(route, name, value)
-        route.save()
-        if targets is not None:
-            keep = {fields["id"] for fields in targets if "id" in fields}
-            for gone in route.targets.exclude(id__in=keep):
-                gone.delete()  # one by one, so the change is announced like any other
-            for fields in targets:
-                if "id" in fields:
-                    target = route.targets.get(pk=fields["id"])  # the fields left out keep their values
-                    for name, value in fields.items():
-                        setattr(target, name, value)
-                else:
-                    target = UpstreamTarget(route=route, **fields)
-                target.save()
-        return route
-
-
-def key_has_reach(attrs: dict, instance: APIKey | None) -> None:
-    """A key's reach is always explicit: some routes, or all routes."""
-    all_routes = attrs.get("all_routes", instance.all_routes if instance else False)
-    routes = attrs["routes"] if "routes" in attrs else (list(instance.routes.all()) if instance else [])
-    if not all_routes and not routes:
-        raise serializers.ValidationError({"routes": ["Say which routes the key may call, or set all_routes."]})
+        return routes.save_route(route, validated_data, targets).route
 
 
 class KeySerializer(serializers.ModelSerializer):
@@ -191,21 +108,14 @@ class KeySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["revoked", "rotated", "created"]
 
-    def validate(self, attrs):
-        key_has_reach(attrs, self.instance)
-        return attrs
-
-    @transaction.atomic
     def create(self, validated_data):
-        routes = validated_data.pop("routes", [])
-        key, secret = APIKey.objects.issue(**validated_data)
-        key.secret = secret  # in this answer only
-        key.routes.set(routes)
+        reach = validated_data.pop("routes", [])
+        key, key.secret = key_service.issue_key(validated_data, reach)  # the secret in this answer only
         return key
 
-    @transaction.atomic
     def update(self, key, validated_data):
-        return super().update(key, validated_data)
+        reach = validated_data.pop("routes", None)  # left out: the key keeps its routes
+        return key_service.update_key(key, validated_data, reach)
 
 
 class IssuedKeySerializer(KeySerializer):

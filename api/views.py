@@ -22,6 +22,8 @@ from rest_framework.response import Response
 
 from proxy.state import quota_state
 from routes_admin.models import APIKey, KeyUsage, ManagementToken, QuotaPlan, RequestLog, Route
+from routes_admin.services import keys as key_service
+from routes_admin.services import plans, routes
 
 from . import errors, filters
 from . import serializers as api
@@ -83,11 +85,17 @@ class RouteViewSet(ManagementViewSet, viewsets.ModelViewSet):
     serializer_class = api.RouteSerializer
     filterset_class = filters.RouteFilter
 
+    def perform_destroy(self, route):
+        routes.delete_route(route)
+
 
 class PlanViewSet(ManagementViewSet, viewsets.ModelViewSet):
     queryset = QuotaPlan.objects.order_by("id")
     serializer_class = api.PlanSerializer
     filterset_class = filters.PlanFilter
+
+    def perform_destroy(self, plan):
+        plans.delete_plan(plan)
 
 
 class KeyViewSet(ManagementViewSet, viewsets.ModelViewSet):
@@ -104,6 +112,9 @@ class KeyViewSet(ManagementViewSet, viewsets.ModelViewSet):
         self.perform_create(serializer)
         return no_store(Response(api.IssuedKeySerializer(serializer.instance).data, status=status.HTTP_201_CREATED))
 
+    def perform_destroy(self, key):
+        key_service.delete_key(key)
+
     @extend_schema(request=api.RotateSerializer, responses={200: api.IssuedKeySerializer})
     @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated, ChangePermission])
     def rotate(self, request, pk=None):
@@ -111,15 +122,14 @@ class KeyViewSet(ManagementViewSet, viewsets.ModelViewSet):
         key = self.get_object()
         options = api.RotateSerializer(data=request.data)
         options.is_valid(raise_exception=True)
-        key.secret = key.rotate(grace=timedelta(seconds=options.validated_data["grace_seconds"]))
+        key.secret = key_service.rotate_key(key, timedelta(seconds=options.validated_data["grace_seconds"]))
         return no_store(Response(api.IssuedKeySerializer(key).data))
 
     @extend_schema(request=None, responses={200: api.KeySerializer})
     @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated, ChangePermission])
     def revoke(self, request, pk=None):
         """Refuse this key from now on, for good."""
-        key = self.get_object()
-        key.revoke()
+        key = key_service.revoke_key(self.get_object())
         return Response(api.KeySerializer(key).data)
 
     @extend_schema(responses={200: api.KeyUsageSummarySerializer}, filters=False)

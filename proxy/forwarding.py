@@ -215,10 +215,33 @@ def send(route, target, outgoing: Outgoing) -> requests.Response:
             sent=not never_sent(exc),
         ) from None
     except (requests.RequestException, Urllib3Error, OSError) as exc:
-        log.info("upstream %s unreachable: %s", target.name, exc)
+        log.info("upstream %s unreachable: %s", target.name, failure_reason(exc))
         raise UpstreamUnavailable(
             f"The upstream of the route {named(route, target)} could not be reached.", sent=not never_sent(exc)
         ) from None
+    except ValueError as exc:  # http.client refused a header (a control character): nothing was sent
+        log.error("upstream %s not called: a request header cannot be sent (%s)", target.name, failure_reason(exc))
+        raise UpstreamUnavailable(f"The upstream {target.name} could not be called.", sent=False) from None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What failed, safe for a log: the exception types down to the socket error, with the
+    system's words for it ("Connection refused"). Never the messages: requests and urllib3 put
+    the URL (the caller's path and query) in theirs, and http.client a refused header's value."""
+    names, seen = [], set()
+    while exc is not None and id(exc) not in seen and len(names) < 6:
+        seen.add(id(exc))
+        name = type(exc).__name__
+        if isinstance(exc, OSError) and exc.strerror:
+            name += f" ({exc.strerror})"
+        names.append(name)
+        reason = getattr(exc, "reason", None)
+        cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = next(
+            (e for e in (reason, cause, exc.__cause__, exc.__context__) if isinstance(e, BaseException)),
+            None,
+        )
+    return " < ".join(names)
 
 
 def named(route, target) -> str:
@@ -277,7 +300,8 @@ class UpstreamBody:
             self.complete = True
         except (Urllib3Error, requests.RequestException, OSError) as exc:
             # Bytes already reached the client: too late to retry or change the status.
-            log.warning("upstream %s broke off mid-answer (request id %s): %s", call.target, call.request_id, exc)
+            reason = failure_reason(exc)
+            log.warning("upstream %s broke off mid-answer (request id %s): %s", call.target, call.request_id, reason)
             call.error_type = "upstream_stream_error"
             if tracker.sse:
                 event = {

@@ -16,10 +16,12 @@ from django.utils.html import format_html, format_html_join
 
 from proxy.state import quota_state, reset_quotas
 
-from . import keys
 from .admin_history import HistoryLinkMixin
-from .forms import APIKeyForm, UpstreamTargetForm
+from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route, UpstreamTarget
+from .services import ServiceError, plans
+from .services import keys as key_service
+from .services import routes as route_service
 
 admin.site.site_header = "AI gateway"
 admin.site.site_title = "AI gateway"
@@ -33,6 +35,7 @@ WIDE_NUMBERS = {models.PositiveIntegerField: {"widget": AdminBigIntegerFieldWidg
 class UpstreamTargetInline(admin.StackedInline):
     model = UpstreamTarget
     form = UpstreamTargetForm
+    formset = TargetFormSet
     extra = 0
     readonly_fields = ["stored_credential"]
     fields = [
@@ -83,6 +86,24 @@ class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
     @admin.display(description="Targets", ordering="_targets")
     def target_count(self, obj):
         return obj._targets
+
+    # Writes go through the service layer: the route and its targets as one change.
+    def save_model(self, request, obj, form, change):
+        pass  # saved with its targets by save_related
+
+    def save_related(self, request, form, formsets, change):
+        targets = next((f for f in formsets if isinstance(f, TargetFormSet)), None)
+        fields = {name: value for name, value in form.cleaned_data.items() if name in route_service.ROUTE_FIELDS}
+        saved = route_service.save_route(form.instance, fields, targets.given() if targets else None)
+        if targets:
+            targets.record(saved)
+
+    def delete_model(self, request, obj):
+        route_service.delete_route(obj)
+
+    def delete_queryset(self, request, queryset):
+        for route in queryset:
+            route_service.delete_route(route)
 
 
 def against(used: int | None, limit: int | None) -> str:
@@ -138,6 +159,16 @@ class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
     @admin.display(description="Routes capped", ordering="_routes")
     def route_count(self, obj):
         return obj._routes
+
+    def save_model(self, request, obj, form, change):
+        plans.save_plan(obj, form.cleaned_data)
+
+    def delete_model(self, request, obj):
+        plans.delete_plan(obj)
+
+    def delete_queryset(self, request, queryset):
+        for plan in queryset:
+            plans.delete_plan(plan)
 
 
 ISSUED_KEYS = "issued_keys"  # session key: one-time token -> the key id and its secret, until shown
@@ -249,10 +280,22 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        if not change:
+        reach = form.cleaned_data.get("routes")
+        if change:
+            key_service.update_key(obj, form.fields_given(), reach)
+        else:
             # The full key exists only in this request: stored as a hash, shown once by response_add.
-            request._issued_key, obj.prefix, obj.hashed_secret = keys.generate()
-        super().save_model(request, obj, form, change)
+            _, request._issued_key = key_service.issue_key(form.fields_given(), reach, key=obj)
+
+    def save_related(self, request, form, formsets, change):
+        pass  # the key's routes were saved with it, by the service layer
+
+    def delete_model(self, request, obj):
+        key_service.delete_key(obj)
+
+    def delete_queryset(self, request, queryset):
+        for key in queryset:
+            key_service.delete_key(key)
 
     def response_add(self, request, obj, post_url_continue=None):
         return self.show_once(request, obj, request._issued_key)
@@ -295,15 +338,20 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         if not self.has_change_permission(request, key):
             raise PermissionDenied
         error = ""
+        most = int(key_service.MAX_GRACE.total_seconds() // 60)
         if request.method == "POST":
             minutes = request.POST.get("grace_minutes", "0").strip() or "0"
-            if minutes.isdigit() and int(minutes) <= 7 * 24 * 60:
-                secret = key.rotate(timedelta(minutes=int(minutes)))
+            try:
+                if not minutes.isdigit() or len(minutes) > 9:
+                    raise ServiceError({"grace": ["not a whole number"]})
+                secret = key_service.rotate_key(key, timedelta(minutes=int(minutes)))
                 return self.show_once(request, key, secret)
-            error = "Give the grace period in whole minutes, from 0 to 10080 (a week)."
+            except ServiceError:
+                error = f"Give the grace period in whole minutes, from 0 to {most} ({key_service.MAX_GRACE.days} days)."
         context = {
             **self.admin_site.each_context(request),
             "key": key,
+            "most_minutes": most,
             "error": error,
             "opts": self.model._meta,
             "title": f"Rotate the secret of {key}",
@@ -333,8 +381,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     def revoke(self, request, queryset):
         count = 0
         for key in queryset.filter(revoked__isnull=True):
-            key.revoked = timezone.now()
-            key.save(update_fields=["revoked"])  # one save per key so every process hears of it
+            key_service.revoke_key(key)  # one save per key so every process hears of it
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
 

@@ -7,7 +7,10 @@ configuration of routes and plans: one missing from it is deleted. Keys are not 
 Credentials are never written: a target's credential is a reference to an environment variable,
 `credential_value: ${ENV:NAME}`, read when the file is applied. When that variable is not set,
 the credential already stored for the target is kept (so a file exported on one machine applies
-unchanged on another); a new target whose variable is unset is an error.
+unchanged on another), unless the target's URL moves to another scheme, host or port (the rule of
+the service layer); a new target whose variable is unset is an error.
+
+The changes are made through the service layer (routes_admin/services), like every other surface's.
 """
 
 import os
@@ -19,7 +22,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import Limits, QuotaPlan, Route, UpstreamTarget
-from .validators import host_and_port
+from .services import ServiceError, plans
+from .services import routes as route_service
 
 VERSION = 1
 ENV_REFERENCE = re.compile(r"^\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -204,7 +208,7 @@ def _load_route(item: Located, desired: Desired) -> None:
     for entry in targets_list:
         _only(entry, (*TARGET_FIELDS, "credential_value"), f"{what}, target")
         target = UpstreamTarget(**{key: entry[key] for key in TARGET_FIELDS if key in entry})
-        target.name = target.name or host_and_port(target.url) or "target"  # as UpstreamTarget.save()
+        target.name = target.name or route_service.default_target_name(target.url)
         if target.name in names:
             raise ConfigError(f"{what}: two targets are named {target.name!r}", _where(entry, "name"))
         names.add(target.name)
@@ -265,18 +269,18 @@ def changes(desired: Desired) -> list[Change]:
     for name, wanted in desired.plans.items():
         current = plans.get(name)
         if current is None:
-            found.append(Change("create", f"plan {name}", apply=wanted.save))
+            found.append(Change("create", f"plan {name}", apply=_plan_saver(None, _fields(wanted, PLAN_FIELDS))))
         elif details := _differences(current, wanted, Limits.LIMIT_FIELDS):
-            found.append(Change("update", f"plan {name}", details, _updater(current, wanted, Limits.LIMIT_FIELDS)))
+            found.append(Change("update", f"plan {name}", details, _plan_saver(current, _fields(wanted, PLAN_FIELDS))))
 
     routes = {route.name: route for route in Route.objects.select_related("fallback", "quota_plan")}
     for name, (wanted, _fallback, _plan, targets, _item) in desired.routes.items():
         current = routes.get(name)
         fields = [f for f in ROUTE_FIELDS if f != "name"]
         if current is None:
-            found.append(Change("create", f"route {name}", apply=wanted.save))
+            found.append(Change("create", f"route {name}", apply=_route_saver(None, _fields(wanted, ROUTE_FIELDS))))
         elif details := _differences(current, wanted, fields):
-            found.append(Change("update", f"route {name}", details, _updater(current, wanted, fields)))
+            found.append(Change("update", f"route {name}", details, _route_saver(current, _fields(wanted, fields))))
         found += _target_changes(name, current, targets)
 
     # Links by name, once every route and plan exists.
@@ -294,14 +298,13 @@ def changes(desired: Desired) -> list[Change]:
     for name, route in routes.items():
         if name not in desired.routes:
             keys = route.api_keys.count()
-            found.append(
-                Change("delete", f"route {name}", [f"{keys} key(s) lose this route"] if keys else [], route.delete)
-            )
+            details = [f"{keys} key(s) lose this route"] if keys else []
+            found.append(Change("delete", f"route {name}", details, _deleter(route_service.delete_route, route)))
     for name, plan in plans.items():
         if name not in desired.plans:
             users = plan.api_keys.count() + plan.routes.count()
             details = [f"{users} key(s) or route(s) lose this plan"] if users else []
-            found.append(Change("delete", f"plan {name}", details, plan.delete))
+            found.append(Change("delete", f"plan {name}", details, _deleter(plans.delete_plan, plan)))
     return found
 
 
@@ -311,24 +314,41 @@ def _target_changes(route_name: str, route: Route | None, targets: list) -> list
     for wanted, entry in targets:
         label = f"target {route_name}/{wanted.name}"
         old = current.get(wanted.name)
+        given = {name: getattr(wanted, name) for name in TARGET_FIELDS}
         credential, note = _credential(wanted, old, entry)
-        wanted.credential_value = credential
+        if credential is not None:
+            given["credential_value"] = credential
+        try:  # the target as the service layer will save it: its rules (a credential follows its host)
+            checked = route_service.check_target(old, given, route)
+        except ServiceError as exc:
+            raise _config_error(exc, entry, label) from None
         if old is None:
-            found.append(Change("create", label, [note] if note else [], _creator(route_name, wanted)))
+            found.append(Change("create", label, [note] if note else [], _target_saver(route_name, None, given)))
             continue
-        details = _differences(old, wanted, [f for f in TARGET_FIELDS if f != "name"])
-        if old.credential_value != credential:
-            details.append("credential_value: (changed)")
+        details = _differences(old, checked, [f for f in TARGET_FIELDS if f != "name"])
+        if old.credential_value != checked.credential_value:
+            details.append("credential_value: (changed)" if checked.credential_value else "credential_value: (removed)")
         if details:
-            found.append(Change("update", label, details, _updater(old, wanted, [*TARGET_FIELDS, "credential_value"])))
+            found.append(Change("update", label, details, _target_saver(route_name, old, given)))
     for name, old in current.items():
         if name not in {wanted.name for wanted, _ in targets}:
-            found.append(Change("delete", f"target {route_name}/{name}", apply=old.delete))
+            found.append(
+                Change("delete", f"target {route_name}/{name}", apply=_deleter(route_service.delete_target, old))
+            )
     return found
 
 
-def _credential(wanted: UpstreamTarget, old: UpstreamTarget | None, entry: Located) -> tuple[str, str]:
-    """The credential to store, and a note for the diff."""
+def _config_error(exc: ServiceError, entry: Located, what: str) -> ConfigError:
+    """The service layer's refusal, at the line of the first field it names."""
+    name, messages = next(iter(exc.errors.items()))
+    key = name if name in entry else None
+    label = f"{name}: " if name in entry or name in TARGET_FIELDS else ""
+    return ConfigError(f"{what}: {label}{' '.join(messages)}", _where(entry, key))
+
+
+def _credential(wanted: UpstreamTarget, old: UpstreamTarget | None, entry: Located) -> tuple[str | None, str]:
+    """The credential the file gives ("" for none; None: not given, so the stored one may stay),
+    and a note for the diff."""
     variable = wanted.credential_reference
     if not variable:
         return "", ""
@@ -336,37 +356,40 @@ def _credential(wanted: UpstreamTarget, old: UpstreamTarget | None, entry: Locat
     if value:
         return value, f"credential_value from ${variable}"
     if old is not None and old.credential_value:
-        return old.credential_value, ""  # unset here: keep the stored one
+        return None, ""  # unset here: the service layer keeps the stored one if it may
     raise ConfigError(
         f"target {wanted.name}: the environment variable {variable} is not set (a new credential needs it)",
         _where(entry, "credential_value"),
     )
 
 
-def _updater(current, wanted, fields):
-    def update():
-        for name in fields:
-            setattr(current, name, getattr(wanted, name))
-        current.full_clean(exclude=["route", "fallback", "quota_plan"], validate_unique=False)
-        current.save()
-
-    return update
+def _fields(wanted, names) -> dict:
+    return {name: getattr(wanted, name) for name in names}
 
 
-def _creator(route_name: str, target: UpstreamTarget):
-    def create():
-        target.route = Route.objects.get(name=route_name)
-        target.save()
+def _route_saver(current: Route | None, fields: dict):
+    return lambda: route_service.save_route(current, fields)
 
-    return create
+
+def _target_saver(route_name: str, old: UpstreamTarget | None, given: dict):
+    return lambda: route_service.save_target(Route.objects.get(name=route_name), old, given)
+
+
+def _plan_saver(current: QuotaPlan | None, fields: dict):
+    return lambda: plans.save_plan(current, fields)
+
+
+def _deleter(delete, obj):
+    return lambda: delete(obj)
 
 
 def _linker(route_name: str, fallback: str | None, plan: str | None):
     def link():
-        route = Route.objects.get(name=route_name)
-        route.fallback = Route.objects.get(name=fallback) if fallback else None
-        route.quota_plan = QuotaPlan.objects.get(name=plan) if plan else None
-        route.save()
+        links = {
+            "fallback": Route.objects.get(name=fallback) if fallback else None,
+            "quota_plan": QuotaPlan.objects.get(name=plan) if plan else None,
+        }
+        route_service.save_route(Route.objects.get(name=route_name), links)
 
     return link
 

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import keys
-from .validators import check_target_url, host_and_port
+from .validators import check_credential, check_target_url, default_target_name
 
 # The gateway's own paths, defined here once: the URL conf sends everything else to the proxy, and
 # no route may claim them. Areas are reserved with everything below them; endpoints exactly.
@@ -225,8 +225,8 @@ class UpstreamTarget(models.Model):
         return f"{self.route.name}/{self.name}" if self.route_id else self.name
 
     def save(self, *args, **kwargs):
-        if not self.name:
-            self.name = host_and_port(self.url) or "target"  # never the URL's user or password
+        if not self.name:  # written without the service layer (data migrations, tests)
+            self.name = default_target_name(self.url)
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
@@ -236,6 +236,7 @@ class UpstreamTarget(models.Model):
             raise ValidationError({"model_aliases": "A JSON object of public name -> upstream name."})
         if bool(self.credential_header) != bool(self.credential_value):
             raise ValidationError("Give both the credential header and its value, or neither.")
+        check_credential(self.credential_header, self.credential_value)
 
     @property
     def masked_credential(self) -> str:
@@ -258,10 +259,14 @@ class APIKeyQuerySet(models.QuerySet):
 
 
 class APIKeyManager(models.Manager.from_queryset(APIKeyQuerySet)):
-    def issue(self, **fields) -> tuple["APIKey", str]:
-        """Create a key; returns it with the full secret, which is never stored."""
+    def issue(self, key: "APIKey | None" = None, **fields) -> tuple["APIKey", str]:
+        """Create a key (or save the unsaved `key` as a new one); returns it with the full secret,
+        which is never stored."""
         full, prefix, hashed = keys.generate()
-        key = self.create(prefix=prefix, hashed_secret=hashed, **fields)
+        key = key if key is not None else self.model()
+        for name, value in {**fields, "prefix": prefix, "hashed_secret": hashed}.items():
+            setattr(key, name, value)
+        key.save(force_insert=True, using=self.db)
         return key, full
 
     def for_secret(self, full: str) -> "APIKey | None":

@@ -6,6 +6,7 @@ It sits beside the models (which validate targets with it) and below the proxy (
 again at call time, and connects only to the addresses checked here: proxy/ssrf.py)."""
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -138,3 +139,40 @@ def host_and_port(url: str) -> str:
     except ValueError:
         port = None
     return f"{host}:{port}" if port else host
+
+
+def default_target_name(url: str) -> str:
+    """The name a target gets when none is given: host[:port] of its URL, never its user or password."""
+    return host_and_port(url) or "target"
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the default one when the URL names none): where a credential goes."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").rstrip("."), port or {"http": 80, "https": 443}.get(scheme)
+
+
+# RFC 9110 §5.1: a field name is a token. A value holds no control character but horizontal tab
+# (§5.5) and, as the HTTP client requires, starts with none of white space: a CR, LF or NUL in a
+# stored credential would make every call fail inside the client, with the value in its error.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^\s")
+
+
+def check_credential(header: str, value: str) -> None:
+    """ValidationError for a credential header the gateway could not send; never quotes the value."""
+    errors = {}
+    if header and not HEADER_NAME.fullmatch(header):
+        errors["credential_header"] = "A header name is letters, digits and !#$%&'*+-.^_`|~ only."
+    if value and BAD_HEADER_VALUE.search(value):
+        errors["credential_value"] = (
+            "The credential contains a line break, NUL or another control character, or starts with a space: "
+            "no HTTP client may send it."
+        )
+    if errors:
+        raise ValidationError(errors)

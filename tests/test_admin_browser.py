@@ -144,7 +144,7 @@ def test_issuing_a_key_reload_copy_and_a_key_that_may_call_nothing(admin_user, l
     page.fill("#id_name", "nowhere")
     page.click("input[name=_save]")
     page.wait_for_selector(".errornote")
-    assert "Choose the routes this key may call" in page.content()
+    assert "Say which routes the key may call" in page.content()
     page.wait_for_load_state("networkidle")
     assert not APIKey.objects.exists()
 

@@ -49,12 +49,12 @@ def test_view_site_leads_to_the_first_steps_page(client):
 def test_a_key_without_routes_and_without_all_routes_is_refused(admin_client):
     response = admin_client.post("/admin/routes_admin/apikey/add/", {"name": "nowhere", "enabled": "on"})
     assert response.status_code == 200
-    assert "Choose the routes this key may call" in response.content.decode()
+    assert "Say which routes the key may call" in response.content.decode()
     assert not APIKey.objects.exists()
 
     key = APIKey.objects.issue(name="k", all_routes=True)[0]
     response = admin_client.post(f"/admin/routes_admin/apikey/{key.pk}/change/", {"name": "k", "enabled": "on"})
-    assert response.status_code == 200 and "Choose the routes" in response.content.decode()
+    assert response.status_code == 200 and "Say which routes the key may call" in response.content.decode()
     key.refresh_from_db()
     assert key.all_routes
 

@@ -256,13 +256,13 @@ def test_credentials_are_write_only_and_kept_when_left_out(client, operator):
     assert "sk-live" not in send(client, "get", f"/api/routes/{route_id}/", operator).content.decode()
     assert "sk-live" not in send(client, "get", "/api/routes/", operator).content.decode()
 
-    # Updating the target without its credential keeps the stored one.
-    update = {"targets": [{"id": target_id, "url": "http://127.0.0.1:10/v1"}]}
+    # Updating the target without its credential keeps the stored one (same scheme, host and port).
+    update = {"targets": [{"id": target_id, "url": "http://127.0.0.1:9/v2"}]}
     assert send(client, "patch", f"/api/routes/{route_id}/", operator, update).status_code == 200
     target = UpstreamTarget.objects.get()
     assert (target.id, target.url, target.credential_value) == (
         target_id,
-        "http://127.0.0.1:10/v1",
+        "http://127.0.0.1:9/v2",
         "Bearer sk-live-0123456789abcd",
     )
 

@@ -6,7 +6,9 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from routes_admin.management.base import RecordedCommand
-from routes_admin.models import APIKey, QuotaPlan, Route
+from routes_admin.models import QuotaPlan, Route
+from routes_admin.services import ServiceError
+from routes_admin.services import keys as key_service
 
 
 class Command(RecordedCommand):
@@ -22,8 +24,6 @@ class Command(RecordedCommand):
         parser.add_argument("--plan", help="Name of a quota plan.")
 
     def handle(self, *args, **options):
-        if not options["route"] and not options["all_routes"]:
-            raise CommandError("Say which routes the key may call: --route NAME (repeatable) or --all-routes.")
         routes = list(Route.objects.filter(name__in=options["route"]))
         missing = set(options["route"]) - {route.name for route in routes}
         if missing:
@@ -35,17 +35,18 @@ class Command(RecordedCommand):
                 raise CommandError(f"No quota plan named {options['plan']!r}")
         expires = None
         if options["expires_days"] is not None:
-            if options["expires_days"] <= 0:
-                raise CommandError("--expires-days must be a positive number of days.")
             expires = timezone.now() + timedelta(days=options["expires_days"])
-        key, secret = APIKey.objects.issue(
-            name=options["name"],
-            owner=options["owner"],
-            all_routes=options["all_routes"],
-            expires=expires,
-            quota_plan=plan,
-        )
-        key.routes.set(routes)
+        fields = {"name": options["name"], "owner": options["owner"], "all_routes": options["all_routes"]}
+        try:
+            key, secret = key_service.issue_key({**fields, "expires": expires, "quota_plan": plan}, routes)
+        except ServiceError as exc:
+            if "routes" in exc.errors:  # the service's rule, in this command's words
+                raise CommandError(
+                    "Say which routes the key may call: --route NAME (repeatable) or --all-routes."
+                ) from None
+            if "expires" in exc.errors:
+                raise CommandError("--expires-days must be a positive number of days.") from None
+            raise CommandError(" ".join(exc.messages())) from None
         reach = "every route" if key.all_routes else ", ".join(route.name for route in routes)
         self.stdout.write(f"Issued key {key.display_prefix} ({key.name}) for {reach}.")
         if expires:

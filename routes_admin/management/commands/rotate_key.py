@@ -8,6 +8,8 @@ from django.utils import timezone
 from routes_admin import keys
 from routes_admin.management.base import RecordedCommand
 from routes_admin.models import APIKey
+from routes_admin.services import ServiceError
+from routes_admin.services import keys as key_service
 
 
 class Command(RecordedCommand):
@@ -25,9 +27,13 @@ class Command(RecordedCommand):
         key = APIKey.objects.filter(prefix=prefix).first()
         if key is None:
             raise CommandError(f"No key with the prefix {prefix!r}.")
-        if not 0 <= options["grace_seconds"] <= 30 * 86400:
-            raise CommandError("--grace-seconds is between 0 and 2592000 (30 days).")
-        secret = key.rotate(grace=timedelta(seconds=options["grace_seconds"]))
+        try:
+            secret = key_service.rotate_key(key, timedelta(seconds=options["grace_seconds"]))
+        except (ServiceError, OverflowError):
+            most = int(key_service.MAX_GRACE.total_seconds())
+            raise CommandError(
+                f"--grace-seconds is between 0 and {most} ({key_service.MAX_GRACE.days} days)."
+            ) from None
         if options["grace_seconds"]:
             until = timezone.localtime(key.previous_expires)
             self.stdout.write(f"Rotated {key}. The old secret works until {until:%Y-%m-%d %H:%M:%S %Z}.")

@@ -12,6 +12,8 @@ from django.contrib.auth import get_user_model
 
 from routes_admin.management.base import RecordedCommand
 from routes_admin.models import APIKey, Route, UpstreamTarget
+from routes_admin.services import keys as key_service
+from routes_admin.services import routes as route_service
 
 CREDENTIALS = Path(settings.BASE_DIR) / ".run" / "demo-credentials"
 
@@ -44,23 +46,21 @@ class Command(RecordedCommand):
             saved["ADMIN_PASSWORD"] = secrets.token_urlsafe(12)
             User.objects.create_superuser("admin", "admin@example.com", saved["ADMIN_PASSWORD"])
 
-        route, created = Route.objects.get_or_create(
-            name="demo",
-            defaults={"path_prefix": "/v1", "methods": "GET,POST", "retry_non_idempotent": True},
-        )
-        target = UpstreamTarget.objects.filter(route=route, name="demo-component").first()
-        if created:
-            UpstreamTarget.objects.create(route=route, name="demo-component", url=options["upstream"])
+        route = Route.objects.filter(name="demo").first()
+        target = UpstreamTarget.objects.filter(route=route, name="demo-component").first() if route else None
+        if route is None:
+            fields = {"name": "demo", "path_prefix": "/v1", "methods": "GET,POST", "retry_non_idempotent": True}
+            targets = [{"name": "demo-component", "url": options["upstream"]}]
+            route = route_service.save_route(None, fields, targets).route
         elif target is not None and target.url != options["upstream"]:
             # The demo component moved (another DEMO_PORT): follow it rather than answer 502.
-            target.url = options["upstream"]
-            target.save(update_fields=["url"])
+            target = route_service.save_target(route, target, {"url": options["upstream"]})
             self.stdout.write(f"Demo route now points at {target.url}")
 
         if not APIKey.objects.filter(name="demo").exists() or "DEMO_KEY" not in saved:
-            APIKey.objects.filter(name="demo").delete()
-            key, saved["DEMO_KEY"] = APIKey.objects.issue(name="demo", owner="quickstart")
-            key.routes.set([route])
+            for old in APIKey.objects.filter(name="demo"):
+                key_service.delete_key(old)
+            key, saved["DEMO_KEY"] = key_service.issue_key({"name": "demo", "owner": "quickstart"}, [route])
 
         CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in saved.items()))
         CREDENTIALS.chmod(0o600)
