@@ -5,7 +5,7 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Count, Q, Sum
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from proxy.state import quota_state, reset_quotas
 
-from . import keys, shown_once
+from . import history, keys, shown_once
 from .admin_history import HistoryLinkMixin
 from .forms import APIKeyForm, UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route, UpstreamTarget
@@ -335,7 +335,8 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
         count = 0
         for key in queryset.select_related("quota_plan"):
-            reset_quotas(key, capped)
+            with transaction.atomic():  # the usage rows go only with their history entry
+                history.record_usage_reset(key, reset_quotas(key, capped))
             count += 1
         self.message_user(
             request,

@@ -4,6 +4,7 @@ Replaces django-auditlog's own admin page, which lets a deletion elsewhere in th
 into the history. Here nobody, superusers included, may add, change or delete an entry.
 """
 
+import auditlog.admin  # noqa: F401  (registers LogEntry's page, replaced below, whatever the app order)
 from auditlog.filters import ResourceTypeFilter
 from auditlog.mixins import LogEntryAdminMixin
 from auditlog.models import LogEntry
