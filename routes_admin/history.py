@@ -12,8 +12,9 @@ client's real address, commands name themselves. The name is also kept as text i
 `additional_data`, so an entry still says who after that user is deleted.
 
 The entries are append-only: nobody gets a permission to change them (routes_admin/roles.py),
-the admin page is read-only for everyone (routes_admin/admin_history.py), and on PostgreSQL a
-trigger refuses UPDATE and DELETE (migration 0006_history_append_only).
+the admin page is read-only for everyone (routes_admin/admin_history.py), and on PostgreSQL
+triggers refuse UPDATE and DELETE (migration 0006_history_append_only) and TRUNCATE
+(0012_history_no_truncate); `manage.py auditlogflush` is replaced by one that refuses.
 """
 
 from contextlib import contextmanager
