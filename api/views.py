@@ -11,8 +11,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, pagination, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, mixins, pagination, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
@@ -69,6 +69,15 @@ class ManagementViewSet(viewsets.GenericViewSet):
 
     def perform_update(self, serializer):
         with_integrity_as_400(serializer.save)
+
+
+class SelfRevocation(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = (
+        "This is the token authenticating this request: revoking it would lock this client out. "
+        "Add ?confirm=self to revoke it anyway, or revoke it with another token or from the admin."
+    )
+    default_code = "conflict"
 
 
 def with_integrity_as_400(save) -> None:
@@ -220,6 +229,25 @@ class TokenViewSet(
         token, secret = ManagementToken.objects.issue(request.user, serializer.validated_data["name"])
         token.token = secret  # in this answer only
         return no_store(Response(api.IssuedTokenSerializer(token).data, status=status.HTTP_201_CREATED))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "confirm",
+                str,
+                enum=["self"],
+                description="Required to revoke the token this request is authenticated with.",
+            )
+        ],
+        responses={204: None, 409: None},
+    )
+    def destroy(self, request, *args, **kwargs):
+        token = self.get_object()
+        if token == request.auth and request.query_params.get("confirm") != "self":
+            # A script cleaning up its tokens would otherwise lock itself out by mistake.
+            raise SelfRevocation()
+        self.perform_destroy(token)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     def perform_destroy(self, token):
         if token.revoked is None:

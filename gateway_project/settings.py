@@ -46,11 +46,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "axes",
-    "auditlog",  # change history; before routes_admin, whose admin replaces auditlog's page
+    "routes_admin",  # before auditlog: its auditlogflush command replaces auditlog's (which erases history)
+    "auditlog",  # change history (routes_admin's admin replaces its page)
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # the API docs page's scripts, served by the gateway (no CDN)
-    "routes_admin",
     "proxy.apps.ProxyConfig",
     "django_tasks",
     "django_tasks_db",

@@ -26,6 +26,7 @@ a bug and propagates).
 import logging
 
 from django.core.cache import cache
+from django.db.models import Count, Sum
 from django.utils import timezone
 from django_ratelimit import ALL
 from django_ratelimit import core as ratelimit
@@ -294,11 +295,12 @@ def live_state(key) -> list[Quota]:
     return state
 
 
-def reset_counters(key, routes=()) -> None:
+def reset_counters(key, routes=()) -> dict:
     """Forget a key's current request windows, token counters and this month's durable usage.
 
     `key` is an APIKey; `routes` the capped routes whose per-key counters go too. In-flight slots
-    are left alone: they belong to calls still running.
+    are left alone: they belong to calls still running. Returns what the deleted usage rows held
+    (days, requests, total_tokens, since), for the change history.
     """
     from routes_admin.models import KeyUsage
 
@@ -317,4 +319,8 @@ def reset_counters(key, routes=()) -> None:
                 window_end = ratelimit._get_window(scope.value, window)
                 doomed.append(ratelimit._make_cache_key(RATE_GROUP, window_end, rate, scope.value, ALL))
     cache.delete_many(doomed)
-    KeyUsage.objects.filter(api_key_id=key.id, day__gte=periods["tokens_per_month"].start).delete()
+    since = periods["tokens_per_month"].start
+    usage = KeyUsage.objects.filter(api_key_id=key.id, day__gte=since)
+    removed = usage.aggregate(days=Count("id"), requests=Sum("requests"), total_tokens=Sum("total_tokens"))
+    usage.delete()
+    return {**removed, "since": str(since)}

@@ -10,9 +10,10 @@ def quota_state(key) -> list[Quota]:
     return quotas.live_state(key)
 
 
-def reset_quotas(key, routes=()) -> None:
-    """Forget a key's current windows and counters (and those on the given capped routes)."""
-    quotas.reset_counters(key, routes)
+def reset_quotas(key, routes=()) -> dict:
+    """Forget a key's current windows and counters (and those on the given capped routes); returns
+    what its deleted usage rows held."""
+    return quotas.reset_counters(key, routes)
 
 
 def breaker_states(target_ids) -> dict[int, dict]:

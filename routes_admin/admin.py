@@ -1,12 +1,11 @@
 """The admin console: routes and targets, keys, quota plans, and the read-only request log."""
 
-import secrets
 from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Count, Q, Sum
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -16,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from proxy.state import quota_state, reset_quotas
 
+from . import history, shown_once
 from .admin_history import HistoryLinkMixin
 from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route, UpstreamTarget
@@ -171,9 +171,6 @@ class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
             plans.delete_plan(plan)
 
 
-ISSUED_KEYS = "issued_keys"  # session key: one-time token -> the key id and its secret, until shown
-
-
 @admin.register(APIKey)
 class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     form = APIKeyForm
@@ -303,10 +300,9 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     @staticmethod
     def show_once(request, key, secret: str):
         """Redirect after the POST, so that reloading the next page cannot issue a second secret.
-        The secret waits in the session under a one-time token and is removed when first shown."""
-        token = secrets.token_urlsafe(16)
-        request.session.setdefault(ISSUED_KEYS, {})[token] = {"key": key.pk, "secret": secret}
-        request.session.modified = True
+        The secret waits in the session, sealed, under a one-time token and is removed when first
+        shown (routes_admin/shown_once.py)."""
+        token = shown_once.keep(request.session, key.pk, secret)
         return redirect("admin:routes_admin_apikey_issued", key.pk, token)
 
     def get_urls(self):
@@ -363,13 +359,10 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         key = get_object_or_404(APIKey, pk=key_id)
-        pending = request.session.get(ISSUED_KEYS, {})
-        issued = pending.pop(token, None)
-        request.session.modified = True
         context = {
             **self.admin_site.each_context(request),
             "key": key,
-            "secret": issued["secret"] if issued and issued["key"] == key.pk else None,
+            "secret": shown_once.take(request.session, key.pk, token),
             "opts": self.model._meta,
             "title": "API key issued",
         }
@@ -390,7 +383,8 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         capped = list(Route.objects.filter(quota_plan__isnull=False).select_related("quota_plan"))
         count = 0
         for key in queryset.select_related("quota_plan"):
-            reset_quotas(key, capped)
+            with transaction.atomic():  # the usage rows go only with their history entry
+                history.record_usage_reset(key, reset_quotas(key, capped))
             count += 1
         self.message_user(
             request,

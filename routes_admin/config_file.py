@@ -5,12 +5,18 @@ from it and, with --yes, makes the database match it in one transaction. The fil
 configuration of routes and plans: one missing from it is deleted. Keys are not part of it.
 
 Credentials are never written: a target's credential is a reference to an environment variable,
-`credential_value: ${ENV:NAME}`, read when the file is applied. When that variable is not set,
-the credential already stored for the target is kept (so a file exported on one machine applies
-unchanged on another), unless the target's URL moves to another scheme, host or port (the rule of
-the service layer); a new target whose variable is unset is an error.
+`credential_value: ${ENV:GATEWAY_CREDENTIAL_NAME}`, read when the file is applied. Only variables
+named GATEWAY_CREDENTIAL_... may be read, so a file cannot send the gateway's own settings
+(SECRET_KEY, DATABASE_URL, ...) upstream. When that variable is not set, the credential already
+stored for the target is kept (so a file exported on one machine applies unchanged on another); a
+new target whose variable is unset is an error. A target whose URL moves to another scheme,
+host or port loses the stored credential unless the variable is set (the rule of the service
+layer).
 
 The changes are made through the service layer (routes_admin/services), like every other surface's.
+
+The YAML is bounded before it is built: at most MAX_FILE_BYTES, no anchors or aliases (a few
+nested aliases expand a 1 KB file into gigabytes), at most MAX_DEPTH levels of nesting.
 """
 
 import os
@@ -27,6 +33,9 @@ from .services import routes as route_service
 
 VERSION = 1
 ENV_REFERENCE = re.compile(r"^\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}$")
+CREDENTIAL_PREFIX = "GATEWAY_CREDENTIAL_"  # the only environment variables a file may read
+MAX_FILE_BYTES = 1_000_000  # a configuration of a thousand routes is about 500 KB
+MAX_DEPTH = 32  # nesting levels; the file's own structure uses about 8
 PLAN_FIELDS = ("name", *Limits.LIMIT_FIELDS)
 ROUTE_FIELDS = Route.SETTINGS
 ROUTE_LINKS = ("fallback", "quota_plan")  # by name in the file
@@ -89,7 +98,25 @@ class Located(dict):
 
 
 class LineLoader(yaml.SafeLoader):
-    pass
+    """A safe loader that refuses anchors, aliases and deep nesting while it composes the document,
+    before anything is built from it (PyYAML expands aliases when it builds, and recurses per level)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(
+                "anchors and aliases (&name, *name, <<: *name) are not accepted: write each value out",
+                event.start_mark.line + 1,
+            )
+        if self.depth >= MAX_DEPTH:
+            raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", event.start_mark.line + 1)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _mapping(loader, node):
@@ -141,7 +168,21 @@ class Desired:
     routes: dict = field(default_factory=dict)
 
 
+def read(path) -> str:
+    """The file's text, refused before it is read further when it is larger than MAX_FILE_BYTES."""
+    with open(path, "rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"the file is larger than {MAX_FILE_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})") from None
+
+
 def load(text: str) -> Desired:
+    if len(text) > MAX_FILE_BYTES:  # characters: at least as many bytes
+        raise ConfigError(f"the file is larger than {MAX_FILE_BYTES:,} bytes")
     try:
         document = yaml.load(text, Loader=LineLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
@@ -231,10 +272,17 @@ def _reference(entry: Located, what: str) -> str:
     match = ENV_REFERENCE.match(str(value))
     if not match:
         raise ConfigError(
-            f"{what}: credential_value must be a reference such as ${{ENV:NAME}}, never the secret itself",
+            f"{what}: credential_value must be a reference such as ${{ENV:{CREDENTIAL_PREFIX}NAME}}, "
+            "never the secret itself",
             _where(entry, "credential_value"),
         )
-    return match.group(1)
+    variable = match.group(1)
+    if not variable.startswith(CREDENTIAL_PREFIX) or variable == CREDENTIAL_PREFIX:
+        raise ConfigError(
+            f"{what}: credential_value may only refer to a variable named {CREDENTIAL_PREFIX}..., not {variable}",
+            _where(entry, "credential_value"),
+        )
+    return variable
 
 
 # --- Diff and apply -------------------------------------------------------------------------------
@@ -327,7 +375,10 @@ def _target_changes(route_name: str, route: Route | None, targets: list) -> list
             continue
         details = _differences(old, checked, [f for f in TARGET_FIELDS if f != "name"])
         if old.credential_value != checked.credential_value:
-            details.append("credential_value: (changed)" if checked.credential_value else "credential_value: (removed)")
+            if not checked.credential_value:
+                details.append("credential_value: (removed: the URL moved to another host)")
+            else:
+                details.append(f"credential_value: (changed, from ${wanted.credential_reference})")
         if details:
             found.append(Change("update", label, details, _target_saver(route_name, old, given)))
     for name, old in current.items():

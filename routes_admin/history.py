@@ -1,29 +1,32 @@
 """Change history, kept by django-auditlog: what is recorded, who is named, what is masked.
 
-Every create, update and delete of routes, targets, plans, keys, users and groups (and of their
-many-to-many fields: a key's routes, a user's groups, a group's permissions) writes one
+Every create, update and delete of routes, targets, plans, keys, management tokens, users and
+groups (and of their many-to-many fields: a key's routes, a user's groups, a group's permissions) writes one
 auditlog LogEntry with the fields before and after, whatever made the change: the admin, the API,
 a command or a plain `.save()`. Bulk `QuerySet.update()` and `.delete()` send no signals, so
-configuration code saves row by row (as it must anyway for the gateway's reload signal).
+configuration code saves row by row (as it must anyway for the gateway's reload signal); a bulk
+removal that must be seen says so itself (`record_usage_reset`).
 
 Who made a change comes from `recorded_as`: the web middleware names the signed-in user and the
 client's real address, commands name themselves. The name is also kept as text in
 `additional_data`, so an entry still says who after that user is deleted.
 
 The entries are append-only: nobody gets a permission to change them (routes_admin/roles.py),
-the admin page is read-only for everyone (routes_admin/admin_history.py), and on PostgreSQL a
-trigger refuses UPDATE and DELETE (migration 0006_history_append_only).
+the admin page is read-only for everyone (routes_admin/admin_history.py), and on PostgreSQL
+triggers refuse UPDATE and DELETE (migration 0006_history_append_only) and TRUNCATE
+(0012_history_no_truncate); `manage.py auditlogflush` is replaced by one that refuses.
 """
 
 from contextlib import contextmanager
 
 from auditlog.context import set_extra_data
+from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils.functional import SimpleLazyObject
 
-from .models import APIKey, QuotaPlan, Route, UpstreamTarget, mask_secret
+from .models import APIKey, ManagementToken, QuotaPlan, Route, UpstreamTarget, mask_secret
 
 HIDDEN = "(hidden)"
 # auditlog masks str(value), so an empty old value (a new object) arrives as "None".
@@ -61,6 +64,12 @@ def register_models() -> None:
         m2m_fields={"groups", "user_permissions"},
     )
     auditlog.register(Group, m2m_fields={"permissions"})
+    auditlog.register(
+        ManagementToken,
+        exclude_fields=["last_used"],  # written by use, not by anyone's change
+        mask_fields=["hashed_secret"],
+        mask_callable="routes_admin.history.hide",
+    )
 
 
 @contextmanager
@@ -103,3 +112,15 @@ def author(entry) -> str:
     if data.get("command"):
         return f"manage.py {data['command']}"
     return "system (no user)"
+
+
+def record_usage_reset(key, removed: dict) -> None:
+    """One entry on the key for "Reset the quota counters": its usage rows of this month were deleted
+    in bulk (no signal), and what they held is kept here."""
+    held = (
+        f"{removed.get('requests') or 0:,} requests, {removed.get('total_tokens') or 0:,} tokens "
+        f"({removed.get('days') or 0} day(s) since {removed.get('since')})"
+    )
+    LogEntry.objects.log_create(
+        key, action=LogEntry.Action.UPDATE, changes={"usage this month": [held, "reset to zero"]}, force_log=True
+    )

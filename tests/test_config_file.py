@@ -159,11 +159,11 @@ def test_a_new_target_needs_its_credential_variable(tmp_path, monkeypatch):
     text = (
         "version: 1\nplans: []\nroutes:\n- name: r\n  path_prefix: /v1\n  targets:\n"
         "  - name: t\n    url: http://127.0.0.1:9/\n    credential_header: Authorization\n"
-        "    credential_value: ${ENV:MY_CRED}\n"
+        "    credential_value: ${ENV:GATEWAY_CREDENTIAL_MY_CRED}\n"
     )
-    monkeypatch.delenv("MY_CRED", raising=False)
-    with pytest.raises(CommandError, match="line 10: .*MY_CRED is not set"):
+    monkeypatch.delenv("GATEWAY_CREDENTIAL_MY_CRED", raising=False)
+    with pytest.raises(CommandError, match="line 10: .*GATEWAY_CREDENTIAL_MY_CRED is not set"):
         apply(tmp_path, text, "--yes")
-    monkeypatch.setenv("MY_CRED", "Bearer abc")
+    monkeypatch.setenv("GATEWAY_CREDENTIAL_MY_CRED", "Bearer abc")
     apply(tmp_path, text, "--yes")
     assert UpstreamTarget.objects.get().credential_value == "Bearer abc"

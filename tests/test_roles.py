@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from jobs.models import Job
@@ -220,3 +220,121 @@ def test_a_user_without_a_role_sees_no_model(client):
     index = client.get("/admin/").content.decode()
     assert "/admin/routes_admin/route/" not in index
     assert client.get("/admin/routes_admin/route/").status_code == 403
+
+
+# --- Roles cannot be climbed: superusers and permissions -----------------------------------------
+
+
+def user_form(client, user) -> dict:
+    page = client.get(f"/admin/auth/user/{user.pk}/change/")
+    assert page.status_code == 200
+    return form_values(page.content.decode(), "user_form")
+
+
+def test_the_admin_role_cannot_make_itself_or_anyone_a_superuser(client):
+    signed_in(client, "Admin")
+    me = User.objects.get(username="as-admin")
+    other = make_user("plain", roles.OPERATOR)
+    for user in (me, other):
+        data = user_form(client, user)
+        assert "is_superuser" not in data
+        data["is_superuser"] = "on"
+        data["first_name"] = "Edited"
+        response = client.post(f"/admin/auth/user/{user.pk}/change/", data)
+        assert response.status_code == 302
+        user.refresh_from_db()
+        assert user.first_name == "Edited" and not user.is_superuser
+
+
+def test_the_admin_role_cannot_change_delete_or_set_the_password_of_a_superuser(client):
+    root = User.objects.create_superuser("root", password="root-password")
+    signed_in(client, "Admin")
+    page = client.get(f"/admin/auth/user/{root.pk}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()  # read-only
+
+    response = client.post(
+        f"/admin/auth/user/{root.pk}/change/", {"username": "root", "is_staff": "", "is_active": "", "email": "x@y.z"}
+    )
+    assert response.status_code == 403
+    assert client.get(f"/admin/auth/user/{root.pk}/password/").status_code == 403
+    response = client.post(
+        f"/admin/auth/user/{root.pk}/password/",
+        {"password1": "taken-over-123", "password2": "taken-over-123", "usable_password": "true"},
+    )
+    assert response.status_code == 403
+    assert client.post(f"/admin/auth/user/{root.pk}/delete/", {"post": "yes"}).status_code == 403
+    response = client.post(
+        "/admin/auth/user/", {"action": "delete_selected", "_selected_action": [root.pk], "post": "yes"}
+    )
+    assert response.status_code == 403
+    root.refresh_from_db()
+    assert root.is_staff and root.is_active and root.is_superuser and root.check_password("root-password")
+
+
+def test_the_admin_role_still_manages_people_who_are_not_superusers(client):
+    other = make_user("plain", roles.OPERATOR)
+    signed_in(client, "Admin")
+    data = user_form(client, other)
+    data.pop("is_staff", None)
+    assert client.post(f"/admin/auth/user/{other.pk}/change/", data).status_code == 302
+    response = client.post(
+        f"/admin/auth/user/{other.pk}/password/",
+        {"password1": "a-new-pass-123", "password2": "a-new-pass-123", "usable_password": "true"},
+    )
+    assert response.status_code == 302
+    other.refresh_from_db()
+    assert not other.is_staff and other.check_password("a-new-pass-123")
+
+
+def test_a_superuser_grants_and_edits_superusers(client):
+    target = make_user("promoted", roles.ADMIN)
+    client.force_login(User.objects.create_superuser("root", password="x"))
+    data = user_form(client, target)
+    data["is_superuser"] = "on"
+    assert client.post(f"/admin/auth/user/{target.pk}/change/", data).status_code == 302
+    target.refresh_from_db()
+    assert target.is_superuser
+    response = client.post(
+        f"/admin/auth/user/{target.pk}/password/",
+        {"password1": "a-new-pass-123", "password2": "a-new-pass-123", "usable_password": "true"},
+    )
+    assert response.status_code == 302
+
+
+def permission_id(dotted: str) -> str:
+    app_label, codename = dotted.split(".")
+    return str(Permission.objects.get(content_type__app_label=app_label, codename=codename).pk)
+
+
+def test_the_admin_role_cannot_grant_permissions_it_does_not_hold(client):
+    """Neither to a user directly, nor to a group, nor through a group a superuser made stronger."""
+    signed_in(client, "Admin")
+    me = User.objects.get(username="as-admin")
+    data = user_form(client, me)
+    data["user_permissions"] = [permission_id("auditlog.delete_logentry")]
+    response = client.post(f"/admin/auth/user/{me.pk}/change/", data)
+    assert response.status_code == 200 and "Only a superuser may grant" in response.content.decode()
+    assert not me.user_permissions.exists()
+
+    group = Group.objects.get(name=roles.ADMIN)
+    page = client.get(f"/admin/auth/group/{group.pk}/change/").content.decode()
+    data = form_values(page, "group_form")
+    data["permissions"] = [*data["permissions"], permission_id("auditlog.delete_logentry")]
+    response = client.post(f"/admin/auth/group/{group.pk}/change/", data)
+    assert response.status_code == 200 and "auditlog.delete_logentry" in response.content.decode()
+    assert not group.permissions.filter(codename="delete_logentry").exists()
+
+    stronger = Group.objects.create(name="Root-made")
+    stronger.permissions.add(permission_id("auditlog.delete_logentry"))
+    data = user_form(client, me)
+    data["groups"] = [*data["groups"], str(stronger.pk)]
+    response = client.post(f"/admin/auth/user/{me.pk}/change/", data)
+    assert response.status_code == 200 and "Only a superuser may grant" in response.content.decode()
+    assert not me.groups.filter(pk=stronger.pk).exists()
+
+    # What it holds itself it may grant: the Operator role, to a user without one.
+    plain = make_user("plain")
+    data = user_form(client, plain)
+    data["groups"] = [str(Group.objects.get(name=roles.OPERATOR).pk)]
+    assert client.post(f"/admin/auth/user/{plain.pk}/change/", data).status_code == 302
+    assert roles.user_role(plain) == roles.OPERATOR

@@ -21,7 +21,7 @@ class Command(RecordedCommand):
     def handle(self, *args, **options):
         path = Path(options["file"])
         try:
-            desired = config_file.load(path.read_text())
+            desired = config_file.load(config_file.read(path))
             found = config_file.changes(desired)
         except OSError as exc:
             raise CommandError(f"{path}: {exc.strerror}") from None

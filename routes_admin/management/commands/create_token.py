@@ -1,12 +1,13 @@
 """python manage.py create_token USERNAME [--name NAME]"""
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from routes_admin.management.base import RecordedCommand
 from routes_admin.models import ManagementToken
 
 
-class Command(BaseCommand):
+class Command(RecordedCommand):
     help = (
         "Create a management API token for a user; it acts with that user's role. "
         "The token is printed once, alone on the last line; only its hash is stored."
