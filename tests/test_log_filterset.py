@@ -104,7 +104,11 @@ INVALID = [
     {"api_key": "alice"},
     {"route": "chat"},
 ]
-REPEATED = ["status=200&status=500", "error_type=not_found&error_type=conflict", "created_after=2026-01-01&created_after=2026-02-01"]
+REPEATED = [
+    "status=200&status=500",
+    "error_type=not_found&error_type=conflict",
+    "created_after=2026-01-01&created_after=2026-02-01",
+]
 
 
 @pytest.mark.parametrize("query", [urlencode(query) for query in INVALID] + REPEATED)
