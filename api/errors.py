@@ -6,6 +6,7 @@ from rest_framework import exceptions
 from rest_framework.views import set_rollback
 
 from proxy.errors import describe, error_response
+from routes_admin.models import ErrorType
 from routes_admin.services import ServiceError
 from routes_admin.services.errors import ALL
 
@@ -36,7 +37,7 @@ def validation_error(detail, request_id: str) -> JsonResponse:
     fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
     body = {
         "error": {
-            "type": "invalid_request_error",
+            "type": ErrorType.INVALID_REQUEST,
             "message": "The request is not valid: see fields.",
             "request_id": request_id,
             "fields": fields,

@@ -1,42 +1,13 @@
-"""Query filters of the list endpoints (django-filter): ?name=..., ?created_after=..., ..."""
+"""Query filters of the list endpoints (django-filter): ?name=..., ?day_from=..., ...
 
-from datetime import UTC
+The request log's filters are the one FilterSet the console shares (routes_admin/filtersets.py).
+"""
 
 import django_filters as filters
 from auditlog.models import LogEntry
-from django import forms
-from django_filters.fields import IsoDateTimeField
 
-from routes_admin.models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route
-
-
-class Number(filters.NumberFilter):
-    """A whole number that fits the database's integers: a larger one is a 400, not an overflow (500)."""
-
-    field_class = forms.IntegerField
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("min_value", -(2**63))
-        kwargs.setdefault("max_value", 2**63 - 1)
-        super().__init__(*args, **kwargs)
-
-
-class UTCMomentField(IsoDateTimeField):
-    def clean(self, value):
-        moment = super().clean(value)
-        if moment is None:
-            return None
-        try:
-            return moment.astimezone(UTC)
-        except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
-            raise forms.ValidationError("This time is out of range.") from None
-
-
-class Moment(filters.IsoDateTimeFilter):
-    """An ISO 8601 time, moved to UTC: PostgreSQL refuses offsets past ±15:59 that ISO 8601 allows (a 500)."""
-
-    field_class = UTCMomentField
-
+from routes_admin.filtersets import Moment, Number
+from routes_admin.models import APIKey, KeyUsage, QuotaPlan, Route
 
 # Related objects are filtered by id as plain numbers: an id that matches nothing gives an empty
 # list, not a 400 (django-filter's default choice fields reject unknown ids).
@@ -70,19 +41,6 @@ class KeyFilter(filters.FilterSet):
     class Meta:
         model = APIKey
         fields = ["name", "owner", "enabled", "all_routes", "quota_plan", "routes", "revoked"]
-
-
-class RequestLogFilter(filters.FilterSet):
-    created_after = Moment(field_name="created", lookup_expr="gte")
-    created_before = Moment(field_name="created", lookup_expr="lt")
-    status_min = Number(field_name="status", lookup_expr="gte")
-    status_max = Number(field_name="status", lookup_expr="lte")
-    api_key = Number()
-    route = Number()
-
-    class Meta:
-        model = RequestLog
-        fields = ["request_id", "api_key", "key_prefix", "route", "route_name", "method", "status", "error_type"]
 
 
 class UsageFilter(filters.FilterSet):

@@ -21,6 +21,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from proxy.state import quota_state
+from routes_admin.filtersets import RequestLogFilterSet
 from routes_admin.models import APIKey, KeyUsage, ManagementToken, QuotaPlan, RequestLog, Route
 from routes_admin.services import keys as key_service
 from routes_admin.services import plans, routes
@@ -28,6 +29,7 @@ from routes_admin.services import plans, routes
 from . import errors, filters
 from . import serializers as api
 from .authentication import ManagementTokenAuthentication
+from .pagination import CheckedCursorPagination
 from .permissions import ChangePermission, ModelPermissions
 
 
@@ -37,7 +39,7 @@ class PagePagination(pagination.PageNumberPagination):
     max_page_size = 500
 
 
-class LogPagination(pagination.CursorPagination):
+class LogPagination(CheckedCursorPagination):
     """Stable pages over a table that grows while it is read."""
 
     ordering = "-created"
@@ -180,7 +182,7 @@ class KeyViewSet(ManagementViewSet, viewsets.ModelViewSet):
 class RequestLogViewSet(ManagementViewSet, viewsets.ReadOnlyModelViewSet):
     queryset = RequestLog.objects.all()
     serializer_class = api.RequestLogSerializer
-    filterset_class = filters.RequestLogFilter
+    filterset_class = RequestLogFilterSet  # the console's explorer uses the same one
     pagination_class = LogPagination
 
 

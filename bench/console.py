@@ -4,14 +4,17 @@ Fills a database of its own with synthetic calls spread over the last 30 days an
 (200 keys, a few of them busy; 8 routes; 12 models; 90 % answered, 4 % refused by a limit, the
 rest failures or 401/404),
 then times, in this process through Django's test client (server time: view, queries and
-template; no network): the dashboard (24 hours, 7 days, 30 days), filtered explorer pages, a call's
-page and the first byte of an export; and measures the export's memory (tracemalloc peak) for a
+template; no network) every log page a role can open: the dashboard (24 hours, 7 days, 30 days),
+filtered explorer pages and a later page, a call's page, the first byte of an export, the admin's
+request-log list (filtered, searched) and row page, and the management API's log list (filtered,
+a later page); and measures the export's memory (tracemalloc peak) for a
 small and a ten times larger set, which should be the same (streamed row by row).
 
 Environment: DATABASE_URL (PostgreSQL: a database named <its name>_console_bench is created next to
 it, and dropped unless BENCH_CONSOLE_KEEP=1; unset: a SQLite file in bench/results/),
 BENCH_CONSOLE_ROWS (comma-separated sizes, default 1000000; each size starts from an empty log),
 BENCH_CONSOLE_REPEATS (timed runs per page after one warm-up, default 5; the table shows the median),
+BENCH_CONSOLE_REUSE=1 (with BENCH_CONSOLE_KEEP=1 before: time a kept database again, no new fill),
 BENCH_CONSOLE_PYTHON_FILL=1 (on PostgreSQL too, fill through COPY and proxy/rollups.py as the
 gateway writes, instead of generating the rows and their rollups in SQL: about 10x slower).
 On SQLite the rows are inserted in batches and the rollups written by proxy/rollups.py.
@@ -34,6 +37,7 @@ RESULTS = ROOT / "bench" / "results"
 SIZES = [int(n) for n in os.environ.get("BENCH_CONSOLE_ROWS", "1000000").split(",")]
 REPEATS = int(os.environ.get("BENCH_CONSOLE_REPEATS", "5"))
 KEEP = os.environ.get("BENCH_CONSOLE_KEEP") == "1"
+REUSE = os.environ.get("BENCH_CONSOLE_REUSE") == "1"
 PYTHON_FILL = os.environ.get("BENCH_CONSOLE_PYTHON_FILL") == "1"  # PostgreSQL too through the gateway's writer
 DAYS = 30
 KEYS, ROUTES, MODELS = 200, 8, 12
@@ -319,6 +323,8 @@ def measure(facts: dict) -> tuple:
     day_ago = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     ten_days_ago = (now - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M")
     some_row = RequestLog.objects.filter(status=429).order_by("-id").values_list("pk", flat=True)[500]
+    explorer_next = "/console/calls/?" + client.get("/console/calls/?status=4xx").context["next_query"]
+    api_next = client.get("/api/logs/?status=4xx").json()["next"]
     pages = [
         ("dashboard, 24 hours", "/console/?range=24h"),
         ("dashboard, 7 days", "/console/?range=7d"),
@@ -326,21 +332,38 @@ def measure(facts: dict) -> tuple:
         ("explorer, no filter", "/console/calls/"),
         ("explorer, key + status 5xx", f"/console/calls/?key={facts['key']}&status=5xx"),
         ("explorer, model + min latency 1 s", "/console/calls/?model=model-3&min_latency=1000"),
-        ("explorer, route + last day", f"/console/calls/?route={facts['route']}&start={day_ago}"),
+        ("explorer, route + last day", f"/console/calls/?route_name={facts['route']}&created_after={day_ago}"),
         ("explorer, request id", "/console/calls/?request_id=bench-12345"),
         ("explorer, limit", "/console/calls/?limit=requests_per_minute"),
+        ("explorer, error type", "/console/calls/?error_type=upstream_timeout"),
+        ("explorer, status 4xx, next page", explorer_next),
         ("call page", f"/console/calls/{some_row}/"),
-        ("export CSV, first byte", f"/console/calls/export.csv?route={facts['route']}"),
+        ("export CSV, first byte", f"/console/calls/export.csv?route_name={facts['route']}"),
+        ("admin log list, no filter", "/admin/routes_admin/requestlog/"),
+        ("admin log list, 5xx + last 24 hours", "/admin/routes_admin/requestlog/?status=5xx&within=24h"),
+        ("admin log list, error type", "/admin/routes_admin/requestlog/?error_type=upstream_timeout"),
+        ("admin log list, route", f"/admin/routes_admin/requestlog/?route_name={facts['route']}"),
+        ("admin log list, request id search", "/admin/routes_admin/requestlog/?q=bench-12345"),
+        ("admin log list, page 50", "/admin/routes_admin/requestlog/?p=50"),
+        ("admin log row", f"/admin/routes_admin/requestlog/{some_row}/change/"),
+        ("API log list, no filter", "/api/logs/"),
+        ("API log list, key + status 5xx", f"/api/logs/?key={facts['key']}&status=5xx"),
+        ("API log list, route + last day", f"/api/logs/?route_name={facts['route']}&created_after={day_ago}"),
+        ("API log list, model + min latency 1 s", "/api/logs/?model=model-3&min_latency=1000"),
+        ("API log list, error type", "/api/logs/?error_type=upstream_timeout"),
+        ("API log list, request id", "/api/logs/?request_id=bench-12345"),
+        ("API log list, status 4xx, next page", api_next),
     ]  # fmt: skip
     table = [(name, timed(client, url)) for name, url in pages]
-    small = export_peak(client, f"route={facts['route']}&start={day_ago}")
-    large = export_peak(client, f"route={facts['route']}&start={ten_days_ago}")
+    small = export_peak(client, f"route_name={facts['route']}&created_after={day_ago}")
+    large = export_peak(client, f"route_name={facts['route']}&created_after={ten_days_ago}")
     return table, small, large
 
 
 def main() -> None:
     url, admin_url = database_url()
-    recreate(url, admin_url)
+    if not REUSE:
+        recreate(url, admin_url)
     setup_django(url)
     from django.core.management import call_command
     from django.db import connection
@@ -350,9 +373,13 @@ def main() -> None:
     out = []
     for count in SIZES:
         connection.close()
-        recreate(url, admin_url)  # each size from an empty database
-        call_command("migrate", "--noinput", verbosity=0)
-        facts = fill(count)
+        if REUSE:
+            call_command("migrate", "--noinput", verbosity=0)
+            facts = {"fill_seconds": 0, "key": "key-1", "route": "route-3"}  # as fill() made them
+        else:
+            recreate(url, admin_url)  # each size from an empty database
+            call_command("migrate", "--noinput", verbosity=0)
+            facts = fill(count)
         rollup_rows = UsageRollup.objects.count()
         table, small, large = measure(facts)
         out.append(

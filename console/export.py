@@ -2,6 +2,11 @@
 
 Rows are read with iterator(chunk_size=...) (a server-side cursor on PostgreSQL) and each line is
 sent as it is made; nothing collects the whole set. Times are UTC, ISO 8601.
+
+A CSV is opened in spreadsheets, and much of a row comes from callers (path, model, request id,
+the upstream's error text in detail): a cell a spreadsheet would read as a formula is neutralised
+(OWASP's CSV injection rule: a leading =, +, -, @, tab or carriage return gets a single quote
+before it). JSON lines are data for programs and stay exact.
 """
 
 import csv
@@ -16,6 +21,16 @@ COLUMNS = (
     "error_type", "limit", "client_ip", "detail",
 )  # fmt: skip
 CHUNK = 2000
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(cell):
+    """The cell as a spreadsheet should show it: text, never a formula."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
 
 
 class _Line:
@@ -37,7 +52,7 @@ def _csv_lines(rows):
         row["created"] = row["created"].isoformat()
         row["targets_tried"] = json.dumps(row["targets_tried"])
         row["detail"] = json.dumps(row["detail"], separators=(",", ":"))
-        yield writer.writerow([row[name] for name in COLUMNS])
+        yield writer.writerow([neutralised(row[name]) for name in COLUMNS])
 
 
 def _json_lines(rows):

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from routes_admin import filtersets
 from routes_admin.models import APIKey, RequestLog, Route
 
 from . import charts, export, figures, filters, history, live
@@ -55,7 +56,7 @@ def _label(shown) -> None:
     names = dict(APIKey.objects.filter(prefix__in=prefixes).values_list("prefix", "name"))
     for items, param, nobody in (
         (shown.by_key + shown.top_keys, "key", "no key"),
-        (shown.by_route, "route", "no route"),
+        (shown.by_route, "route_name", "no route"),
         (shown.by_model, "model", "no model"),
     ):
         for item in items:
@@ -66,35 +67,38 @@ def _label(shown) -> None:
 
 @console_page
 def calls(request):
-    form = filters.CallFilter(request.GET)
+    found = filters.explorer_filters(request.GET)
+    cursor = request.GET.get("cursor", "")
+    after = filters.decode_cursor(cursor) if cursor else None
     rows, next_cursor = [], ""
-    if form.is_valid():
-        rows, next_cursor = filters.page(filters.filtered(form.cleaned_data), request.GET.get("cursor", ""))
-    active = form.active()
+    if found.is_valid():
+        rows, next_cursor = filters.page(found.qs, after)
+    active = filters.active(found)
     context = {
-        "form": form,
+        "form": found.form,
+        "fields": filters.shown_fields(found),
         "rows": rows,
         "active": active,
         "query": urlencode(active),
         "next_query": urlencode({**active, "cursor": next_cursor}) if next_cursor else "",
-        "paged": bool(request.GET.get("cursor")),
+        "paged": bool(after),
+        "broken_cursor": bool(cursor) and after is None,
         "admin_link": _admin_link(active),
-        "error_types": filters.ERROR_TYPES,
-        "limit_names": filters.LIMIT_NAMES,
+        "limit_names": filtersets.LIMIT_NAMES,
         "routes": Route.objects.order_by("name").values_list("name", flat=True),
         "any_call": bool(rows) or RequestLog.objects.exists(),
     }
-    return render(request, "console/calls.html", context, status=200 if form.is_valid() else 400)
+    return render(request, "console/calls.html", context, status=200 if found.is_valid() else 400)
 
 
 def _admin_link(active: dict) -> tuple[str, str] | None:
     """Back to the admin page of the key or route the explorer is filtered on."""
-    if active.get("route"):
-        route = Route.objects.filter(name=active["route"]).first()
+    if active.get("route_name"):
+        route = Route.objects.filter(name=active["route_name"]).first()
         if route:
             return reverse("admin:routes_admin_route_change", args=[route.pk]), f"route {route.name} in the admin"
     if active.get("key"):
-        ids = filters.key_ids(active["key"])
+        ids = filtersets.key_ids(active["key"])
         if len(ids) == 1:
             return reverse("admin:routes_admin_apikey_change", args=ids), "this key in the admin"
     return None
@@ -111,9 +115,10 @@ def call(request, pk: int):
 def export_calls(request, fmt: str):
     if fmt not in export.FORMATS:
         raise Http404("unknown export format")
-    form = filters.CallFilter(request.GET)
-    if not form.is_valid():
-        return render(request, "console/calls.html", {"form": form, "rows": [], "any_call": True}, status=400)
-    history.record_export(request, fmt, form.active())
+    found = filters.explorer_filters(request.GET)
+    if not found.is_valid():
+        context = {"form": found.form, "fields": filters.shown_fields(found), "rows": [], "any_call": True}
+        return render(request, "console/calls.html", context, status=400)
+    history.record_export(request, fmt, filters.active(found))
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return export.response(filters.filtered(form.cleaned_data), fmt, f"calls-{stamp}")
+    return export.response(found.qs, fmt, f"calls-{stamp}")

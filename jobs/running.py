@@ -25,7 +25,7 @@ from requests.structures import CaseInsensitiveDict
 from proxy import pipeline
 from proxy.attempts import CircuitOpen
 from proxy.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
-from routes_admin.models import Route
+from routes_admin.models import ErrorType, Route
 
 from . import leases, webhooks
 from .models import FINAL, Job, Status
@@ -116,7 +116,7 @@ def execute(job: Job, worker: str) -> None:
         log.exception("job %s: run failed", job.id)
         retry_or_fail(job, worker, f"500 internal_error: {type(exc).__name__}")
         return
-    if answer.call.error_type == "upstream_stream_error":
+    if answer.call.error_type == ErrorType.UPSTREAM_STREAM_ERROR:
         retry_or_fail(job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
         return
     succeed(job, answer.status, answer.headers, body)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from proxy import pipeline, quotas
 from proxy.errors import GatewayError, InvalidRequest
+from routes_admin.models import ErrorType
 
 from . import webhooks
 from .documents import job_document
@@ -30,7 +31,7 @@ MAX_IDEMPOTENCY_KEY = 255
 
 class QueueUnavailable(GatewayError):
     status_code = 503
-    error_type = "service_unavailable"
+    error_type = ErrorType.SERVICE_UNAVAILABLE
     default_detail = "The job queue is unavailable right now; nothing was queued. Try again shortly."
 
 

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from proxy import authentication, config
 from proxy.errors import GatewayError, describe, error_response
+from routes_admin.models import ErrorType
 
 from .documents import deliveries_document, job_document
 from .models import Job, Status
@@ -24,7 +25,7 @@ def _error(request, exc: GatewayError):
 
 
 def _not_found(request):
-    return error_response(404, "not_found", "No such job for this API key.", request.request_id)
+    return error_response(404, ErrorType.NOT_FOUND, "No such job for this API key.", request.request_id)
 
 
 @csrf_exempt  # API keys, not cookies: nothing for a cross-site form to ride on
@@ -48,7 +49,10 @@ def job_detail(request, job_id: str):
         job.refresh_from_db()
         if not cancelled:
             return error_response(
-                409, "conflict", f"Only a queued job can be cancelled; this one is {job.status}.", request.request_id
+                409,
+                ErrorType.CONFLICT,
+                f"Only a queued job can be cancelled; this one is {job.status}.",
+                request.request_id,
             )
     document = job_document(job)
     if job.callback_url:

@@ -28,6 +28,8 @@ import time
 
 import requests
 
+from routes_admin.models import ErrorType
+
 from . import balancing, breaker, ssrf
 from .config import RouteInfo, Snapshot, TargetInfo
 from .errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
@@ -45,7 +47,7 @@ MAX_FALLBACK_HOPS = 3
 
 class CircuitOpen(GatewayError):
     status_code = 503
-    error_type = "upstream_unavailable"
+    error_type = ErrorType.UPSTREAM_UNAVAILABLE
     default_detail = "Every upstream of this route is failing; the gateway is not sending it calls for now."
 
 

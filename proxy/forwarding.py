@@ -21,6 +21,8 @@ from requests.utils import requote_uri
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from routes_admin.models import ErrorType
+
 from .errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
 from .headers import upstream_request_headers
 from .pinning import PinnedAdapter
@@ -302,11 +304,11 @@ class UpstreamBody:
             # Bytes already reached the client: too late to retry or change the status.
             reason = failure_reason(exc)
             log.warning("upstream %s broke off mid-answer (request id %s): %s", call.target, call.request_id, reason)
-            call.error_type = "upstream_stream_error"
+            call.error_type = ErrorType.UPSTREAM_STREAM_ERROR
             if tracker.sse:
                 event = {
                     "error": {
-                        "type": "upstream_stream_error",
+                        "type": ErrorType.UPSTREAM_STREAM_ERROR,
                         "message": "The upstream stopped mid-stream.",
                         "request_id": call.request_id,
                     }
@@ -321,7 +323,7 @@ class UpstreamBody:
             else:
                 self.upstream.close()  # unread answer: the connection cannot be reused
                 if not call.error_type:
-                    call.error_type = "client_disconnected"
+                    call.error_type = ErrorType.CLIENT_DISCONNECTED
         finally:
             call.usage = self.tracker.finish() or call.usage
             if call.usage is None and not self.complete and call.counts_tokens and call.status < 400:

@@ -26,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from routes_admin.models import ErrorType
+
 from .errors import error_response
 
 log = logging.getLogger("gateway.metrics")
@@ -182,6 +184,8 @@ def metrics_view(request) -> HttpResponse:
     if token:
         sent = request.META.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(sent.encode(), token.encode()):
-            return error_response(401, "invalid_api_key", "The metrics token is missing or wrong.", request.request_id)
+            return error_response(
+                401, ErrorType.INVALID_API_KEY, "The metrics token is missing or wrong.", request.request_id
+            )
     body, content_type = render()
     return HttpResponse(body, content_type=content_type)

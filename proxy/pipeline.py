@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from routes_admin.models import ErrorType
+
 from . import authentication, balancing, breaker, config, metrics, quotas, recording
 from .attempts import forward as forward_with_retries
 from .call import Call
@@ -180,7 +182,7 @@ def admit(call: Call) -> None:
 # 4b --------------------------------------------------------------------------------------------
 class JobsUnavailable(GatewayError):
     status_code = 503
-    error_type = "service_unavailable"
+    error_type = ErrorType.SERVICE_UNAVAILABLE
     default_detail = "This gateway runs no job queue; send the call without Prefer: respond-async."
 
 

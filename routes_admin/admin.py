@@ -18,7 +18,7 @@ from proxy.state import quota_state, reset_quotas
 from . import history, shown_once
 from .admin_history import HistoryLinkMixin
 from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
-from .models import APIKey, KeyUsage, QuotaPlan, RequestLog, Route, UpstreamTarget
+from .models import APIKey, KeyUsage, QuotaPlan, Route, UpstreamTarget
 from .services import ServiceError, plans
 from .services import keys as key_service
 from .services import routes as route_service
@@ -407,30 +407,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(RequestLog)
-class RequestLogAdmin(ReadOnlyAdmin):
-    list_display = [
-        # What an auditor scans first comes first; the long request id last (it is searchable).
-        "created",
-        "status",
-        "method",
-        "path",
-        "route_name",
-        "key_prefix",
-        "latency_ms",
-        "total_tokens",
-        "error_type",
-        "target",
-        "attempts",
-        "client_ip",
-        "request_id",
-    ]
-    list_filter = ["status", "method", "route_name", "error_type", "streamed", "usage_estimated", "created"]
-    search_fields = ["request_id", "path", "key_prefix", "route_name", "target", "client_ip"]
-    date_hierarchy = "created"
-    show_full_result_count = False  # counting millions of rows on every page is slow
-
-
 @admin.register(KeyUsage)
 class KeyUsageAdmin(ReadOnlyAdmin):
     list_display = ["day", "api_key", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "daily_limit"]
@@ -444,4 +420,5 @@ class KeyUsageAdmin(ReadOnlyAdmin):
         return against(obj.total_tokens, obj.api_key.effective_limits()["tokens_per_day"])
 
 
-from . import admin_breakers  # noqa: E402,F401  (target health: circuit breaker states and reset)
+# Pages in modules of their own: target health (circuit breakers) and the read-only request log.
+from . import admin_breakers, admin_requestlog  # noqa: E402,F401

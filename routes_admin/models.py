@@ -351,8 +351,32 @@ class APIKey(Limits):
         }
 
 
+class ErrorType(models.TextChoices):
+    """Every error type the gateway answers with or logs: the one list (proxy/errors.py raises them,
+    the log stores them, the explorer, the API and the admin filter by them). Each shows as
+    itself, as clients and the log see it."""
+
+    INVALID_API_KEY = "invalid_api_key", "invalid_api_key"
+    PERMISSION_DENIED = "permission_denied", "permission_denied"
+    NOT_FOUND = "not_found", "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed", "method_not_allowed"
+    CONFLICT = "conflict", "conflict"
+    REQUEST_TOO_LARGE = "request_too_large", "request_too_large"
+    REQUEST_TIMEOUT = "request_timeout", "request_timeout"
+    INVALID_REQUEST = "invalid_request_error", "invalid_request_error"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded", "rate_limit_exceeded"
+    SERVICE_UNAVAILABLE = "service_unavailable", "service_unavailable"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable", "upstream_unavailable"
+    UPSTREAM_TIMEOUT = "upstream_timeout", "upstream_timeout"
+    UPSTREAM_STREAM_ERROR = "upstream_stream_error", "upstream_stream_error"
+    CLIENT_DISCONNECTED = "client_disconnected", "client_disconnected"
+    INTERNAL_ERROR = "internal_error", "internal_error"
+
+
 class RequestLog(models.Model):
     """One row per call through the proxy, whatever its outcome. Never edited."""
+
+    ErrorType = ErrorType
 
     created = models.DateTimeField(default=timezone.now)
     request_id = models.CharField(max_length=128)
@@ -382,7 +406,7 @@ class RequestLog(models.Model):
     usage_estimated = models.BooleanField(
         default=False, help_text="The tokens are an estimate: the answer was cut before the upstream reported them."
     )
-    error_type = models.CharField(max_length=50, blank=True)
+    error_type = models.CharField(max_length=50, blank=True, choices=ErrorType.choices)
     limit = models.CharField(max_length=50, blank=True, help_text="The quota limit that refused the call.")
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     # Why the call went as it did (see proxy/call.py): "match" (the route and what it matched on),

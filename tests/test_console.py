@@ -87,7 +87,7 @@ def test_the_dashboard_shows_traffic_errors_latency_and_tokens_from_real_calls(c
     assert '<strong id="kpi-errors">25 %</strong>' in html
     assert '<strong id="kpi-tokens">21</strong>' in html
     assert "alice" in html and f"?key={key.prefix}" in html  # tokens by key, linked to its calls
-    assert "?model=demo-embed" in html and "?route=chat" in html
+    assert "?model=demo-embed" in html and "?route_name=chat" in html
     assert html.count("<svg") == 2 and "calls / minute" in html and ">2xx<" in html and ">4xx<" in html
     assert ">p99<" in html and ">ms<" in html  # the latency chart's legend and unit
 
@@ -167,7 +167,7 @@ def test_every_filter_of_the_explorer_finds_its_calls(console):
     assert explore(console, key="alice") == ["ok"]
     assert explore(console, key="team blue") == ["refused", "slow"]  # newest first
     assert explore(console, key=f"gw_{alice.prefix}_…") == ["ok"]
-    assert explore(console, route="chat") == ["ok"]
+    assert explore(console, route_name="chat") == ["ok"]
     assert explore(console, model="m2") == ["slow"]
     assert explore(console, status="429") == ["refused"]
     assert explore(console, status="5xx") == ["old"]
@@ -177,7 +177,7 @@ def test_every_filter_of_the_explorer_finds_its_calls(console):
     assert explore(console, limit="requests_per_minute") == ["refused"]
     day_before = timezone.localtime(now - timedelta(days=4)).strftime("%Y-%m-%dT%H:%M")
     two_days_ago = timezone.localtime(now - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
-    assert explore(console, start=day_before, end=two_days_ago) == ["old"]
+    assert explore(console, created_after=day_before, created_before=two_days_ago) == ["old"]
     assert explore(console, key="nobody") == []
 
 
@@ -268,12 +268,12 @@ def test_the_admin_key_and_route_pages_link_to_their_calls_and_back(admin_client
     key_page = admin_client.get(f"/admin/routes_admin/apikey/{key.pk}/change/").content.decode()
     assert f'href="/console/calls/?key={key.prefix}"' in key_page
     route_page = admin_client.get(f"/admin/routes_admin/route/{route.pk}/change/").content.decode()
-    assert 'href="/console/calls/?route=chat"' in route_page
+    assert 'href="/console/calls/?route_name=chat"' in route_page
     back = admin_client.get(f"/console/calls/?key={key.prefix}").content.decode()
     assert f'href="/admin/routes_admin/apikey/{key.pk}/change/"' in back
     assert (
         f'href="/admin/routes_admin/route/{route.pk}/change/"'
-        in admin_client.get("/console/calls/?route=chat").content.decode()
+        in admin_client.get("/console/calls/?route_name=chat").content.decode()
     )
 
 
