@@ -212,6 +212,9 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.document_errors"],
 }
 
+# /api/schema/ and /api/docs/ answer only signed-in users and management tokens unless this is on.
+GATEWAY_API_DOCS_PUBLIC = env.bool("GATEWAY_API_DOCS_PUBLIC", default=False)
+
 # Behind a TLS-terminating proxy, trust its X-Forwarded-Proto (and the client address it sends).
 if env.bool("BEHIND_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
