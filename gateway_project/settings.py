@@ -4,6 +4,7 @@ With no environment at all it runs on SQLite and an in-process cache, so a fresh
 checkout works. Every variable is documented in the README ("Settings").
 """
 
+import importlib.util
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,6 +59,11 @@ INSTALLED_APPS = [
     "api",
     "console",
 ]
+# Development only (requirements-test.lock, which `make run` and `make test` install; not the
+# runtime lock): its makemigrations keeps each app's max_migration.txt current, and its system
+# check fails when an app's migrations fork or that file is stale (see docs/migrations.md).
+if importlib.util.find_spec("django_linear_migrations"):
+    INSTALLED_APPS.append("django_linear_migrations")
 
 MIDDLEWARE = [
     "proxy.middleware.RequestIdMiddleware",
