@@ -39,6 +39,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    "gateway_project.apps.GatewayProjectConfig",  # start-up checks of these settings (checks.py)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -278,6 +279,12 @@ GATEWAY_BODY_READ_TIMEOUT = env.float("GATEWAY_BODY_READ_TIMEOUT", default=10.0)
 GATEWAY_BODY_TIMEOUT = env.float("GATEWAY_BODY_TIMEOUT", default=60.0)
 GATEWAY_MAX_WAITING_CONNECTIONS = env.int("GATEWAY_MAX_WAITING_CONNECTIONS", default=1000)
 GATEWAY_DRAIN_MAX_BYTES = env.int("GATEWAY_DRAIN_MAX_BYTES", default=16 * 1024 * 1024)
+
+# gunicorn's worker count (gunicorn.conf.py reads it too; unset there: one per core with Redis, else
+# 1). Several workers without Redis each count quotas on their own: refused at start unless
+# GATEWAY_ALLOW_WORKERS_WITHOUT_REDIS accepts it (gateway_project/checks.py).
+GATEWAY_WORKERS = env.int("GATEWAY_WORKERS", default=1)
+GATEWAY_ALLOW_WORKERS_WITHOUT_REDIS = env.bool("GATEWAY_ALLOW_WORKERS_WITHOUT_REDIS", default=False)
 
 # Jobs (jobs/): calls queued with `Prefer: respond-async`, run by `manage.py jobs_worker`.
 # The queue is django-tasks' database backend, in the same database as everything else.

@@ -27,6 +27,7 @@
 """
 
 import socket
+import sys
 import time
 
 import gevent
@@ -92,12 +93,29 @@ class GatewayWorker(GeventWorker):
 
     def load_wsgi(self):
         super().load_wsgi()  # Django's settings are loaded from here on
+        self.refuse_bad_settings()
         self.header_timeout = settings.GATEWAY_HEADER_TIMEOUT
         self.body_read_timeout = settings.GATEWAY_BODY_READ_TIMEOUT
         self.body_timeout = settings.GATEWAY_BODY_TIMEOUT
         self.drain_max_bytes = settings.GATEWAY_DRAIN_MAX_BYTES
         # Below the worker's connection limit, or waiting connections could still fill it.
         self.max_waiting = max(1, min(settings.GATEWAY_MAX_WAITING_CONNECTIONS, self.worker_connections // 2))
+
+    def refuse_bad_settings(self):
+        """The settings checks (gateway_project/checks.py) before serving: on an error the worker
+        exits as one that failed to boot, and gunicorn's master stops with it."""
+        from django.core.checks import run_checks
+        from gunicorn.arbiter import Arbiter
+
+        from gateway_project.checks import TAG
+
+        problems = run_checks(tags=[TAG])
+        for problem in problems:
+            hint = f" ({problem.hint})" if problem.hint else ""
+            log = self.log.error if problem.is_serious() else self.log.warning
+            log("%s: %s%s", problem.id, problem.msg, hint)
+        if any(problem.is_serious() for problem in problems):
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
     def handle(self, listener, client, addr):
         current = gevent.getcurrent()
