@@ -127,6 +127,7 @@ def server_env(tmp_path, **extra) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_gunicorn_prints_the_message_and_stops(tmp_path):
     env = server_env(tmp_path, GATEWAY_CACHE_FAILURE="Closed")
     done = subprocess.run(
@@ -143,6 +144,7 @@ def test_gunicorn_prints_the_message_and_stops(tmp_path):
     assert "Worker failed to boot" in log
 
 
+@pytest.mark.slow
 def test_manage_py_refuses_to_run_with_the_message(tmp_path):
     env = server_env(tmp_path, GATEWAY_WORKERS="2")
     done = subprocess.run(
