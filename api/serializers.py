@@ -5,11 +5,14 @@ token's secret only in the answer that creates it, a target's credential never (
 from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from django.db import transaction
 from rest_framework import serializers
 
 from routes_admin import history, keys
 from routes_admin.models import (
+    RESERVED_AREAS,
+    RESERVED_ENDPOINTS,
     APIKey,
     KeyUsage,
     Limits,
@@ -21,6 +24,15 @@ from routes_admin.models import (
     mask_secret,
 )
 from routes_admin.validators import host_and_port
+
+from .fields import (
+    ObjectField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictModelSerializer,
+    StrictPrimaryKeyRelatedField,
+    StringMapField,
+)
 
 # Longest grace period a rotation may give the old secret.
 MAX_GRACE_SECONDS = 30 * 86400
@@ -36,17 +48,17 @@ def run_clean(instance) -> None:
         raise serializers.ValidationError({"non_field_errors": exc.messages}) from None
 
 
-class PlanSerializer(serializers.ModelSerializer):
+class PlanSerializer(StrictModelSerializer):
     class Meta:
         model = QuotaPlan
         fields = ["id", "name", *Limits.LIMIT_FIELDS, "created"]
 
 
-class TargetSerializer(serializers.ModelSerializer):
-    id = serializers.IntegerField(
+class TargetSerializer(StrictModelSerializer):
+    id = StrictIntegerField(
         required=False, help_text="An existing target of this route, to update it; leave out to add one."
     )
-    credential_value = serializers.CharField(
+    credential_value = StrictCharField(
         write_only=True,
         required=False,
         allow_blank=True,
@@ -54,6 +66,7 @@ class TargetSerializer(serializers.ModelSerializer):
         help_text="Write-only. Left out on an existing target: the stored value is kept.",
     )
     credential = serializers.SerializerMethodField(help_text="The stored credential, masked (last 4 characters).")
+    model_aliases = StringMapField(required=False, help_text="Public model name -> the name sent upstream.")
 
     class Meta:
         model = UpstreamTarget
@@ -75,12 +88,46 @@ class TargetSerializer(serializers.ModelSerializer):
         return mask_secret(target.credential_value)
 
 
-class RouteSerializer(serializers.ModelSerializer):
+class PathPrefixValidator(RegexValidator):
+    """Route.clean()'s prefix rules as a pattern, so that the schema states them; its messages."""
+
+    def __init__(self):
+        reserved = "|".join(RESERVED_AREAS + RESERVED_ENDPOINTS)
+        super().__init__(rf"^/(?!(?:{reserved})(?:/|$))[^\x00]*$")
+
+    def __call__(self, value):
+        try:
+            super().__call__(value)
+        except DjangoValidationError:
+            try:
+                Route(path_prefix=value).clean()  # the model's own message for a missing / or a reserved prefix
+            except DjangoValidationError as exc:
+                raise DjangoValidationError(exc.message_dict.get("path_prefix", exc.messages)) from None
+            raise DjangoValidationError("Null characters are not allowed.") from None
+
+
+# The rules of Route.clean() that a pattern can state, so that the schema states them too.
+PATH_PREFIX = PathPrefixValidator()
+_STATUS = r"[ \t\r]*(?:[1-5][0-9]{2})?[ \t\r]*"
+RETRY_STATUSES = RegexValidator(rf"^{_STATUS}(?:[,\n]{_STATUS})*$", "HTTP statuses (100-599), separated by commas.")
+
+
+class RouteSerializer(StrictModelSerializer):
     targets = TargetSerializer(many=True, required=False, help_text="Given on an update: the route's whole list.")
+    match_headers = StringMapField(
+        required=False, help_text='Headers that must be present, e.g. {"X-Tenant": "acme"}; "*" matches any value.'
+    )
+    match_body = ObjectField(
+        required=False, help_text='JSON body fields that must match, e.g. {"stream": true}; dotted paths allowed.'
+    )
 
     class Meta:
         model = Route
         fields = ["id", *Route.SETTINGS, "fallback", "quota_plan", "targets", "created", "updated"]
+        extra_kwargs = {
+            "path_prefix": {"validators": [PATH_PREFIX]},
+            "retry_statuses": {"validators": [RETRY_STATUSES]},
+        }
 
     def validate(self, attrs):
         route = Route(**{**self._current_fields(), **{k: v for k, v in attrs.items() if k != "targets"}})
@@ -160,9 +207,9 @@ def key_has_reach(attrs: dict, instance: APIKey | None) -> None:
         raise serializers.ValidationError({"routes": ["Say which routes the key may call, or set all_routes."]})
 
 
-class KeySerializer(serializers.ModelSerializer):
+class KeySerializer(StrictModelSerializer):
     prefix = serializers.CharField(source="display_prefix", read_only=True)
-    user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all(), required=False, allow_null=True)
+    user = StrictPrimaryKeyRelatedField(queryset=get_user_model().objects.all(), required=False, allow_null=True)
     previous_secret_expires = serializers.DateTimeField(
         source="previous_expires",
         read_only=True,
@@ -218,7 +265,7 @@ class IssuedKeySerializer(KeySerializer):
 
 
 class RotateSerializer(serializers.Serializer):
-    grace_seconds = serializers.IntegerField(
+    grace_seconds = StrictIntegerField(
         default=0,
         min_value=0,
         max_value=MAX_GRACE_SECONDS,
@@ -257,7 +304,7 @@ class RequestLogSerializer(serializers.ModelSerializer):
         fields = [f.name for f in RequestLog._meta.fields]
 
 
-class TokenSerializer(serializers.ModelSerializer):
+class TokenSerializer(StrictModelSerializer):
     prefix = serializers.SerializerMethodField()
 
     class Meta:
