@@ -5,36 +5,84 @@ The request log's filters are the one FilterSet the console shares (routes_admin
 
 import django_filters as filters
 from auditlog.models import LogEntry
+from django import forms
+from drf_spectacular.utils import extend_schema_field
 
 from routes_admin.filtersets import Moment, Number
 from routes_admin.models import APIKey, KeyUsage, QuotaPlan, Route
+
+from .schema import NO_NUL
+
+# The schema states the bounds that Number enforces (an id past them is a 400, not an overflow).
+extend_schema_field({"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1})(Number)
+
+
+class StrictBooleanField(forms.Field):
+    """ "true" or "false", as the schema says: django-filter's own reads any other word as no filter."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if value not in ("true", "false"):
+            raise forms.ValidationError('Use "true" or "false".')
+        return value == "true"
+
+
+class Boolean(filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", forms.TextInput)  # the raw word reaches the field, not a guess
+        super().__init__(*args, **kwargs)
+
+
+class StrictFilterSet(filters.FilterSet):
+    """A filter given twice is a 400: otherwise the last one would count and the first be ignored."""
+
+    def is_valid(self) -> bool:
+        self.form.errors  # noqa: B018  (cleans the form, so errors can be added)
+        if hasattr(self.data, "getlist"):
+            for name in self.filters:
+                if len(self.data.getlist(name)) > 1:
+                    self.form.add_error(name, "Give this parameter once.")
+        return self.form.is_valid()
+
+
+@extend_schema_field({"type": "string", "pattern": NO_NUL})
+class Text(filters.CharFilter):
+    """Text to look for; a NUL character is a 400 (Django's forms refuse it), as the schema says."""
+
 
 # Related objects are filtered by id as plain numbers: an id that matches nothing gives an empty
 # list, not a 400 (django-filter's default choice fields reject unknown ids).
 
 
-class RouteFilter(filters.FilterSet):
-    name = filters.CharFilter(lookup_expr="icontains")
+class RouteFilter(StrictFilterSet):
+    name = Text(lookup_expr="icontains")
+    enabled = Boolean()
+    strategy = filters.ChoiceFilter(choices=Route.Strategy.choices)
     quota_plan = Number()
-    path_prefix = filters.CharFilter(lookup_expr="startswith")
+    path_prefix = Text(lookup_expr="startswith")
 
     class Meta:
         model = Route
         fields = ["name", "path_prefix", "enabled", "strategy", "quota_plan"]
 
 
-class PlanFilter(filters.FilterSet):
-    name = filters.CharFilter(lookup_expr="icontains")
+class PlanFilter(StrictFilterSet):
+    name = Text(lookup_expr="icontains")
 
     class Meta:
         model = QuotaPlan
         fields = ["name"]
 
 
-class KeyFilter(filters.FilterSet):
-    name = filters.CharFilter(lookup_expr="icontains")
-    owner = filters.CharFilter(lookup_expr="icontains")
-    revoked = filters.BooleanFilter(field_name="revoked", lookup_expr="isnull", exclude=True)
+class KeyFilter(StrictFilterSet):
+    name = Text(lookup_expr="icontains")
+    owner = Text(lookup_expr="icontains")
+    enabled = Boolean()
+    all_routes = Boolean()
+    revoked = Boolean(field_name="revoked", lookup_expr="isnull", exclude=True)
     quota_plan = Number()
     routes = Number()
 
@@ -43,7 +91,7 @@ class KeyFilter(filters.FilterSet):
         fields = ["name", "owner", "enabled", "all_routes", "quota_plan", "routes", "revoked"]
 
 
-class UsageFilter(filters.FilterSet):
+class UsageFilter(StrictFilterSet):
     day_from = filters.DateFilter(field_name="day", lookup_expr="gte")
     day_to = filters.DateFilter(field_name="day", lookup_expr="lte")
     api_key = Number()
@@ -53,9 +101,9 @@ class UsageFilter(filters.FilterSet):
         fields = ["api_key", "day"]
 
 
-class HistoryFilter(filters.FilterSet):
-    model = filters.CharFilter(method="by_model", help_text='"app_label.model", e.g. "routes_admin.route".')
-    object_pk = filters.CharFilter()
+class HistoryFilter(StrictFilterSet):
+    model = Text(method="by_model", help_text='"app_label.model", e.g. "routes_admin.route".')
+    object_pk = Text()
     actor = Number(help_text="The user's id.")
     after = Moment(field_name="timestamp", lookup_expr="gte")
     before = Moment(field_name="timestamp", lookup_expr="lt")

@@ -1,6 +1,10 @@
 """OpenAPI details drf-spectacular cannot see: the token scheme and the error answers."""
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+
+# Django refuses a NUL character in any text it is given (PostgreSQL cannot store one): stated.
+NO_NUL = "^[^\\x00]*$"
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -35,6 +39,20 @@ class ManagementTokenScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "description": "A management token: gwm_..."}
 
 
+class StrictTextSchema(OpenApiSerializerFieldExtension):
+    """A text field of the API states that it takes no NUL character, unless it states a pattern of its own."""
+
+    target_class = "api.fields.StrictCharField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        own_pattern = any(isinstance(v, RegexValidator) for v in self.target.validators)
+        if direction == "request" and schema.get("type") == "string" and not own_pattern:
+            schema["pattern"] = NO_NUL
+        return schema
+
+
 def api_views_only(endpoints):
     """The schema describes the API's own views: not the proxy's catch-all, nor the schema pages."""
     from .views import ManagementViewSet
@@ -56,4 +74,24 @@ def document_errors(result, generator, request, public):
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                     },
                 )
+    return result
+
+
+# "A key names its routes": a new key has routes, or all_routes (api/serializers.py key_has_reach).
+KEY_REACH = [
+    {"required": ["all_routes"], "properties": {"all_routes": {"enum": [True]}}},
+    {"required": ["routes"], "properties": {"routes": {"minItems": 1}}},
+]
+
+
+def state_rules(result, generator, request, public):
+    """Rules the serializers enforce that drf-spectacular cannot see, stated in the schema."""
+    schemas = result.get("components", {}).get("schemas", {})
+    if "KeyRequest" in schemas:
+        schemas["KeyRequest"]["anyOf"] = KEY_REACH
+        schemas["KeyRequest"]["description"] = "A new key names its routes (at least one), or sets all_routes."
+    if "PatchedKeyRequest" in schemas:
+        schemas["PatchedKeyRequest"]["description"] = (
+            "The key must keep naming its routes, or all_routes: a change that would leave it neither is a 400."
+        )
     return result

@@ -5,10 +5,14 @@ the answer that creates it, a target's credential never (write-only)."""
 
 from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from routes_admin import history, keys
 from routes_admin.models import (
+    RESERVED_AREAS,
+    RESERVED_ENDPOINTS,
     APIKey,
     KeyUsage,
     Limits,
@@ -22,11 +26,20 @@ from routes_admin.models import (
 from routes_admin.services import keys as key_service
 from routes_admin.services import plans, routes
 
+from .fields import (
+    ObjectField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictModelSerializer,
+    StrictPrimaryKeyRelatedField,
+    StringMapField,
+)
+
 # Longest grace period a rotation may give the old secret.
 MAX_GRACE_SECONDS = int(key_service.MAX_GRACE.total_seconds())
 
 
-class PlanSerializer(serializers.ModelSerializer):
+class PlanSerializer(StrictModelSerializer):
     class Meta:
         model = QuotaPlan
         fields = ["id", "name", *Limits.LIMIT_FIELDS, "created"]
@@ -38,11 +51,11 @@ class PlanSerializer(serializers.ModelSerializer):
         return plans.save_plan(plan, validated_data)
 
 
-class TargetSerializer(serializers.ModelSerializer):
-    id = serializers.IntegerField(
+class TargetSerializer(StrictModelSerializer):
+    id = StrictIntegerField(
         required=False, help_text="An existing target of this route, to update it; leave out to add one."
     )
-    credential_value = serializers.CharField(
+    credential_value = StrictCharField(
         write_only=True,
         required=False,
         allow_blank=True,
@@ -51,6 +64,7 @@ class TargetSerializer(serializers.ModelSerializer):
         "scheme, host or port changes (then it is dropped, and refused while credential_header stays set).",
     )
     credential = serializers.SerializerMethodField(help_text="The stored credential, masked (last 4 characters).")
+    model_aliases = StringMapField(required=False, help_text="Public model name -> the name sent upstream.")
 
     class Meta:
         model = UpstreamTarget
@@ -61,12 +75,46 @@ class TargetSerializer(serializers.ModelSerializer):
         return mask_secret(target.credential_value)
 
 
-class RouteSerializer(serializers.ModelSerializer):
+class PathPrefixValidator(RegexValidator):
+    """Route.clean()'s prefix rules as a pattern, so that the schema states them; its messages."""
+
+    def __init__(self):
+        reserved = "|".join(RESERVED_AREAS + RESERVED_ENDPOINTS)
+        super().__init__(rf"^/(?!(?:{reserved})(?:/|$))[^\x00]*$")
+
+    def __call__(self, value):
+        try:
+            super().__call__(value)
+        except DjangoValidationError:
+            try:
+                Route(path_prefix=value).clean()  # the model's own message for a missing / or a reserved prefix
+            except DjangoValidationError as exc:
+                raise DjangoValidationError(exc.message_dict.get("path_prefix", exc.messages)) from None
+            raise DjangoValidationError("Null characters are not allowed.") from None
+
+
+# The rules of Route.clean() that a pattern can state, so that the schema states them too.
+PATH_PREFIX = PathPrefixValidator()
+_STATUS = r"[ \t\r]*(?:[1-5][0-9]{2})?[ \t\r]*"
+RETRY_STATUSES = RegexValidator(rf"^{_STATUS}(?:[,\n]{_STATUS})*$", "HTTP statuses (100-599), separated by commas.")
+
+
+class RouteSerializer(StrictModelSerializer):
     targets = TargetSerializer(many=True, required=False, help_text="Given on an update: the route's whole list.")
+    match_headers = StringMapField(
+        required=False, help_text='Headers that must be present, e.g. {"X-Tenant": "acme"}; "*" matches any value.'
+    )
+    match_body = ObjectField(
+        required=False, help_text='JSON body fields that must match, e.g. {"stream": true}; dotted paths allowed.'
+    )
 
     class Meta:
         model = Route
         fields = ["id", *Route.SETTINGS, "fallback", "quota_plan", "targets", "created", "updated"]
+        extra_kwargs = {
+            "path_prefix": {"validators": [PATH_PREFIX]},
+            "retry_statuses": {"validators": [RETRY_STATUSES]},
+        }
 
     def create(self, validated_data):
         targets = validated_data.pop("targets", [])
@@ -77,9 +125,9 @@ class RouteSerializer(serializers.ModelSerializer):
         return routes.save_route(route, validated_data, targets).route
 
 
-class KeySerializer(serializers.ModelSerializer):
+class KeySerializer(StrictModelSerializer):
     prefix = serializers.CharField(source="display_prefix", read_only=True)
-    user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all(), required=False, allow_null=True)
+    user = StrictPrimaryKeyRelatedField(queryset=get_user_model().objects.all(), required=False, allow_null=True)
     previous_secret_expires = serializers.DateTimeField(
         source="previous_expires",
         read_only=True,
@@ -128,7 +176,7 @@ class IssuedKeySerializer(KeySerializer):
 
 
 class RotateSerializer(serializers.Serializer):
-    grace_seconds = serializers.IntegerField(
+    grace_seconds = StrictIntegerField(
         default=0,
         min_value=0,
         max_value=MAX_GRACE_SECONDS,
@@ -167,7 +215,7 @@ class RequestLogSerializer(serializers.ModelSerializer):
         fields = [f.name for f in RequestLog._meta.fields]
 
 
-class TokenSerializer(serializers.ModelSerializer):
+class TokenSerializer(StrictModelSerializer):
     prefix = serializers.SerializerMethodField()
 
     class Meta:

@@ -33,13 +33,36 @@ from .pagination import CheckedCursorPagination
 from .permissions import ChangePermission, ModelPermissions
 
 
-class PagePagination(pagination.PageNumberPagination):
+class StrictPageSize:
+    """`page_size` checked: DRF reads a wrong one (0, "ten", 501, given twice) as the default."""
+
+    def get_page_size(self, request):
+        given = request.query_params.getlist(self.page_size_query_param)
+        if not given:
+            return self.page_size
+        if len(given) > 1 or not given[0].isdigit() or not 1 <= int(given[0]) <= self.max_page_size:
+            raise serializers.ValidationError(
+                {self.page_size_query_param: [f"Give one whole number from 1 to {self.max_page_size}."]}
+            )
+        return int(given[0])
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+            if parameter["name"] == getattr(self, "page_query_param", None):
+                parameter["schema"]["minimum"] = 1
+        return parameters
+
+
+class PagePagination(StrictPageSize, pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
 
 
-class LogPagination(CheckedCursorPagination):
+class LogPagination(StrictPageSize, CheckedCursorPagination):
     """Stable pages over a table that grows while it is read."""
 
     ordering = "-created"

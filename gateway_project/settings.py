@@ -4,6 +4,7 @@ With no environment at all it runs on SQLite and an in-process cache, so a fresh
 checkout works. Every variable is documented in the README ("Settings").
 """
 
+import importlib.util
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,6 +39,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    "gateway_project.apps.GatewayProjectConfig",  # start-up checks of these settings (checks.py)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -58,6 +60,11 @@ INSTALLED_APPS = [
     "api",
     "console",
 ]
+# Development only (requirements-test.lock, which `make run` and `make test` install; not the
+# runtime lock): its makemigrations keeps each app's max_migration.txt current, and its system
+# check fails when an app's migrations fork or that file is stale (see docs/migrations.md).
+if importlib.util.find_spec("django_linear_migrations"):
+    INSTALLED_APPS.append("django_linear_migrations")
 
 MIDDLEWARE = [
     "proxy.middleware.RequestIdMiddleware",
@@ -209,8 +216,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["api.schema.api_views_only"],
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.document_errors"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.document_errors",
+        "api.schema.state_rules",
+    ],
 }
+
+# /api/schema/ and /api/docs/ answer only signed-in users and management tokens unless this is on.
+GATEWAY_API_DOCS_PUBLIC = env.bool("GATEWAY_API_DOCS_PUBLIC", default=False)
 
 # Behind a TLS-terminating proxy, trust its X-Forwarded-Proto (and the client address it sends).
 if env.bool("BEHIND_PROXY", default=False):
@@ -269,6 +283,12 @@ GATEWAY_BODY_READ_TIMEOUT = env.float("GATEWAY_BODY_READ_TIMEOUT", default=10.0)
 GATEWAY_BODY_TIMEOUT = env.float("GATEWAY_BODY_TIMEOUT", default=60.0)
 GATEWAY_MAX_WAITING_CONNECTIONS = env.int("GATEWAY_MAX_WAITING_CONNECTIONS", default=1000)
 GATEWAY_DRAIN_MAX_BYTES = env.int("GATEWAY_DRAIN_MAX_BYTES", default=16 * 1024 * 1024)
+
+# gunicorn's worker count (gunicorn.conf.py reads it too; unset there: one per core with Redis, else
+# 1). Several workers without Redis each count quotas on their own: refused at start unless
+# GATEWAY_ALLOW_WORKERS_WITHOUT_REDIS accepts it (gateway_project/checks.py).
+GATEWAY_WORKERS = env.int("GATEWAY_WORKERS", default=1)
+GATEWAY_ALLOW_WORKERS_WITHOUT_REDIS = env.bool("GATEWAY_ALLOW_WORKERS_WITHOUT_REDIS", default=False)
 
 # Jobs (jobs/): calls queued with `Prefer: respond-async`, run by `manage.py jobs_worker`.
 # The queue is django-tasks' database backend, in the same database as everything else.

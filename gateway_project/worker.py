@@ -19,23 +19,59 @@
    closed. Connections waiting for a request head (new or kept alive) are at most
    GATEWAY_MAX_WAITING_CONNECTIONS per worker: past that the oldest is closed, so idle or
    half-open connections never take every slot of the worker from /healthz and real calls.
-4. Bodies the application did not read (a 413, a 401 before the body): the rest is read and
+4. Requests gunicorn refuses before Django sees them (a request line over 4,094 bytes, a header
+   over 8,190, a malformed head): answered in the gateway's JSON error shape, not gunicorn's HTML
+   page (`write_json_error`).
+5. Bodies the application did not read (a 413, a 401 before the body): the rest is read and
    dropped, within the body timeouts and up to GATEWAY_DRAIN_MAX_BYTES, so the connection can serve
    the next request. Past that the connection is closed the lingering way (our side shut for
    writing, the client's bytes read and dropped for a moment): closed at once with unread bytes,
    the kernel sends a reset that can reach the client before it has read the answer.
 """
 
+import json
 import socket
+import sys
 import time
+import uuid
 
 import gevent
 from django.conf import settings
 from gevent.socket import wait_read
+from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
 LINGER_SECONDS = 2.0  # RFC 9112 9.6: enough for the client to read the answer before the close
 LINGER_MAX_BYTES = 1024 * 1024
+
+# The error types of the gateway's JSON shape for the statuses gunicorn answers itself.
+SERVER_ERROR_TYPES = {
+    403: "permission_denied",
+    414: "request_too_large",
+    431: "request_too_large",
+    500: "internal_error",
+    501: "invalid_request_error",
+}
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's `util.write_error`, in the gateway's one error shape; the connection is closed after it."""
+    request_id = uuid.uuid4().hex
+    error_type = SERVER_ERROR_TYPES.get(status_int, "invalid_request_error")
+    message = f"{reason}: {mesg}"[:300] if mesg else reason  # gunicorn's message may echo a piece of the request
+    body = json.dumps({"error": {"type": error_type, "message": message, "request_id": request_id}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-Request-ID: {request_id}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn's worker answers parse errors through this module function (workers/base.py, handle_error).
+util.write_error = write_json_error
 
 
 class BodyDeadline:
@@ -92,12 +128,29 @@ class GatewayWorker(GeventWorker):
 
     def load_wsgi(self):
         super().load_wsgi()  # Django's settings are loaded from here on
+        self.refuse_bad_settings()
         self.header_timeout = settings.GATEWAY_HEADER_TIMEOUT
         self.body_read_timeout = settings.GATEWAY_BODY_READ_TIMEOUT
         self.body_timeout = settings.GATEWAY_BODY_TIMEOUT
         self.drain_max_bytes = settings.GATEWAY_DRAIN_MAX_BYTES
         # Below the worker's connection limit, or waiting connections could still fill it.
         self.max_waiting = max(1, min(settings.GATEWAY_MAX_WAITING_CONNECTIONS, self.worker_connections // 2))
+
+    def refuse_bad_settings(self):
+        """The settings checks (gateway_project/checks.py) before serving: on an error the worker
+        exits as one that failed to boot, and gunicorn's master stops with it."""
+        from django.core.checks import run_checks
+        from gunicorn.arbiter import Arbiter
+
+        from gateway_project.checks import TAG
+
+        problems = run_checks(tags=[TAG])
+        for problem in problems:
+            hint = f" ({problem.hint})" if problem.hint else ""
+            log = self.log.error if problem.is_serious() else self.log.warning
+            log("%s: %s%s", problem.id, problem.msg, hint)
+        if any(problem.is_serious() for problem in problems):
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
     def handle(self, listener, client, addr):
         current = gevent.getcurrent()
