@@ -103,14 +103,14 @@ def deliver(job_id: str, attempt: int) -> None:
     job = Job.objects.filter(id=job_id).first()
     if job is None or not job.callback_url:
         return  # pruned meanwhile
-    secret = signing.secret_for_key(job.api_key_id)
-    if secret is None:
-        return  # its key was deleted meanwhile
     body = json.dumps(job_document(job)).encode()
     started = time.perf_counter()
     status, error, final = None, "", False
     try:
         callback = callbacks.parse(job.callback_url)
+        secret = signing.secret_for_key(job.api_key_id)
+        if secret is None:
+            return  # its key was deleted meanwhile (and its jobs with it)
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",

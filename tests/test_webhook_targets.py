@@ -354,3 +354,18 @@ def test_a_delivery_connects_to_the_checked_addresses_of_the_checked_host_only()
     for other in ("127.0.0.1", "localhost", "::2"):
         with pytest.raises(OSError):
             lookup(other)
+
+
+def test_a_url_the_check_refuses_at_delivery_is_not_tried_again(receivers):
+    """The allow-list changed after submission: the delivery is refused without a connection,
+    recorded as failed, and no further attempt is queued."""
+    a = receivers["A"]
+    a.clear()
+    hook = f"http://127.0.0.1:{a.port}/hook"
+    with override_settings(GATEWAY_WEBHOOK_HOSTS=["hooks.example.com"], GATEWAY_WEBHOOK_SECRET=WEBHOOK_SECRET):
+        job = a_job(TARGET["key"], TARGET["route"], hook)
+        webhooks.deliver(str(job.id), 1)
+    assert a.connections == 0
+    delivery = WebhookDelivery.objects.get(job=job)
+    assert (delivery.status, delivery.delivered) == (None, False) and delivery.error.startswith("refused:")
+    assert not DBTaskResult.objects.filter(queue_name="webhooks").exists()
