@@ -10,7 +10,7 @@ class JobsConfig(AppConfig):
         from proxy import metrics, pipeline
 
         from . import metrics as job_metrics
-        from .submission import submit
+        from .submission import check, submit
 
-        pipeline.set_job_submitter(submit)
+        pipeline.set_job_submitter(submit, check)
         metrics.add_collector(job_metrics.JobCollector())

@@ -43,14 +43,10 @@ def response_document(job: Job) -> dict:
 
 
 def deliveries_document(job: Job) -> list[dict]:
+    """The webhook attempts as the job's key sees them: delivered or not, with the receiver's HTTP
+    status (None when no HTTP answer came). Never the network detail (refused, timed out, which
+    address): that would tell the key what listens where. Operators see it in the admin."""
     return [
-        {
-            "attempt": d.attempt,
-            "at": when(d.created),
-            "status": d.status,
-            "error": d.error,
-            "duration_ms": d.duration_ms,
-            "delivered": d.delivered,
-        }
+        {"attempt": d.attempt, "at": when(d.created), "delivered": d.delivered, "status": d.status}
         for d in job.deliveries.all()
     ]

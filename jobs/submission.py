@@ -27,12 +27,21 @@ log = logging.getLogger("gateway.jobs")
 # Never stored with a job: the client's credentials, and what only the submission itself uses.
 NOT_STORED = frozenset({"authorization", "x-api-key", "cookie", "prefer", "idempotency-key", "x-callback-url"})
 MAX_IDEMPOTENCY_KEY = 255
+MAX_PATH = 2000  # Job.path and Job.raw_path
+MAX_HOST = 255  # Job.host
+MAX_METHOD = 10  # Job.method (a route with no methods listed allows any)
 
 
 class QueueUnavailable(GatewayError):
     status_code = 503
     error_type = ErrorType.SERVICE_UNAVAILABLE
     default_detail = "The job queue is unavailable right now; nothing was queued. Try again shortly."
+
+
+class PathTooLong(GatewayError):
+    status_code = 414
+    error_type = "invalid_request_error"
+    default_detail = f"A job's path is at most {MAX_PATH} characters; send a longer one without Prefer: respond-async."
 
 
 class Accepted:
@@ -59,14 +68,29 @@ class Accepted:
         pipeline.finish(self.call)
 
 
-def submit(call, incoming: pipeline.Incoming, body: bytes) -> Accepted:
-    """Queue the call (or find the job its Idempotency-Key already made): the 202 answer."""
+def check(incoming: pipeline.Incoming) -> None:
+    """Refuse (4xx) what a job could not store or use, before the call is admitted and counted:
+    so a refused submission costs the key nothing and leaves no job."""
     callback = incoming.headers.get("X-Callback-URL", "").strip()
     if callback:
         webhooks.check_url(callback)
-    idempotency_key = incoming.headers.get("Idempotency-Key", "").strip()
-    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+    if len(incoming.headers.get("Idempotency-Key", "").strip()) > MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters.")
+    if len(incoming.path) > MAX_PATH or len(incoming.raw_path) > MAX_PATH:
+        raise PathTooLong()
+    if len(incoming.method) > MAX_METHOD:
+        raise InvalidRequest(f"A job's method is at most {MAX_METHOD} characters.")
+    if len(incoming.host) > MAX_HOST:
+        raise InvalidRequest(f"A job's Host header is at most {MAX_HOST} characters.")
+
+
+def submit(call, incoming: pipeline.Incoming, body: bytes) -> Accepted:
+    """Queue the call (or find the job its Idempotency-Key already made): the 202 answer.
+    `check(incoming)` has passed (the pipeline runs it before admission)."""
+    callback = incoming.headers.get("X-Callback-URL", "").strip()
+    if callback:
+        callback = webhooks.check_url(callback)  # stored as rebuilt from its checked parts
+    idempotency_key = incoming.headers.get("Idempotency-Key", "").strip()
     try:
         job, replayed = create(call, incoming, body, callback, idempotency_key)
     except IntegrityError:

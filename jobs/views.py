@@ -1,4 +1,5 @@
-"""GET /jobs/<id> (status and result) and DELETE /jobs/<id> (cancel a queued job).
+"""GET /jobs/<id> (status and result), DELETE /jobs/<id> (cancel a queued job), and
+GET /jobs/webhook-secret (the key's webhook signing secret).
 
 Authenticated with the same gateway API keys as proxied calls; a job is visible only to the key
 that created it: any other key, an unknown id and a malformed id all get the same 404.
@@ -6,15 +7,17 @@ that created it: any other key, an unknown id and a malformed id all get the sam
 
 import uuid
 
+from django.conf import settings
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from proxy import authentication, config
-from proxy.errors import GatewayError, describe, error_response
+from proxy.errors import GatewayError, InvalidAPIKey, describe, error_response
 from routes_admin.models import ErrorType
 
+from . import signing
 from .documents import deliveries_document, job_document
 from .models import Job, Status
 
@@ -58,3 +61,22 @@ def job_detail(request, job_id: str):
     if job.callback_url:
         document["webhook_deliveries"] = deliveries_document(job)
     return JsonResponse(document)
+
+
+@require_http_methods(["GET"])
+def webhook_secret(request):
+    """The secret this key's webhooks are signed with (jobs/signing.py), for the key's owner to
+    set up a receiver. Whoever holds the key may queue jobs with callbacks anyway; the secret
+    changes when the key is rotated."""
+    try:
+        key = authentication.check_key(authentication.key_from_headers(request.headers), config.current())
+    except GatewayError as exc:
+        return _error(request, exc)
+    if not settings.GATEWAY_WEBHOOK_HOSTS:
+        return error_response(404, "not_found", "This gateway sends no webhooks.", request.request_id)
+    secret = signing.secret_for_key(key.id)
+    if secret is None:
+        return _error(request, InvalidAPIKey())
+    response = JsonResponse({"object": "webhook_secret", "secret": secret})
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,65 +1,87 @@
 """Webhooks: a finished job POSTed to its X-Callback-URL, signed, retried with backoff.
 
-Only hosts on GATEWAY_WEBHOOK_HOSTS are allowed (checked at submission: 400 otherwise). Each
-POST carries
+Where it may go is jobs/callbacks.py: the URL is checked at submission (400 otherwise) and again
+before each attempt (the allow-list may have changed; rows may predate the check); it is sent
+to the URL rebuilt from the checked parts, over a connection to the addresses checked just
+before (proxy/pinning.py), never following a redirect. Each POST carries
 
     X-Gateway-Timestamp: <unix seconds>
-    X-Gateway-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with GATEWAY_WEBHOOK_SECRET>
+    X-Gateway-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>\n<callback URL>\n<body>">
 
-so a receiver recomputes the HMAC over the timestamp, a dot and the raw body, compares in
-constant time, and refuses old timestamps (replays). Every attempt is a WebhookDelivery row,
-shown on the job; a failed attempt (no answer, or not 2xx) is retried after
-GATEWAY_WEBHOOK_BACKOFF_SECONDS * 2^(attempt-1), up to GATEWAY_WEBHOOK_MAX_ATTEMPTS, through
-the queue (so a worker restart loses no delivery).
+with the job's API key's own signing secret (jobs/signing.py), so a receiver recomputes it,
+compares in constant time and refuses old timestamps (replays). Every attempt is a
+WebhookDelivery row: the key sees delivered or not and the receiver's HTTP status; the network
+detail (refused, timed out, unresolvable) is for operators (the admin, the server log). A failed
+attempt (no answer, or not 2xx) is retried after GATEWAY_WEBHOOK_BACKOFF_SECONDS * 2^(attempt-1),
+up to GATEWAY_WEBHOOK_MAX_ATTEMPTS, through the queue (a worker restart loses no delivery); a URL
+that the check now refuses is not tried again.
 """
 
-import hashlib
-import hmac
 import json
 import logging
 import time
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 from django.utils import timezone
 
+from proxy import ssrf
 from proxy.errors import InvalidRequest
+from proxy.pinning import PinnedAdapter
 
+from . import callbacks, signing
 from .documents import job_document
 from .models import Job, WebhookDelivery
 
 log = logging.getLogger("gateway.webhooks")
-_session: requests.Session | None = None
-
-
-def session() -> requests.Session:
-    global _session
-    if _session is None:
-        _session = requests.Session()
-        _session.trust_env = False  # no proxy or .netrc from the environment
-    return _session
 
 
 def check_url(url: str) -> str:
-    """The callback URL if its host is allowed; else 400 (InvalidRequest)."""
-    parts = urlsplit(url)
+    """The callback URL as it will be stored, sent and signed; 400 (InvalidRequest) when refused."""
     try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = None
-    if parts.scheme not in ("http", "https") or not host:
-        raise InvalidRequest("X-Callback-URL must be an absolute http(s) URL.")
-    allowed = {h.lower() for h in settings.GATEWAY_WEBHOOK_HOSTS}
-    if host.lower() not in allowed and f"{host.lower()}:{port}" not in allowed:
-        raise InvalidRequest(f"X-Callback-URL: the host {host} is not on this gateway's webhook allow-list.")
-    return url
+        return callbacks.parse(url).url
+    except callbacks.Refused as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def pinned_lookup(callback: callbacks.Callback, addresses: list[str]):
+    """`addresses_for(host)` for proxy/pinning.py: the checked addresses for the callback's host,
+    OSError (no connection) for any other host a client library might read from the URL."""
+    checked = ssrf.host_key(callback.host)
+
+    def addresses_for(host: str) -> list[str]:
+        if ssrf.host_key(host) != checked:
+            raise OSError(f"refusing to connect to {host}: not the checked callback host")
+        return addresses
+
+    return addresses_for
+
+
+def post(callback: callbacks.Callback, body: bytes, headers: dict) -> int:
+    """POST to the checked callback; the receiver's HTTP status.
+
+    The connection goes only to the addresses checked now for the callback's host (any other
+    host a client library might derive from the URL is refused). Raises callbacks.Refused, or
+    OSError / requests.RequestException when no HTTP answer came.
+    """
+    with requests.Session() as session:
+        session.trust_env = False  # no proxy or .netrc from the environment
+        adapter = PinnedAdapter(max_retries=0, addresses_for=pinned_lookup(callback, callbacks.addresses(callback)))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        # Redirects are not followed: only the checked receiver gets the result. The answer's
+        # body is never read (stream=True): only its status matters.
+        response = session.post(
+            callback.url,
+            data=body,
+            headers=headers,
+            timeout=settings.GATEWAY_WEBHOOK_TIMEOUT,
+            allow_redirects=False,
+            stream=True,
+        )
+        response.close()
+        return response.status_code
 
 
 def backoff(attempt: int) -> float:
@@ -82,29 +104,26 @@ def deliver(job_id: str, attempt: int) -> None:
     if job is None or not job.callback_url:
         return  # pruned meanwhile
     body = json.dumps(job_document(job)).encode()
-    timestamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "ai-gateway-webhook",
-        "X-Gateway-Job-ID": str(job.id),
-        "X-Gateway-Delivery": str(attempt),
-        "X-Gateway-Timestamp": timestamp,
-        "X-Gateway-Signature": sign(settings.GATEWAY_WEBHOOK_SECRET, timestamp, body),
-    }
     started = time.perf_counter()
-    status, error = None, ""
+    status, error, final = None, "", False
     try:
-        # Redirects are not followed: only the allowed host receives the result.
-        response = session().post(
-            job.callback_url,
-            data=body,
-            headers=headers,
-            timeout=settings.GATEWAY_WEBHOOK_TIMEOUT,
-            allow_redirects=False,
-        )
-        status = response.status_code
-        response.close()
-    except requests.RequestException as exc:
+        callback = callbacks.parse(job.callback_url)
+        secret = signing.secret_for_key(job.api_key_id)
+        if secret is None:
+            return  # its key was deleted meanwhile (and its jobs with it)
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "ai-gateway-webhook",
+            "X-Gateway-Job-ID": str(job.id),
+            "X-Gateway-Delivery": str(attempt),
+            "X-Gateway-Timestamp": timestamp,
+            "X-Gateway-Signature": signing.signature(secret, timestamp, callback.url, body),
+        }
+        status = post(callback, body, headers)
+    except callbacks.Refused as exc:
+        error, final = f"refused: {exc}"[:500], True
+    except (OSError, requests.RequestException) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     delivery = WebhookDelivery.objects.create(
         job=job,
@@ -116,7 +135,7 @@ def deliver(job_id: str, attempt: int) -> None:
     )
     if delivery.delivered:
         return
-    if attempt < settings.GATEWAY_WEBHOOK_MAX_ATTEMPTS:
+    if not final and attempt < settings.GATEWAY_WEBHOOK_MAX_ATTEMPTS:
         log.info(
             "webhook of job %s failed (%s); attempt %d in %.1f s",
             job.id,
@@ -126,4 +145,4 @@ def deliver(job_id: str, attempt: int) -> None:
         )
         schedule(job, attempt + 1, backoff(attempt))
     else:
-        log.warning("webhook of job %s failed %d times; giving up", job.id, attempt)
+        log.warning("webhook of job %s failed (%s) after %d attempt(s); giving up", job.id, status or error, attempt)

@@ -5,9 +5,13 @@ for the guard's check could answer a metadata address for the connection (DNS re
 pool classes connect to ssrf.pinned_addresses(host) instead, while the Host header, TLS SNI and
 certificate verification keep using the name. Pooled connections are reused as before; only a
 new connection looks up its pinned addresses (a dict read).
+
+The forwarder's adapter asks proxy/ssrf.py; another caller (webhook deliveries) passes its own
+`addresses_for(host)`, which names the checked addresses or raises OSError to refuse the host.
 """
 
 import socket
+from collections.abc import Callable
 
 from requests.adapters import HTTPAdapter
 from urllib3 import connection, connectionpool
@@ -18,9 +22,13 @@ from . import ssrf
 
 
 class PinnedConnectionMixin:
+    def addresses_for(self, host: str) -> list[str]:
+        """The addresses to connect to for `host` ([]: resolve as usual); OSError refuses it."""
+        return ssrf.pinned_addresses(host)
+
     def _new_conn(self) -> socket.socket:
         try:
-            addresses = ssrf.pinned_addresses(self.host)
+            addresses = self.addresses_for(self.host)
         except OSError as exc:
             raise NewConnectionError(self, str(exc)) from None
         if not addresses:
@@ -60,11 +68,27 @@ class PinnedHTTPSConnectionPool(connectionpool.HTTPSConnectionPool):
 
 
 class PinnedAdapter(HTTPAdapter):
-    """requests' pooled adapter, with connections pinned to the checked addresses."""
+    """requests' pooled adapter, with connections pinned to the checked addresses.
+
+    `addresses_for(host)`, when given, replaces the SSRF guard's pins for this adapter's
+    connections (see PinnedConnectionMixin.addresses_for)."""
+
+    def __init__(self, *args, addresses_for: Callable[[str], list[str]] | None = None, **kwargs):
+        self.addresses_for = addresses_for  # before HTTPAdapter.__init__, which makes the pools
+        super().__init__(*args, **kwargs)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": PinnedHTTPConnectionPool,
-            "https": PinnedHTTPSConnectionPool,
-        }
+        self.poolmanager.pool_classes_by_scheme = pool_classes(self.addresses_for)
+
+
+def pool_classes(addresses_for: Callable[[str], list[str]] | None) -> dict:
+    if addresses_for is None:
+        return {"http": PinnedHTTPConnectionPool, "https": PinnedHTTPSConnectionPool}
+    lookup = {"addresses_for": lambda self, host: addresses_for(host)}
+    http = type("PinnedHTTPConnection", (PinnedHTTPConnection,), lookup)
+    https = type("PinnedHTTPSConnection", (PinnedHTTPSConnection,), lookup)
+    return {
+        "http": type("PinnedHTTPConnectionPool", (PinnedHTTPConnectionPool,), {"ConnectionCls": http}),
+        "https": type("PinnedHTTPSConnectionPool", (PinnedHTTPSConnectionPool,), {"ConnectionCls": https}),
+    }

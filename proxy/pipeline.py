@@ -31,6 +31,7 @@ from .usage import ask_for_usage
 log = logging.getLogger("gateway.pipeline")
 # How a call becomes a job: registered by the jobs app (a layer above, which the proxy never imports).
 _job_submitter: Callable | None = None
+_job_check: Callable | None = None
 
 
 @dataclass
@@ -87,6 +88,8 @@ def run(incoming: Incoming) -> Answer:
         body, document = match(call, incoming, snapshot)
         permit(call.key, call.route)
         queued = becomes_job(incoming, call.route)
+        if queued:
+            check_job(incoming)  # before admit: a job refused for its own input is not counted
         admit(call)
         if queued:
             return submit_job(call, incoming, body)
@@ -186,11 +189,12 @@ class JobsUnavailable(GatewayError):
     default_detail = "This gateway runs no job queue; send the call without Prefer: respond-async."
 
 
-def set_job_submitter(submit: Callable) -> None:
+def set_job_submitter(submit: Callable, check: Callable | None = None) -> None:
     """`submit(call, incoming, body)` queues an admitted call and returns its 202 answer (an
-    Answer-like object: status, reason, headers, body when iterated, close() ends the call)."""
-    global _job_submitter
-    _job_submitter = submit
+    Answer-like object: status, reason, headers, body when iterated, close() ends the call).
+    `check(incoming)` raises a GatewayError for what a job cannot take (run before admission)."""
+    global _job_submitter, _job_check
+    _job_submitter, _job_check = submit, check
 
 
 def prefers_async(headers) -> bool:
@@ -210,6 +214,11 @@ def becomes_job(incoming: Incoming, route: RouteInfo) -> bool:
     if route.processing_mode == "sync-only":
         raise InvalidRequest(f"The route {route.name} answers synchronously only: drop Prefer: respond-async.")
     return True
+
+
+def check_job(incoming: Incoming) -> None:
+    if _job_check is not None:
+        _job_check(incoming)
 
 
 def submit_job(call: Call, incoming: Incoming, body: bytes):

@@ -117,15 +117,18 @@ def check_target_url(url: str) -> list:
         raise ValidationError({"url": f"{host} is not in GATEWAY_UPSTREAM_HOSTS."})
     if settings.GATEWAY_ALLOW_LINK_LOCAL:
         return []
-    refused = ValidationError(
-        {"url": f"{host} is a link-local or metadata address; set GATEWAY_ALLOW_LINK_LOCAL to allow it."}
-    )
-    if host.rstrip(".").lower() in BLOCKED_NAMES:
-        raise refused
-    addresses = resolve(host)
-    if any(is_blocked(address) for address in addresses):
-        raise refused
+    addresses = [] if host.rstrip(".").lower() in BLOCKED_NAMES else resolve(host)
+    if reaches_metadata(host, addresses):
+        raise ValidationError(
+            {"url": f"{host} is a link-local or metadata address; set GATEWAY_ALLOW_LINK_LOCAL to allow it."}
+        )
     return addresses
+
+
+def reaches_metadata(host: str, addresses) -> bool:
+    """True when `host` names a metadata service or any of its addresses is link-local or
+    metadata (the rule for targets and webhook receivers alike)."""
+    return host.rstrip(".").lower() in BLOCKED_NAMES or any(is_blocked(address) for address in addresses)
 
 
 def host_and_port(url: str) -> str:

@@ -312,18 +312,22 @@ def test_a_job_over_its_routes_cap_waits_in_the_queue(client, upstream, setup):
 
 
 class Receiver(UpstreamServer):
-    """A webhook receiver that verifies each POST's signature as the README says."""
+    """A webhook receiver at /hook that verifies each POST's signature as the README says, with
+    `secret` (the key's signing secret, set by the test)."""
 
     def __init__(self, fail_first: int = 0):
         super().__init__()
         self.verified: list[dict] = []
         self.fail_first = fail_first
         self.reply = self.receive
+        self.hook = f"{self.url}/hook"
+        self.secret = ""
 
     def receive(self, handler):
         received = handler.received
         timestamp = received.headers["x-gateway-timestamp"]
-        expected = hmac.new(WEBHOOK_SECRET.encode(), timestamp.encode() + b"." + received.body, hashlib.sha256)
+        message = f"{timestamp}\n{self.hook}\n".encode() + received.body
+        expected = hmac.new(self.secret.encode(), message, hashlib.sha256)
         good = hmac.compare_digest("sha256=" + expected.hexdigest(), received.headers["x-gateway-signature"])
         fresh = abs(time.time() - int(timestamp)) < 300
         if not (good and fresh):
@@ -338,12 +342,13 @@ def test_a_webhook_is_signed_retried_and_every_attempt_is_on_the_job(client, set
     receiver = Receiver(fail_first=1)
     try:
         with override_settings(
-            GATEWAY_WEBHOOK_HOSTS=["127.0.0.1"],
+            GATEWAY_WEBHOOK_HOSTS=[f"127.0.0.1:{receiver.port}"],
             GATEWAY_WEBHOOK_SECRET=WEBHOOK_SECRET,
             GATEWAY_WEBHOOK_BACKOFF_SECONDS=0,
         ):
             _, _, secret = setup
-            _, body = submit(client, secret, HTTP_X_CALLBACK_URL=f"{receiver.url}/hook")
+            receiver.secret = client.get("/jobs/webhook-secret", **auth(secret)).json()["secret"]
+            _, body = submit(client, secret, HTTP_X_CALLBACK_URL=receiver.hook)
             job_id = json.loads(body)["id"]
             work_off()
         assert len(receiver.requests) == 2
@@ -361,12 +366,14 @@ def test_a_webhook_signed_with_another_secret_is_refused_by_the_receiver(client,
     receiver = Receiver()
     try:
         with override_settings(
-            GATEWAY_WEBHOOK_HOSTS=["127.0.0.1"],
-            GATEWAY_WEBHOOK_SECRET="not-the-receivers-secret",
+            GATEWAY_WEBHOOK_HOSTS=[f"127.0.0.1:{receiver.port}"],
+            GATEWAY_WEBHOOK_SECRET=WEBHOOK_SECRET,
             GATEWAY_WEBHOOK_MAX_ATTEMPTS=1,
         ):
             _, _, secret = setup
-            submit(client, secret, HTTP_X_CALLBACK_URL=f"{receiver.url}/hook")
+            _, other_secret = make_key(routes=[setup[0]])
+            receiver.secret = client.get("/jobs/webhook-secret", **auth(other_secret)).json()["secret"]
+            submit(client, secret, HTTP_X_CALLBACK_URL=receiver.hook)
             work_off()
         assert receiver.verified == []
         assert list(WebhookDelivery.objects.values_list("attempt", "status")) == [(1, 401)]

@@ -26,7 +26,6 @@ FAST = {
     "GATEWAY_JOB_POLL_SECONDS": "0.2",
     "GATEWAY_JOB_WAIT_SECONDS": "0.2",
     "GATEWAY_JOB_SHUTDOWN_SECONDS": "10",
-    "GATEWAY_WEBHOOK_HOSTS": "127.0.0.1",
     "GATEWAY_WEBHOOK_SECRET": SECRET,
     "GATEWAY_WEBHOOK_BACKOFF_SECONDS": "0.2",
 }
@@ -60,8 +59,16 @@ class Workers:
 
 
 @pytest.fixture
-def jobs_cluster(cluster, upstream):
-    cluster.env.update(FAST)
+def receiver():
+    """A webhook receiver, on the cluster's webhook allow-list (host and port)."""
+    server = UpstreamServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def jobs_cluster(cluster, upstream, receiver):
+    cluster.env.update(FAST, GATEWAY_WEBHOOK_HOSTS=f"127.0.0.1:{receiver.port}")
     secret = cluster.route_and_key(upstream.url)
     gateway = cluster.start(workers=2)
     workers = Workers(cluster)
@@ -87,21 +94,24 @@ def wait_for(gateway, secret, job_id, statuses=("succeeded", "failed"), timeout=
         time.sleep(0.1)
 
 
-def test_submit_poll_cancel_idempotency_and_a_verified_webhook(jobs_cluster, upstream):
+def test_submit_poll_cancel_idempotency_and_a_verified_webhook(jobs_cluster, upstream, receiver):
     cluster, gateway, workers, secret = jobs_cluster
     upstream.reply = json_reply({"id": "done", "usage": {"total_tokens": 5}})
     verified = []
+    signing_secret = requests.get(
+        f"{gateway.url}/jobs/webhook-secret", headers={"Authorization": f"Bearer {secret}"}, timeout=10
+    ).json()["secret"]
 
     def receive(handler):
         received = handler.received
         stamp = received.headers["x-gateway-timestamp"]
-        mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + received.body, hashlib.sha256).hexdigest()
+        message = f"{stamp}\n{receiver.url}/cb\n".encode() + received.body
+        mac = hmac.new(signing_secret.encode(), message, hashlib.sha256).hexdigest()
         if hmac.compare_digest(f"sha256={mac}", received.headers["x-gateway-signature"]):
             verified.append(json.loads(received.body))
             return handler.send_json(200, {})
         handler.send_json(401, {})
 
-    receiver = UpstreamServer()
     receiver.reply = receive
     try:
         doomed = submit(gateway, secret).json()["id"]  # no worker yet: it stays queued
