@@ -40,7 +40,7 @@ class QueueUnavailable(GatewayError):
 
 class PathTooLong(GatewayError):
     status_code = 414
-    error_type = "invalid_request_error"
+    error_type = ErrorType.INVALID_REQUEST
     default_detail = f"A job's path is at most {MAX_PATH} characters; send a longer one without Prefer: respond-async."
 
 
