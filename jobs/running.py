@@ -2,13 +2,15 @@
 
     claim  -> queued to running, under the route's job cap (else it waits in the queue)
     run    -> pipeline.run_job: forward (retries, fallback, breakers), count tokens, log row
-    finish -> the upstream's answer stored whole; the webhook scheduled
+    finish -> the upstream's answer stored whole (up to GATEWAY_JOB_MAX_ANSWER_BYTES); the webhook scheduled
 
 Outcomes other than an answer:
 - every target's breaker open (503 CircuitOpen): the job waits (queued again, no attempt used)
   until the earliest cooldown ends;
 - the upstream unreachable or too slow after the route's own retries (502/504), or its stream
   broken: another attempt later, up to GATEWAY_JOB_MAX_ATTEMPTS;
+- an answer larger than GATEWAY_JOB_MAX_ANSWER_BYTES: failed at once (no retry: a second run
+  would read the same answer), reading stopped at the limit;
 - anything else the gateway refuses (key revoked, route gone, ...): failed at once, with why.
 An answer is kept by the first run to finish (a worker whose lease lapsed may still finish
 first); failures and requeues apply only while this worker still holds the job (leases.py).
@@ -32,6 +34,7 @@ from .models import FINAL, Job, Status
 
 log = logging.getLogger("gateway.jobs")
 WAIT = object()  # claim(): the route is at its job cap
+ANSWER_TOO_LARGE = "upstream_answer_too_large"
 
 
 class WorkerStopping(BaseException):
@@ -95,7 +98,7 @@ def execute(job: Job, worker: str) -> None:
             incoming(job), key_id=job.api_key_id, route_id=job.route_id, job_id=str(job.id), queued_ms=queued_ms
         )
         try:
-            body = b"".join(answer)
+            body = read_answer(answer, settings.GATEWAY_JOB_MAX_ANSWER_BYTES)
         finally:
             answer.close()
     except CircuitOpen as exc:
@@ -116,10 +119,31 @@ def execute(job: Job, worker: str) -> None:
         log.exception("job %s: run failed", job.id)
         retry_or_fail(job, worker, f"500 internal_error: {type(exc).__name__}")
         return
+    if body is None:  # another run would read the same endless answer: fail now, with why
+        limit = settings.GATEWAY_JOB_MAX_ANSWER_BYTES
+        fail(
+            job,
+            f"502 {ANSWER_TOO_LARGE}: the upstream's answer is larger than this gateway keeps for a job "
+            f"(GATEWAY_JOB_MAX_ANSWER_BYTES, {limit} bytes); reading stopped there and the job is not retried.",
+            worker=worker,
+        )
+        return
     if answer.call.error_type == "upstream_stream_error":
         retry_or_fail(job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
         return
     succeed(job, answer.status, answer.headers, body)
+
+
+def read_answer(answer, limit: int) -> bytes | None:
+    """The answer's body, or None once it passes `limit` bytes (nothing more is read: the
+    connection is dropped when the answer closes, so memory stays within about `limit`)."""
+    body = bytearray()
+    for chunk in answer:
+        body += chunk
+        if len(body) > limit:
+            answer.call.error_type = ANSWER_TOO_LARGE  # for the run's log row
+            return None
+    return bytes(body)
 
 
 def _mine(job: Job, worker: str):
