@@ -22,6 +22,7 @@ class Status(models.TextChoices):
 
 
 FINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+UNFINISHED = (Status.QUEUED, Status.RUNNING)
 
 
 class Job(models.Model):
