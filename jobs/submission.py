@@ -1,9 +1,9 @@
 """Submission: a call the pipeline has authenticated, matched, permitted and admitted becomes a job.
 
 The pipeline calls submit() (registered in JobsConfig.ready) instead of forwarding when the
-client sent `Prefer: respond-async` or the route's processing mode is `async`. The job's row
-and its entry in the queue are written in ONE transaction: if the queue (the database) cannot
-take it, nothing is left half-made and the client gets 503.
+client sent `Prefer: respond-async` or the route's processing mode is `async`. The job's row is
+its queue entry (jobs/queue.py): if the database cannot take it, nothing is queued and the client
+gets 503.
 """
 
 import json
@@ -100,8 +100,6 @@ def check_queue_cap(key) -> None:
 
 
 def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> tuple[Job, bool]:
-    from .tasks import run_job
-
     now = timezone.now()
     with transaction.atomic():
         if idempotency_key:
@@ -112,15 +110,13 @@ def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> 
                 earlier.idempotency_key = ""  # its window is over: the key may name a new job
                 earlier.save(update_fields=["idempotency_key"])
         check_queue_cap(call.key)
-        job_id = uuid.uuid4()
-        task = run_job.enqueue(str(job_id))
         job = Job.objects.create(
-            id=job_id,
+            id=uuid.uuid4(),
             api_key_id=call.key.id,
             route_id=call.route.id,
             route_name=call.route.name,
             created=now,
-            task_id=str(task.id),
+            due=now,
             idempotency_key=idempotency_key,
             callback_url=callback,
             request_id=call.request_id,

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from proxy.errors import InvalidRequest
@@ -81,6 +82,8 @@ def deliver(job_id: str, attempt: int) -> None:
     job = Job.objects.filter(id=job_id).first()
     if job is None or not job.callback_url:
         return  # pruned meanwhile
+    if job.deliveries.filter(attempt=attempt).exists():
+        return  # a worker recorded this attempt and died before its task was marked done
     body = json.dumps(job_document(job)).encode()
     timestamp = str(int(time.time()))
     headers = {
@@ -106,24 +109,25 @@ def deliver(job_id: str, attempt: int) -> None:
         response.close()
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
-    delivery = WebhookDelivery.objects.create(
-        job=job,
-        attempt=attempt,
-        created=timezone.now(),
-        status=status,
-        error=error,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-    )
-    if delivery.delivered:
-        return
-    if attempt < settings.GATEWAY_WEBHOOK_MAX_ATTEMPTS:
-        log.info(
-            "webhook of job %s failed (%s); attempt %d in %.1f s",
-            job.id,
-            status or error,
-            attempt + 1,
-            backoff(attempt),
+    with transaction.atomic():  # the attempt's record and the next attempt commit together
+        delivery = WebhookDelivery.objects.create(
+            job=job,
+            attempt=attempt,
+            created=timezone.now(),
+            status=status,
+            error=error,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        schedule(job, attempt + 1, backoff(attempt))
-    else:
-        log.warning("webhook of job %s failed %d times; giving up", job.id, attempt)
+        if delivery.delivered:
+            return
+        if attempt < settings.GATEWAY_WEBHOOK_MAX_ATTEMPTS:
+            log.info(
+                "webhook of job %s failed (%s); attempt %d in %.1f s",
+                job.id,
+                status or error,
+                attempt + 1,
+                backoff(attempt),
+            )
+            schedule(job, attempt + 1, backoff(attempt))
+        else:
+            log.warning("webhook of job %s failed %d times; giving up", job.id, attempt)
