@@ -27,6 +27,7 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
 from jobs import leases, queue, running
+from proxy import database
 from jobs.running import WorkerStopping
 
 log = logging.getLogger("gateway.jobs")
@@ -66,6 +67,7 @@ class JobWorker(Worker):
     def turn(self) -> bool:
         """One job and one webhook delivery, if any is due; whether there was anything to do."""
         close_old_connections()
+        database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)  # an outage noticed in 1 s, not the pool's 10 s
         worked = False
         job = queue.claim_next(self.worker_id)
         if job is not None:
