@@ -27,8 +27,8 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
 from jobs import leases, queue, running
-from proxy import database
 from jobs.running import WorkerStopping
+from proxy import database
 
 log = logging.getLogger("gateway.jobs")
 FIRST_BACKOFF, LAST_BACKOFF = 0.5, 30.0
