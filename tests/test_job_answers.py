@@ -97,7 +97,11 @@ def test_a_worker_reading_an_endless_answer_stays_within_the_limit(cluster, upst
         [sys.executable, "manage.py", "jobs_worker"], cwd=ROOT, env=cluster.env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        time.sleep(3)  # started and idle: its baseline
+        deadline = time.monotonic() + 60
+        while b"gateway.jobs jobs worker" not in (cluster.tmp_path / "worker.log").read_bytes():
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker did not start"
+            time.sleep(0.2)
+        time.sleep(1)  # started and idle: its baseline
         before = rss_kib(worker.pid, "VmRSS")
         answer = requests.post(
             f"{gateway.url}/v1/chat/completions",

@@ -31,7 +31,9 @@ def submit(gateway, secret) -> str:
 
 
 def document(gateway, secret, job_id) -> dict:
-    return requests.get(f"{gateway.url}/jobs/{job_id}", headers={"Authorization": f"Bearer {secret}"}, timeout=10).json()
+    return requests.get(
+        f"{gateway.url}/jobs/{job_id}", headers={"Authorization": f"Bearer {secret}"}, timeout=10
+    ).json()
 
 
 def test_a_backlog_of_one_key_lets_another_keys_job_start_at_the_next_free_worker(cluster, upstream, capsys):
