@@ -305,6 +305,11 @@ GATEWAY_JOB_WAIT_SECONDS = env.float("GATEWAY_JOB_WAIT_SECONDS", default=1.0)
 GATEWAY_JOB_POLL_SECONDS = env.float("GATEWAY_JOB_POLL_SECONDS", default=0.5)
 # On SIGTERM a worker lets its running job finish for up to this long, then exits (the job is redelivered).
 GATEWAY_JOB_SHUTDOWN_SECONDS = env.float("GATEWAY_JOB_SHUTDOWN_SECONDS", default=60.0)
+# Jobs a key may have waiting or running at once, unless its plan (or the key) sets max_queued_jobs.
+GATEWAY_JOB_MAX_QUEUED = env.int("GATEWAY_JOB_MAX_QUEUED", default=1000)
+# The most a job keeps of the upstream's answer: a longer one fails the job (not retried) and is
+# read no further, so a worker's memory stays bounded whatever the upstream sends.
+GATEWAY_JOB_MAX_ANSWER_BYTES = env.int("GATEWAY_JOB_MAX_ANSWER_BYTES", default=16 * 1024 * 1024)
 # An Idempotency-Key returns the job it created for this long (per API key).
 GATEWAY_JOB_IDEMPOTENCY_SECONDS = env.int("GATEWAY_JOB_IDEMPOTENCY_SECONDS", default=24 * 3600)
 # `manage.py prune_jobs` deletes finished jobs (and their results) older than this.

@@ -1,12 +1,15 @@
-"""At-least-once delivery: the small layer added on top of django-tasks' database backend.
+"""At-least-once: every piece of work a worker claims comes back if that worker dies.
 
-The engine marks a task RUNNING when a worker claims it and never looks at it again: a worker
-killed with SIGKILL leaves it RUNNING for ever. So a running job holds a lease
-(Job.lease_until) that its worker's keeper thread renews every third of
-GATEWAY_JOB_LEASE_SECONDS. Every worker's keeper also looks for running jobs whose lease ran
-out: such a job goes back to the queue (a new entry; the lost one is closed as failed) while it
-has attempts left, else it fails with the reason. So a job whose worker died runs
-again within GATEWAY_JOB_LEASE_SECONDS plus one keeper period, on any live worker.
+- A running job holds a lease (Job.lease_until) that its worker's keeper thread renews every
+  third of GATEWAY_JOB_LEASE_SECONDS. A job whose lease ran out goes back to the queue in its
+  place (status queued, due now; its submission time, hence its turn, unchanged) while it has
+  attempts left, else it fails with the reason.
+- A webhook delivery is a django-tasks task, which the engine marks RUNNING when a worker claims
+  it and never looks at again. So each worker's keeper also renews its heartbeat (WorkerBeat);
+  a delivery claimed by a worker whose beat is older than the lease goes back to READY, where it
+  was in the queue (the engine orders by due time and enqueue time, which do not change).
+Every worker's keeper looks for both, at start and then every third of the lease: work whose
+worker died runs again within GATEWAY_JOB_LEASE_SECONDS plus one keeper period, on any live worker.
 """
 
 import logging
@@ -15,14 +18,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import F
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from .models import Job, Status
+from .models import Job, Status, WorkerBeat
 
 log = logging.getLogger("gateway.jobs")
 _held: set = set()  # ids of the jobs this process is running
 _lock = threading.Lock()
+WEBHOOK_QUEUE = "webhooks"
+FORGET_BEATS = timedelta(days=1)  # beats of workers gone this long are deleted
 
 
 def hold(job_id) -> None:
@@ -35,17 +41,23 @@ def let_go(job_id) -> None:
         _held.discard(job_id)
 
 
-def renew(worker: str) -> None:
+def lease() -> timedelta:
+    return timedelta(seconds=settings.GATEWAY_JOB_LEASE_SECONDS)
+
+
+def renew(worker: str, now=None) -> None:
+    """This worker is alive: its beat, and the lease of every job it is running."""
+    now = now or timezone.now()
+    WorkerBeat.objects.update_or_create(worker=worker, defaults={"seen": now})
     with _lock:
         held = list(_held)
     if held:
-        until = timezone.now() + timedelta(seconds=settings.GATEWAY_JOB_LEASE_SECONDS)
-        Job.objects.filter(id__in=held, status=Status.RUNNING, worker=worker).update(lease_until=until)
+        Job.objects.filter(id__in=held, status=Status.RUNNING, worker=worker).update(lease_until=now + lease())
 
 
 def recover_lost(now=None) -> int:
     """Queue again (or fail) the running jobs whose worker stopped renewing their lease."""
-    from .running import fail, requeue  # running imports this module
+    from .running import fail  # running imports this module
 
     now = now or timezone.now()
     recovered = 0
@@ -56,27 +68,41 @@ def recover_lost(now=None) -> int:
         for job in lost:
             recovered += 1
             if job.attempts >= settings.GATEWAY_JOB_MAX_ATTEMPTS:
-                transaction.on_commit(
-                    lambda job=job: fail(
-                        job,
-                        f"Its worker ({job.worker}) stopped answering during attempt {job.attempts} "
-                        f"of {settings.GATEWAY_JOB_MAX_ATTEMPTS}; no attempts left.",
-                    )
+                fail(
+                    job,
+                    f"Its worker ({job.worker}) stopped answering during attempt {job.attempts} "
+                    f"of {settings.GATEWAY_JOB_MAX_ATTEMPTS}; no attempts left.",
                 )
                 continue
             log.warning("job %s: worker %s lost during attempt %d; queued again", job.id, job.worker, job.attempts)
-            Job.objects.filter(id=job.id).update(status=Status.QUEUED, lease_until=None)
-            # The lost run's entry is closed (the engine would show it running for ever) and a
-            # new one queued: a worker that was only slow may still write its old entry.
-            DBTaskResult.objects.filter(id=job.task_id, status="RUNNING").update(
-                status="FAILED", finished_at=now, exception_class_path="jobs.leases.WorkerLost", traceback=""
-            )
-            requeue(str(job.id), 0)
+            # Due at once and in its place: `created` (its turn) is unchanged.
+            Job.objects.filter(id=job.id).update(status=Status.QUEUED, lease_until=None, due=F("created"))
+    return recovered
+
+
+def recover_deliveries(now=None) -> int:
+    """Put back in the queue the webhook deliveries claimed by workers that stopped beating."""
+    now = now or timezone.now()
+    stale = now - lease()
+    alive = set(WorkerBeat.objects.filter(seen__gte=stale).values_list("worker", flat=True))
+    recovered = 0
+    with transaction.atomic():
+        claimed = DBTaskResult.objects.select_for_update(skip_locked=True).filter(
+            queue_name=WEBHOOK_QUEUE, status="RUNNING", started_at__lt=stale
+        )[:100]
+        for task in claimed:
+            worker = task.worker_ids[-1] if task.worker_ids else ""
+            if worker in alive:
+                continue  # a long delivery on a live worker
+            log.warning("webhook task %s: worker %s lost; queued again in its place", task.id, worker)
+            DBTaskResult.objects.filter(id=task.id).update(status="READY", started_at=None)
+            recovered += 1
+    WorkerBeat.objects.filter(seen__lt=now - FORGET_BEATS).delete()
     return recovered
 
 
 class Keeper(threading.Thread):
-    """Renews this worker's leases and recovers lost jobs, every third of the lease."""
+    """Renews this worker's beat and leases and recovers lost work, every third of the lease."""
 
     def __init__(self, worker: str):
         super().__init__(name="jobs-lease-keeper", daemon=True)
@@ -89,8 +115,9 @@ class Keeper(threading.Thread):
             try:
                 renew(self.worker)
                 recover_lost()
-            except Exception:
-                log.exception("lease keeper: the database is unreachable; trying again in %.1f s", period)
+                recover_deliveries()
+            except Exception as exc:
+                log.warning("lease keeper: the database is unreachable (%s); trying again in %.1f s", exc, period)
             finally:
                 close_old_connections()
             if self.stopping.wait(period):

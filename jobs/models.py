@@ -1,14 +1,16 @@
 """Jobs: proxied calls accepted now (202) and run later by a worker (see jobs/running.py).
 
-The queue itself is django-tasks' database backend (its DBTaskResult rows); a Job is what the
-client sees and what must outlive the queue's bookkeeping: who asked, the request, the state,
-the result, the webhook deliveries.
+A Job is its own queue entry: a queued job is due at `due` and workers claim jobs from this table
+(jobs/queue.py: fairly across keys, in submission order within a key). It also is what the client
+sees: who asked, the request, the state, the result, the webhook deliveries. Webhook deliveries
+are django-tasks tasks (database backend), each claimed by a worker that beats (WorkerBeat).
 """
 
 import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from routes_admin.models import APIKey, Route
 
@@ -22,6 +24,7 @@ class Status(models.TextChoices):
 
 
 FINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+UNFINISHED = (Status.QUEUED, Status.RUNNING)
 
 
 class Job(models.Model):
@@ -37,7 +40,8 @@ class Job(models.Model):
     # Set while running: the worker renews it; once past, the job is given to another worker (leases.py).
     lease_until = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=64, blank=True, help_text="The worker running it (or that ran it last).")
-    task_id = models.CharField(max_length=64, blank=True, help_text="Its current entry in the queue.")
+    # A queued job may run from then on (later than `created` after a wait or a failed attempt).
+    due = models.DateTimeField(default=timezone.now)
     idempotency_key = models.CharField(max_length=255, blank=True)
     callback_url = models.URLField(max_length=2000, blank=True)
     # The request, as the pipeline's Incoming needs it (never the client's key).
@@ -74,6 +78,12 @@ class Job(models.Model):
             models.Index(fields=["lease_until"], name="job_lease_idx", condition=Q(status="running")),
             # Retention (prune_jobs) and job latency in /metrics scan finished jobs by time.
             models.Index(fields=["finished"], name="job_finished_idx"),
+            # Workers claim due queued jobs (jobs/queue.py); a partial index holds only the queue.
+            models.Index(fields=["due"], name="job_queue_idx", condition=Q(status="queued")),
+            # The claim orders keys by their latest start (least recently served first), and a
+            # submission counts its key's unfinished jobs (max_queued_jobs).
+            models.Index(fields=["api_key", "started"], name="job_key_started_idx"),
+            models.Index(fields=["api_key", "status"], name="job_key_status_idx"),
         ]
 
     def __str__(self) -> str:
@@ -99,3 +109,17 @@ class WebhookDelivery(models.Model):
     @property
     def delivered(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+
+class WorkerBeat(models.Model):
+    """A jobs worker's heartbeat: renewed every third of GATEWAY_JOB_LEASE_SECONDS by its keeper.
+
+    A webhook delivery (a django-tasks task) claimed by a worker whose beat is older than the lease
+    goes back to the queue where it was (jobs/leases.py): the engine alone would leave it RUNNING.
+    """
+
+    worker = models.CharField(max_length=64, primary_key=True)
+    seen = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.worker} {self.seen:%Y-%m-%d %H:%M:%S}"

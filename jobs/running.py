@@ -1,14 +1,16 @@
-"""A worker runs one job: claim it, send it through the pipeline, keep the answer.
+"""A worker runs one job: send it through the pipeline, keep the answer.
 
-    claim  -> queued to running, under the route's job cap (else it waits in the queue)
+    claim  -> queued to running, fairly across keys, under the route's job cap (jobs/queue.py)
     run    -> pipeline.run_job: forward (retries, fallback, breakers), count tokens, log row
-    finish -> the upstream's answer stored whole; the webhook scheduled
+    finish -> the upstream's answer stored whole (up to GATEWAY_JOB_MAX_ANSWER_BYTES); the webhook scheduled
 
 Outcomes other than an answer:
 - every target's breaker open (503 CircuitOpen): the job waits (queued again, no attempt used)
   until the earliest cooldown ends;
 - the upstream unreachable or too slow after the route's own retries (502/504), or its stream
   broken: another attempt later, up to GATEWAY_JOB_MAX_ATTEMPTS;
+- an answer larger than GATEWAY_JOB_MAX_ANSWER_BYTES: failed at once (no retry: a second run
+  would read the same answer), reading stopped at the limit;
 - anything else the gateway refuses (key revoked, route gone, ...): failed at once, with why.
 An answer is kept by the first run to finish (a worker whose lease lapsed may still finish
 first); failures and requeues apply only while this worker still holds the job (leases.py).
@@ -25,52 +27,26 @@ from requests.structures import CaseInsensitiveDict
 from proxy import pipeline
 from proxy.attempts import CircuitOpen
 from proxy.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
-from routes_admin.models import ErrorType, Route
+from routes_admin.models import ErrorType
 
 from . import leases, webhooks
 from .models import FINAL, Job, Status
 
 log = logging.getLogger("gateway.jobs")
-WAIT = object()  # claim(): the route is at its job cap
+ANSWER_TOO_LARGE = "upstream_answer_too_large"
 
 
 class WorkerStopping(BaseException):
     """Raised in a job still running when the worker's shutdown timeout ends (jobs_worker)."""
 
 
-def run(job_id: str, worker: str) -> None:
-    job = claim(job_id, worker)
-    if job is WAIT:
-        requeue(job_id, settings.GATEWAY_JOB_WAIT_SECONDS)
-        return
-    if job is None:
-        return  # cancelled, finished, or another worker has it
+def run(job: Job, worker: str) -> None:
+    """Run a job that jobs/queue.py claimed for this worker."""
     leases.hold(job.id)
     try:
         execute(job, worker)
     finally:
         leases.let_go(job.id)
-
-
-def claim(job_id: str, worker: str):
-    """The job, now running here; WAIT when its route's cap is reached; None when not queued."""
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(id=job_id).first()
-        if job is None or job.status != Status.QUEUED:
-            return None
-        if job.route_id is not None:
-            # Locking the route's row makes claims on one route take turns (PostgreSQL); SQLite's
-            # transactions already do (IMMEDIATE: one writer at a time).
-            cap = Route.objects.select_for_update().filter(id=job.route_id).values_list("max_concurrent_jobs").first()
-            cap = cap[0] if cap else None
-            if cap is not None and Job.objects.filter(route_id=job.route_id, status=Status.RUNNING).count() >= cap:
-                return WAIT
-        now = timezone.now()
-        job.status, job.started, job.worker = Status.RUNNING, now, worker
-        job.attempts += 1
-        job.lease_until = now + timedelta(seconds=settings.GATEWAY_JOB_LEASE_SECONDS)
-        job.save(update_fields=["status", "started", "worker", "attempts", "lease_until"])
-    return job
 
 
 def incoming(job: Job) -> pipeline.Incoming:
@@ -95,7 +71,7 @@ def execute(job: Job, worker: str) -> None:
             incoming(job), key_id=job.api_key_id, route_id=job.route_id, job_id=str(job.id), queued_ms=queued_ms
         )
         try:
-            body = b"".join(answer)
+            body = read_answer(answer, settings.GATEWAY_JOB_MAX_ANSWER_BYTES)
         finally:
             answer.close()
     except CircuitOpen as exc:
@@ -116,10 +92,31 @@ def execute(job: Job, worker: str) -> None:
         log.exception("job %s: run failed", job.id)
         retry_or_fail(job, worker, f"500 internal_error: {type(exc).__name__}")
         return
+    if body is None:  # another run would read the same endless answer: fail now, with why
+        limit = settings.GATEWAY_JOB_MAX_ANSWER_BYTES
+        fail(
+            job,
+            f"502 {ANSWER_TOO_LARGE}: the upstream's answer is larger than this gateway keeps for a job "
+            f"(GATEWAY_JOB_MAX_ANSWER_BYTES, {limit} bytes); reading stopped there and the job is not retried.",
+            worker=worker,
+        )
+        return
     if answer.call.error_type == ErrorType.UPSTREAM_STREAM_ERROR:
         retry_or_fail(job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
         return
     succeed(job, answer.status, answer.headers, body)
+
+
+def read_answer(answer, limit: int) -> bytes | None:
+    """The answer's body, or None once it passes `limit` bytes (nothing more is read: the
+    connection is dropped when the answer closes, so memory stays within about `limit`)."""
+    body = bytearray()
+    for chunk in answer:
+        body += chunk
+        if len(body) > limit:
+            answer.call.error_type = ANSWER_TOO_LARGE  # for the run's log row
+            return None
+    return bytes(body)
 
 
 def _mine(job: Job, worker: str):
@@ -129,28 +126,32 @@ def _mine(job: Job, worker: str):
 def succeed(job: Job, status: int, headers: list, body: bytes) -> None:
     # The first run to finish wins, even when this worker's lease lapsed and the job was queued
     # again (or is running elsewhere): its answer is as good, and the other run then finds it done.
-    done = (
-        Job.objects.filter(id=job.id)
-        .exclude(status__in=FINAL)
-        .update(
-            status=Status.SUCCEEDED,
-            finished=timezone.now(),
-            lease_until=None,
-            response_status=status,
-            response_headers=[list(pair) for pair in headers],
-            response_body=body,
-            error="",
+    # The job's end and its webhook's first delivery commit together (or neither does).
+    with transaction.atomic():
+        done = (
+            Job.objects.filter(id=job.id)
+            .exclude(status__in=FINAL)
+            .update(
+                status=Status.SUCCEEDED,
+                finished=timezone.now(),
+                lease_until=None,
+                response_status=status,
+                response_headers=[list(pair) for pair in headers],
+                response_body=body,
+                error="",
+            )
         )
-    )
-    if done and job.callback_url:
-        webhooks.schedule(job)
+        if done and job.callback_url:
+            webhooks.schedule(job)
 
 
 def fail(job: Job, reason: str, worker: str | None = None) -> None:
     """The job's final failure, with its reason. `worker`: only if that worker still holds it."""
-    rows = _mine(job, worker) if worker else Job.objects.filter(id=job.id).exclude(status__in=FINAL)
-    if rows.update(status=Status.FAILED, finished=timezone.now(), lease_until=None, error=reason) and job.callback_url:
-        webhooks.schedule(job)
+    with transaction.atomic():
+        rows = _mine(job, worker) if worker else Job.objects.filter(id=job.id).exclude(status__in=FINAL)
+        done = rows.update(status=Status.FAILED, finished=timezone.now(), lease_until=None, error=reason)
+        if done and job.callback_url:
+            webhooks.schedule(job)
     log.warning("job %s failed: %s", job.id, reason)
 
 
@@ -163,23 +164,11 @@ def retry_or_fail(job: Job, worker: str, reason: str) -> None:
 
 
 def give_back(job: Job, worker: str, delay: float, used_attempt: bool) -> None:
-    """Queue the job again (this worker's run of it ends)."""
-    with transaction.atomic():
-        changes = {"status": Status.QUEUED, "lease_until": None}
-        if not used_attempt:
-            changes["attempts"] = max(0, job.attempts - 1)
-        if _mine(job, worker).update(**changes):
-            requeue(str(job.id), delay)
-
-
-def requeue(job_id: str, delay: float) -> None:
-    """A new entry in the queue for a queued job, due in `delay` seconds."""
-    from .tasks import run_job
-
-    task = run_job.using(run_after=timezone.now() + timedelta(seconds=max(0.0, delay))) if delay > 0 else run_job
-    with transaction.atomic():
-        result = task.enqueue(job_id)
-        Job.objects.filter(id=job_id, status=Status.QUEUED).update(task_id=str(result.id))
+    """Queue the job again, due in `delay` seconds, in its place (this worker's run of it ends)."""
+    changes = {"status": Status.QUEUED, "lease_until": None, "due": timezone.now() + timedelta(seconds=delay)}
+    if not used_attempt:
+        changes["attempts"] = max(0, job.attempts - 1)
+    _mine(job, worker).update(**changes)
 
 
 def retry_after_seconds(value: str) -> float:

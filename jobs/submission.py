@@ -1,9 +1,9 @@
 """Submission: a call the pipeline has authenticated, matched, permitted and admitted becomes a job.
 
 The pipeline calls submit() (registered in JobsConfig.ready) instead of forwarding when the
-client sent `Prefer: respond-async` or the route's processing mode is `async`. The job's row
-and its entry in the queue are written in ONE transaction: if the queue (the database) cannot
-take it, nothing is left half-made and the client gets 503.
+client sent `Prefer: respond-async` or the route's processing mode is `async`. The job's row is
+its queue entry (jobs/queue.py): if the database cannot take it, nothing is queued and the client
+gets 503.
 """
 
 import json
@@ -15,12 +15,12 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from proxy import pipeline, quotas
-from proxy.errors import GatewayError, InvalidRequest
-from routes_admin.models import ErrorType
+from proxy.errors import GatewayError, InvalidRequest, RateLimited
+from routes_admin.models import APIKey, ErrorType
 
 from . import webhooks
 from .documents import job_document
-from .models import Job
+from .models import UNFINISHED, Job
 
 log = logging.getLogger("gateway.jobs")
 
@@ -102,9 +102,28 @@ def submit(call, incoming: pipeline.Incoming, body: bytes) -> Accepted:
     return Accepted(call, job, replayed)
 
 
-def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> tuple[Job, bool]:
-    from .tasks import run_job
+def queue_cap(key) -> int:
+    """Jobs the key may have waiting or running: its plan's (or its own) max_queued_jobs, else the default."""
+    cap = key.limits.get("max_queued_jobs")
+    return settings.GATEWAY_JOB_MAX_QUEUED if cap is None else cap
 
+
+def check_queue_cap(key) -> None:
+    """Refuse (429) a job over the key's cap. Called in the transaction that creates the job."""
+    cap = queue_cap(key)
+    # The key's row is locked so that concurrent submissions count one after another (PostgreSQL;
+    # SQLite's write transactions already do).
+    APIKey.objects.select_for_update().filter(id=key.id).values_list("id").first()
+    if Job.objects.filter(api_key_id=key.id, status__in=UNFINISHED).count() >= cap:
+        raise RateLimited(
+            f"This API key already has {cap} jobs waiting or running, its limit (max_queued_jobs); "
+            "retry when one finishes.",
+            headers={"Retry-After": str(max(1, round(settings.GATEWAY_JOB_WAIT_SECONDS)))},
+            limit="max_queued_jobs",
+        )
+
+
+def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> tuple[Job, bool]:
     now = timezone.now()
     with transaction.atomic():
         if idempotency_key:
@@ -114,15 +133,14 @@ def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> 
                     return earlier, True
                 earlier.idempotency_key = ""  # its window is over: the key may name a new job
                 earlier.save(update_fields=["idempotency_key"])
-        job_id = uuid.uuid4()
-        task = run_job.enqueue(str(job_id))
+        check_queue_cap(call.key)
         job = Job.objects.create(
-            id=job_id,
+            id=uuid.uuid4(),
             api_key_id=call.key.id,
             route_id=call.route.id,
             route_name=call.route.name,
             created=now,
-            task_id=str(task.id),
+            due=now,
             idempotency_key=idempotency_key,
             callback_url=callback,
             request_id=call.request_id,

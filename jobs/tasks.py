@@ -1,14 +1,10 @@
-"""The queue's tasks (django-tasks, database backend): run a job, deliver its webhook."""
+"""The queue's tasks (django-tasks, database backend): deliver a finished job's webhook.
 
-from django_tasks import TaskContext, task
+Jobs themselves are claimed from their own table (jobs/queue.py)."""
 
-from . import running, webhooks
+from django_tasks import task
 
-
-@task(queue_name="jobs", takes_context=True)
-def run_job(context: TaskContext, job_id: str) -> None:
-    # The engine appends the worker's id when it claims the task: the last one is this worker.
-    running.run(job_id, worker=context.task_result.worker_ids[-1])
+from . import webhooks
 
 
 @task(queue_name="webhooks")

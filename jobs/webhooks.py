@@ -24,6 +24,7 @@ from datetime import timedelta
 
 import requests
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from proxy import ssrf
@@ -103,6 +104,8 @@ def deliver(job_id: str, attempt: int) -> None:
     job = Job.objects.filter(id=job_id).first()
     if job is None or not job.callback_url:
         return  # pruned meanwhile
+    if job.deliveries.filter(attempt=attempt).exists():
+        return  # a worker recorded this attempt and died before its task was marked done
     body = json.dumps(job_document(job)).encode()
     started = time.perf_counter()
     status, error, final = None, "", False
@@ -125,24 +128,27 @@ def deliver(job_id: str, attempt: int) -> None:
         error, final = f"refused: {exc}"[:500], True
     except (OSError, requests.RequestException) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
-    delivery = WebhookDelivery.objects.create(
-        job=job,
-        attempt=attempt,
-        created=timezone.now(),
-        status=status,
-        error=error,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-    )
-    if delivery.delivered:
-        return
-    if not final and attempt < settings.GATEWAY_WEBHOOK_MAX_ATTEMPTS:
-        log.info(
-            "webhook of job %s failed (%s); attempt %d in %.1f s",
-            job.id,
-            status or error,
-            attempt + 1,
-            backoff(attempt),
+    with transaction.atomic():  # the attempt's record and the next attempt commit together
+        delivery = WebhookDelivery.objects.create(
+            job=job,
+            attempt=attempt,
+            created=timezone.now(),
+            status=status,
+            error=error,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        schedule(job, attempt + 1, backoff(attempt))
-    else:
-        log.warning("webhook of job %s failed (%s) after %d attempt(s); giving up", job.id, status or error, attempt)
+        if delivery.delivered:
+            return
+        if not final and attempt < settings.GATEWAY_WEBHOOK_MAX_ATTEMPTS:
+            log.info(
+                "webhook of job %s failed (%s); attempt %d in %.1f s",
+                job.id,
+                status or error,
+                attempt + 1,
+                backoff(attempt),
+            )
+            schedule(job, attempt + 1, backoff(attempt))
+        else:
+            log.warning(
+                "webhook of job %s failed (%s) after %d attempt(s); giving up", job.id, status or error, attempt
+            )

@@ -107,7 +107,7 @@ def run_job(
 
     Its key and route are named by id, since the job's request keeps no secret. The key must
     still be usable and allowed on the route; its requests were counted when it was accepted,
-    so only its tokens are counted now.
+    so only what it spends is admitted now (quotas.admit_job: its token quotas).
     """
     call = start(incoming)
     call.job_id, call.queue_ms = job_id, queued_ms  # its log row is marked as a job's run
@@ -123,7 +123,7 @@ def run_job(
         body = incoming.body_up_to(call.route.max_body_bytes)
         call.bytes_in = len(body)
         permit(call.key, call.route)
-        call.admission = quotas.for_tokens_only(call)
+        admit_job(call)
         upstream = forward(call, incoming, snapshot, body, None)
     except BaseException as exc:
         end_with_error(call, exc)
@@ -180,6 +180,12 @@ def admit(call: Call) -> None:
     cache round trip fewer per call when the key has a token limit.
     """
     quotas.admit(call, read_ahead=breaker.keys(target.id for target in call.route.targets))
+
+
+def admit_job(call: Call) -> None:
+    """Step 4 for a queued job, when it runs: what the call spends must still be allowed
+    (quotas.admit_job: token quotas; a refusal raises RateLimited and fails the job)."""
+    quotas.admit_job(call)
 
 
 # 4b --------------------------------------------------------------------------------------------

@@ -115,32 +115,48 @@ def admit(call, read_ahead: list[str] = ()) -> Admission:
         return admission
     try:
         _admit(call, admission, scopes, list(read_ahead))
-        return admission
     except GatewayError:
         raise
     except Exception as exc:
-        if not cache_policy.unreachable(exc):
-            raise  # a bug, not an outage: the call gets a 500 and the error is logged
-        if cache_policy.fail_closed():
-            log.error(
-                "quota state unreachable, refusing call %s (GATEWAY_CACHE_FAILURE=closed): %r", call.request_id, exc
-            )
-            raise CacheUnavailable() from None
-        log.warning(
-            "quota state unreachable, serving call %s without quota checks (GATEWAY_CACHE_FAILURE=open): %r",
-            call.request_id,
-            exc,
-        )
-        admission.quotas = []  # no RateLimit headers: nothing was checked
-        return admission
-
-
-def for_tokens_only(call) -> Admission:
-    """The admission of a call whose requests were counted earlier (a queued job): it checks
-    nothing and takes nothing, and adds the call's tokens to the counters when it ends."""
-    admission = Admission()
-    admission.token_scopes = _token_scopes(scopes_for(call.key, call.route))
+        _unreachable(call, admission, exc)
     return admission
+
+
+def admit_job(call) -> Admission:
+    """Admit a queued job when a worker runs it (call.admission), or raise RateLimited.
+
+    Its request was counted, and its concurrency checked, when it was accepted (the 202); what it
+    spends is only known now, so its token counters are checked now, exactly as a call's are: a key
+    that has used its tokens gets the same 429 (and the job fails with it). The call's tokens are
+    added to the counters when it ends. Nothing else is taken.
+    """
+    admission = call.admission = Admission()
+    scopes = _token_scopes(scopes_for(call.key, call.route))
+    if not scopes:
+        return admission
+    try:
+        _check_tokens(call, scopes, admission.quotas, [])
+    except GatewayError:
+        raise
+    except Exception as exc:
+        _unreachable(call, admission, exc)
+    admission.token_scopes = scopes
+    return admission
+
+
+def _unreachable(call, admission: Admission, exc: Exception) -> None:
+    """The cache failed while admitting: GATEWAY_CACHE_FAILURE decides (503, or serve unchecked)."""
+    if not cache_policy.unreachable(exc):
+        raise exc  # a bug, not an outage: the call gets a 500 and the error is logged
+    if cache_policy.fail_closed():
+        log.error("quota state unreachable, refusing call %s (GATEWAY_CACHE_FAILURE=closed): %r", call.request_id, exc)
+        raise CacheUnavailable() from None
+    log.warning(
+        "quota state unreachable, serving call %s without quota checks (GATEWAY_CACHE_FAILURE=open): %r",
+        call.request_id,
+        exc,
+    )
+    admission.quotas = []  # no RateLimit headers: nothing was checked
 
 
 def _token_scopes(scopes: list[Scope]) -> list[Scope]:

@@ -142,7 +142,7 @@ class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
                 "description": "Counted from the usage the upstream reports, per calendar day and month.",
             },
         ),
-        ("Concurrency", {"fields": ["max_concurrent"]}),
+        ("Concurrency", {"fields": ["max_concurrent", "max_queued_jobs"]}),
     ]
 
     def get_queryset(self, request):

@@ -34,6 +34,10 @@ class Limits(models.Model):
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     max_concurrent = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
+    # Counted per key (jobs/submission.py); empty: GATEWAY_JOB_MAX_QUEUED. Not a route cap.
+    max_queued_jobs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs waiting or running at once, per key (empty: the gateway's default)."
+    )
 
     LIMIT_FIELDS = (
         "requests_per_minute",
@@ -42,6 +46,7 @@ class Limits(models.Model):
         "tokens_per_day",
         "tokens_per_month",
         "max_concurrent",
+        "max_queued_jobs",
     )
 
     class Meta:

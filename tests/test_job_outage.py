@@ -1,0 +1,129 @@
+"""Jobs workers and /metrics through a PostgreSQL outage, on a private PostgreSQL server started
+for the test (initdb on a spare port) and stopped in the middle: a worker logs the outage, keeps
+trying with backoff, never exits, and runs jobs again once the database is back; /metrics
+answers at once while the database is down.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.servers import ROOT, GatewayCluster, free_port
+from tests.upstream import json_reply
+
+pytestmark = pytest.mark.slow
+
+PG_BIN = Path(shutil.which("pg_ctl") or "/usr/local/bin/pg_ctl").parent
+FAST = {"GATEWAY_JOB_LEASE_SECONDS": "3", "GATEWAY_JOB_POLL_SECONDS": "0.2", "GATEWAY_JOB_WAIT_SECONDS": "0.2"}
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL server in a temporary folder (as the postgres user when run as root)."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="gw-pg-"))
+        self.port = free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.dir, "postgres")
+        self.data = self.dir / "data"
+        self.run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start"
+        )
+
+    def stop(self) -> None:
+        self.run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres():
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+def submit_and_wait(gateway, secret, timeout: float = 30.0) -> dict:
+    headers = {"Authorization": f"Bearer {secret}"}
+    deadline = time.monotonic() + timeout
+    while True:  # the gateway's own connections may take a moment to come back after an outage
+        accepted = requests.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={"model": "m", "messages": []},
+            headers={**headers, "Prefer": "respond-async"},
+            timeout=10,
+        )
+        if accepted.status_code == 202 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    while True:
+        document = requests.get(f"{gateway.url}/jobs/{job_id}", headers=headers, timeout=10).json()
+        if document["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return document
+        time.sleep(0.2)
+
+
+def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
+    private_postgres, upstream, tmp_path, monkeypatch
+):
+    upstream.reply = json_reply({"id": "answer"})
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    cluster = GatewayCluster(tmp_path, **FAST)
+    log_path = tmp_path / "worker.log"
+    worker = None
+    try:
+        secret = cluster.route_and_key(upstream.url)
+        gateway = cluster.start()
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "manage.py", "jobs_worker"],
+                cwd=ROOT,
+                env=cluster.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        assert submit_and_wait(gateway, secret)["status"] == "succeeded"
+
+        private_postgres.stop()
+        time.sleep(6)  # a few backoff rounds, and keeper periods, without a database
+        assert worker.poll() is None, log_path.read_text()
+        assert "the database failed" in log_path.read_text()
+        started = time.monotonic()
+        metrics = requests.get(f"{gateway.url}/metrics", timeout=30)
+        waited = time.monotonic() - started
+        assert metrics.status_code == 200 and "gateway_job_queue_depth" in metrics.text
+        print(f"/metrics answered in {waited:.2f} s with the database down")
+        assert waited < 5, f"/metrics took {waited:.1f} s with the database down"  # was 11 s
+
+        private_postgres.start()
+        assert submit_and_wait(gateway, secret, timeout=60)["status"] == "succeeded"
+        assert worker.poll() is None  # the same worker, never restarted
+    finally:
+        if worker is not None:
+            worker.kill()
+            worker.wait()
+        cluster.close()
