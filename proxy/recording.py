@@ -142,7 +142,9 @@ def _usage_increments(rows) -> dict:
 
 
 def _add_usage(totals: dict) -> None:
-    for (key_id, day), (requests, prompt, completion, total) in totals.items():
+    # Sorted: writers in other processes take the same rows in the same order, never the reverse
+    # of each other (which deadlocks on PostgreSQL). The rollups are sorted for the same reason.
+    for (key_id, day), (requests, prompt, completion, total) in sorted(totals.items()):
         rows = KeyUsage.objects.filter(api_key_id=key_id, day=day)
         increments = {
             "requests": F("requests") + requests,
