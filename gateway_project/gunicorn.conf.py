@@ -64,8 +64,10 @@ def post_worker_init(worker):
     from proxy import recording
 
     # Rows of finished calls are written at once, not only when the worker exits: a worker that
-    # outlives the graceful timeout is killed, and its queue with it.
-    worker.when_stopping.append(recording.flush)
+    # outlives the graceful timeout is killed, and its queue with it. With the database away they
+    # go to the spool, at once and on every flush until the worker exits.
+    worker.when_stopping.append(recording.stopping)
+    recording.start()  # the writer replays rows spooled by processes that stopped before
     # Objects made while loading Django live as long as the worker: moved out of the garbage
     # collector's sight, its collections only walk what requests allocate.
     if os.environ.get("GATEWAY_GC_FREEZE", "1") == "1":
@@ -74,12 +76,14 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """A stopping worker writes its queued log rows first."""
+    """A stopping worker writes its queued log rows first, or spools them (the database is away)."""
     from proxy import recording
 
-    written = recording.flush()
+    written, spooled = recording.flush_or_spool()
     if written:
         server.log.info("worker %s wrote %d queued log row(s) before exiting", worker.pid, written)
+    if spooled:
+        server.log.warning("worker %s spooled %d log row(s) the database did not take", worker.pid, spooled)
 
 
 def on_starting(server):

@@ -65,6 +65,10 @@ LOG_ROWS_DROPPED = Counter(
     "Request log rows given up: queue_full (the database was away too long) or unstorable (refused for its values).",
     ["reason"],
 )
+LOG_ROWS_SPOOLED = Counter(
+    "gateway_log_rows_spooled",
+    "Request log rows a stopping process kept on local disk (the database was away); replayed when it is back.",
+)
 
 BREAKER_STATES = ("closed", "open", "half-open", "probing")  # as proxy/breaker.py describes them
 _collectors: list = []  # scraped with the rest; added by layers above the proxy (jobs)
@@ -114,6 +118,10 @@ def log_write_failed() -> None:
 
 def log_rows_dropped(reason: str, count: int = 1) -> None:
     LOG_ROWS_DROPPED.labels(reason).inc(count)
+
+
+def log_rows_spooled(count: int) -> None:
+    LOG_ROWS_SPOOLED.inc(count)
 
 
 class BreakerCollector:

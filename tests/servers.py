@@ -97,6 +97,7 @@ class GatewayCluster:
             "CACHE_KEY_PREFIX": f"gwsrv{uuid.uuid4().hex[:8]}",
             "GATEWAY_LOG_FLUSH_SECONDS": "0.2",
             "GATEWAY_CONFIG_TTL": "0.2",
+            "GATEWAY_LOG_SPOOL_DIR": str(tmp_path / "spool"),
             "PYTHONUNBUFFERED": "1",
             **{k: str(v) for k, v in env.items()},
         }
