@@ -96,10 +96,20 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """A dead worker's in-flight gauge must not count any more."""
+    """A dead worker's in-flight gauge must not count any more, nor its concurrency slots (a
+    worker killed mid-call never released them)."""
     from prometheus_client import multiprocess
 
+    from gateway_project.slot_holders import release_dead_worker
+
     multiprocess.mark_process_dead(worker.pid)
+    try:
+        released = release_dead_worker(worker.pid)
+    except Exception as exc:  # Redis away: the slots still expire after GATEWAY_INFLIGHT_TTL
+        server.log.warning("could not release the slots of worker %s: %r", worker.pid, exc)
+    else:
+        if released:
+            server.log.info("released %d concurrency slot(s) held by worker %s", released, worker.pid)
 
 
 def on_exit(server):
