@@ -54,14 +54,15 @@ _wake = threading.Event()
 _failing = False  # the last write left rows unwritten (the database refused or was away)
 
 
-class Spooling:
-    """This process's use of the spool: whether it is stopping (rows it cannot write then go to
-    the spool at once, not at exit: a worker outliving the graceful timeout is killed) and when
-    it looks for spooled rows to replay next."""
+class WriterState:
+    """The writer's own state in this process: whether it is stopping (rows it cannot write then go
+    to the spool at once, not at exit: a worker outliving the graceful timeout is killed), when it
+    looks for spooled rows to replay next, and since when the oldest queued row waits (its lag)."""
 
     def __init__(self):
         self.stopping = False
         self.next_replay = 0.0
+        self.oldest_queued: float | None = None  # time.monotonic() of the oldest row not yet taken by a flush
 
     def spool(self) -> Spool:
         """The spool of the database this process writes to (its folder follows the settings)."""
@@ -70,7 +71,7 @@ class Spooling:
         return Spool(folder, fields)
 
 
-_spooling = Spooling()
+_writer = WriterState()
 
 # Errors caused by a row's own values; any other error (a lost connection, a missing table) is the
 # database's, and the rows wait for it.
@@ -150,6 +151,8 @@ def record(call, latency_ms: float) -> None:
             metrics.log_rows_dropped("queue_full")
             log.error("log queue full: dropped the oldest row")
         _pending.append(row)
+        if _writer.oldest_queued is None:
+            _writer.oldest_queued = time.monotonic()
     _ensure_writer()
 
 
@@ -295,7 +298,9 @@ def flush(lock_timeout: float = 60) -> int:
         return 0
     try:
         written = 0
-        left = len(_pending)
+        with _lock:
+            left = len(_pending)
+            since, _writer.oldest_queued = _writer.oldest_queued, None
         while left > 0:
             with _lock:
                 batch = [_pending.popleft() for _ in range(min(left, len(_pending), settings.GATEWAY_LOG_BATCH_SIZE))]
@@ -307,7 +312,11 @@ def flush(lock_timeout: float = 60) -> int:
             if unwritten:
                 with _lock:  # keep them for the next try, in order
                     _pending.extendleft(reversed(unwritten))
+                    _writer.oldest_queued = since
                 return written
+        if since is not None:
+            # How long the oldest of these rows waited in memory: what a killed process can lose.
+            metrics.log_write_lag(time.monotonic() - since)
         return written
     finally:
         _flush_lock.release()
@@ -327,7 +336,7 @@ def spool_pending(lock_timeout: float = STOP_LOCK_TIMEOUT) -> int:
         if not rows:
             return 0
         try:
-            files = _spooling.spool().keep(rows)
+            files = _writer.spool().keep(rows)
         except Exception:
             log.exception("could not spool %d request log row(s); they are lost if this process exits", len(rows))
             with _lock:
@@ -349,7 +358,7 @@ def flush_or_spool() -> tuple[int, int]:
 
 def stopping() -> None:
     """The process starts stopping: write what is queued, and from now on spool what cannot be written."""
-    _spooling.stopping = True
+    _writer.stopping = True
     flush_or_spool()
 
 
@@ -357,7 +366,7 @@ def replay_spool() -> int:
     """Write the spooled rows of this process's database, each file exactly once. Returns the rows written.
 
     Raises a database error while the database is away (the files wait for the next try)."""
-    spool = _spooling.spool()
+    spool = _writer.spool()
     files = spool.files()
     if not files:
         return 0
@@ -409,22 +418,27 @@ def _save_replayed(rows: list) -> int:
 
 def _replay_if_due() -> None:
     now = time.monotonic()
-    if now < _spooling.next_replay:
+    if now < _writer.next_replay:
         return
     try:
         replay_spool()
     except Exception as exc:
-        _spooling.next_replay = now + REPLAY_RETRY_SECONDS
+        _writer.next_replay = now + REPLAY_RETRY_SECONDS
         log.warning("could not replay the spooled request log rows yet: %s", exc)
 
 
 def _writer_loop() -> None:
+    # A flush starts every GATEWAY_LOG_FLUSH_SECONDS, counted from the start of the previous one:
+    # waiting a full interval after each flush made a row wait the interval plus the flush's time
+    # plus the interval again when it arrived just as a flush began.
+    next_flush = time.monotonic()
     while True:
-        _wake.wait(settings.GATEWAY_LOG_FLUSH_SECONDS)
+        next_flush = max(next_flush + settings.GATEWAY_LOG_FLUSH_SECONDS, time.monotonic() - 1)
+        _wake.wait(max(0.0, next_flush - time.monotonic()))
         _wake.clear()
         try:
             flush()
-            if _spooling.stopping:
+            if _writer.stopping:
                 spool_pending()
             else:
                 _replay_if_due()

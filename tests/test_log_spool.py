@@ -178,7 +178,7 @@ for i in range({N_SPOOLED}):
     call = Call(request_id=f"spooled-{{i}}", method="POST", path="/v1/x", client_ip="127.0.0.1")
     call.status = 200
     rows.append(recording._row(call, 1.0))
-recording._spooling.spool().keep(rows)
+recording._writer.spool().keep(rows)
 """
 REPLAY = "from proxy import recording\nprint(recording.replay_spool())"
 
