@@ -60,6 +60,7 @@ class Traffic:
     def __init__(self, url: str, secret: str, clients: int = 4):
         self.url, self.secret = url, secret
         self.answered: list[str] = []
+        self.sent: set[str] = set()
         self.other: list = []
         self.done = threading.Event()
         self.ids = count()
@@ -71,6 +72,7 @@ class Traffic:
         deadline = time.monotonic() + 60
         while not self.done.is_set() and time.monotonic() < deadline:
             request_id = f"c{n}-{next(self.ids)}"
+            self.sent.add(request_id)
             try:
                 response = requests.post(
                     f"{self.url}/v1/chat/completions",
@@ -78,7 +80,7 @@ class Traffic:
                     headers={"Authorization": f"Bearer {self.secret}", "X-Request-ID": request_id},
                     timeout=10,
                 )
-            except requests.ConnectionError:  # the gateway is gone or a worker is recycling
+            except requests.RequestException:  # the gateway is gone, or slow to answer: not counted
                 time.sleep(0.05)
                 continue
             (self.answered if response.status_code == 200 else self.other).append(request_id)
@@ -122,7 +124,7 @@ def test_a_graceful_stop_during_a_database_outage_loses_no_row(outage_cluster, p
     rows = wait_for_rows(cluster, answered)
     print(f"graceful stop during an outage: {len(answered)} calls answered, {len(rows)} rows")
     assert len(answered) > 50
-    assert set(rows) == answered
+    assert answered <= set(rows) <= traffic.sent  # a call the client gave up on may have its row too
     assert spooled and "SIGKILL" not in log, log  # the rows were spooled, not written by luck
     assert len(rows) == len(set(rows)), "a spooled row was written twice"
     assert not spool_files(cluster)
