@@ -64,8 +64,10 @@ def post_worker_init(worker):
     from proxy import recording
 
     # Rows of finished calls are written at once, not only when the worker exits: a worker that
-    # outlives the graceful timeout is killed, and its queue with it.
-    worker.when_stopping.append(recording.flush)
+    # outlives the graceful timeout is killed, and its queue with it. With the database away they
+    # go to the spool, at once and on every flush until the worker exits.
+    worker.when_stopping.append(recording.stopping)
+    recording.start()  # the writer replays rows spooled by processes that stopped before
     # Objects made while loading Django live as long as the worker: moved out of the garbage
     # collector's sight, its collections only walk what requests allocate.
     if os.environ.get("GATEWAY_GC_FREEZE", "1") == "1":
@@ -74,12 +76,14 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """A stopping worker writes its queued log rows first."""
+    """A stopping worker writes its queued log rows first, or spools them (the database is away)."""
     from proxy import recording
 
-    written = recording.flush()
+    written, spooled = recording.flush_or_spool()
     if written:
         server.log.info("worker %s wrote %d queued log row(s) before exiting", worker.pid, written)
+    if spooled:
+        server.log.warning("worker %s spooled %d log row(s) the database did not take", worker.pid, spooled)
 
 
 def on_starting(server):
@@ -92,10 +96,20 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """A dead worker's in-flight gauge must not count any more."""
+    """A dead worker's in-flight gauge must not count any more, nor its concurrency slots (a
+    worker killed mid-call never released them)."""
     from prometheus_client import multiprocess
 
+    from gateway_project.slot_holders import release_dead_worker
+
     multiprocess.mark_process_dead(worker.pid)
+    try:
+        released = release_dead_worker(worker.pid)
+    except Exception as exc:  # Redis away: the slots still expire after GATEWAY_INFLIGHT_TTL
+        server.log.warning("could not release the slots of worker %s: %r", worker.pid, exc)
+    else:
+        if released:
+            server.log.info("released %d concurrency slot(s) held by worker %s", released, worker.pid)
 
 
 def on_exit(server):

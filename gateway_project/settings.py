@@ -251,6 +251,9 @@ GATEWAY_CONFIG_DB_TIMEOUT = env.float("GATEWAY_CONFIG_DB_TIMEOUT", default=1.0)
 # each row synchronously when its call finishes.
 GATEWAY_LOG_FLUSH_SECONDS = env.float("GATEWAY_LOG_FLUSH_SECONDS", default=0.5)
 GATEWAY_LOG_BATCH_SIZE = env.int("GATEWAY_LOG_BATCH_SIZE", default=500)
+# Log rows a stopping process cannot write (the database is away) are kept in files here and
+# replayed by the next process that starts (proxy/spool.py). Local disk that outlives a restart.
+GATEWAY_LOG_SPOOL_DIR = env.str("GATEWAY_LOG_SPOOL_DIR", default=str(BASE_DIR / "var" / "log-spool"))
 # Retention of the dashboard's rollups (manage.py prune_rollups): per-minute sums are many and only
 # the short ranges read them; per-hour sums serve ranges up to weeks; per-day sums are kept.
 GATEWAY_ROLLUP_MINUTE_DAYS = env.float("GATEWAY_ROLLUP_MINUTE_DAYS", default=8)

@@ -67,6 +67,15 @@ LOG_ROWS_DROPPED = Counter(
     "Request log rows given up: queue_full (the database was away too long) or unstorable (refused for its values).",
     ["reason"],
 )
+LOG_WRITE_LAG = Histogram(
+    "gateway_log_write_lag_seconds",
+    "Per flush, how long its oldest row waited in memory before it was written (what a killed worker loses).",
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+)
+LOG_ROWS_SPOOLED = Counter(
+    "gateway_log_rows_spooled",
+    "Request log rows a stopping process kept on local disk (the database was away); replayed when it is back.",
+)
 
 BREAKER_STATES = ("closed", "open", "half-open", "probing")  # as proxy/breaker.py describes them
 _collectors: list = []  # scraped with the rest; added by layers above the proxy (jobs)
@@ -116,6 +125,14 @@ def log_write_failed() -> None:
 
 def log_rows_dropped(reason: str, count: int = 1) -> None:
     LOG_ROWS_DROPPED.labels(reason).inc(count)
+
+
+def log_write_lag(seconds: float) -> None:
+    LOG_WRITE_LAG.observe(seconds)
+
+
+def log_rows_spooled(count: int) -> None:
+    LOG_ROWS_SPOOLED.inc(count)
 
 
 class BreakerCollector:

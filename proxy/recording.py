@@ -4,7 +4,10 @@ Rows are queued and written in batches by a background thread (GATEWAY_LOG_FLUSH
 call never waits for the database; with 0 each row is written when its call finishes. `flush()`
 writes what is queued; it runs at exit and when a gunicorn worker stops, so graceful shutdowns
 and worker restarts lose nothing. A failing write never fails a call: it is reported in the
-server's log (and the rows are kept for the next try, up to a bound).
+server's log (and the rows are kept for the next try, up to a bound). Rows a stopping process
+cannot write (the database is away) go to a spool file on local disk (proxy/spool.py), which
+the writer of any gateway process, this one restarted or another, replays once the database
+answers: exactly once, however many processes find the file.
 
 No input can stop the log: values are made storable first (proxy/storable.py), and a batch the
 database still refuses is written row by row. A row refused for its own values is dropped,
@@ -17,16 +20,19 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import deque
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from routes_admin.models import APIKey, KeyUsage, RequestLog, Route
+from routes_admin.models import APIKey, KeyUsage, RequestLog, Route, SpooledLogFile
 
-from . import metrics, rollups
+from . import database, metrics, rollups
+from .spool import Spool, database_folder
 from .storable import storable
 
 log = logging.getLogger("gateway.recording")
@@ -37,6 +43,8 @@ JSON_COLUMNS = frozenset(
     field.attname for field in RequestLog._meta.concrete_fields if field.get_internal_type() == "JSONField"
 )
 MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows are dropped and reported
+STOP_LOCK_TIMEOUT = 5.0  # at stop, how long to wait for a flush in progress before spooling the rest
+REPLAY_RETRY_SECONDS = 5.0  # a spool replay that failed (the database is still away) is tried again after this
 
 _pending: deque = deque()
 _lock = threading.Lock()
@@ -44,6 +52,26 @@ _flush_lock = threading.Lock()
 _writer_pid = None
 _wake = threading.Event()
 _failing = False  # the last write left rows unwritten (the database refused or was away)
+
+
+class WriterState:
+    """The writer's own state in this process: whether it is stopping (rows it cannot write then go
+    to the spool at once, not at exit: a worker outliving the graceful timeout is killed), when it
+    looks for spooled rows to replay next, and since when the oldest queued row waits (its lag)."""
+
+    def __init__(self):
+        self.stopping = False
+        self.next_replay = 0.0
+        self.oldest_queued: float | None = None  # time.monotonic() of the oldest row not yet taken by a flush
+
+    def spool(self) -> Spool:
+        """The spool of the database this process writes to (its folder follows the settings)."""
+        fields = {field.attname: field for field in RequestLog._meta.concrete_fields if not field.primary_key}
+        folder = Path(settings.GATEWAY_LOG_SPOOL_DIR) / database_folder(connection.settings_dict)
+        return Spool(folder, fields)
+
+
+_writer = WriterState()
 
 # Errors caused by a row's own values; any other error (a lost connection, a missing table) is the
 # database's, and the rows wait for it.
@@ -123,6 +151,8 @@ def record(call, latency_ms: float) -> None:
             metrics.log_rows_dropped("queue_full")
             log.error("log queue full: dropped the oldest row")
         _pending.append(row)
+        if _writer.oldest_queued is None:
+            _writer.oldest_queued = time.monotonic()
     _ensure_writer()
 
 
@@ -142,7 +172,9 @@ def _usage_increments(rows) -> dict:
 
 
 def _add_usage(totals: dict) -> None:
-    for (key_id, day), (requests, prompt, completion, total) in totals.items():
+    # Sorted: writers in other processes take the same rows in the same order, never the reverse
+    # of each other (which deadlocks on PostgreSQL). The rollups are sorted for the same reason.
+    for (key_id, day), (requests, prompt, completion, total) in sorted(totals.items()):
         rows = KeyUsage.objects.filter(api_key_id=key_id, day=day)
         increments = {
             "requests": F("requests") + requests,
@@ -187,6 +219,9 @@ def _write(rows: list) -> tuple[int, list]:
     """Save rows. Returns how many were saved and the rows kept for later (the database is away)."""
     global _failing
     try:
+        # A database that is down must not hold the writer (or a stopping worker) for the pool's
+        # DATABASE_POOL_TIMEOUT on every try.
+        database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
         _save(rows)
     except ROW_ERRORS:
         log.warning("could not write %d request log row(s) at once; trying one by one", len(rows), exc_info=True)
@@ -250,7 +285,7 @@ def failing() -> bool:
     return _failing
 
 
-def flush() -> int:
+def flush(lock_timeout: float = 60) -> int:
     """Write the rows queued when it starts, in batches, in this thread. Returns how many were written.
 
     Rows queued meanwhile wait for the next flush: under steady traffic, chasing them turned one
@@ -258,12 +293,14 @@ def flush() -> int:
     Flushes run one at a time: a flush that starts while another is still writing waits for it,
     so "flushed" means "on disk" (a stopping worker relies on that).
     """
-    if not _flush_lock.acquire(timeout=60):
+    if not _flush_lock.acquire(timeout=lock_timeout):
         log.error("a log flush is stuck; %d row(s) still queued", len(_pending))
         return 0
     try:
         written = 0
-        left = len(_pending)
+        with _lock:
+            left = len(_pending)
+            since, _writer.oldest_queued = _writer.oldest_queued, None
         while left > 0:
             with _lock:
                 batch = [_pending.popleft() for _ in range(min(left, len(_pending), settings.GATEWAY_LOG_BATCH_SIZE))]
@@ -275,7 +312,11 @@ def flush() -> int:
             if unwritten:
                 with _lock:  # keep them for the next try, in order
                     _pending.extendleft(reversed(unwritten))
+                    _writer.oldest_queued = since
                 return written
+        if since is not None:
+            # How long the oldest of these rows waited in memory: what a killed process can lose.
+            metrics.log_write_lag(time.monotonic() - since)
         return written
     finally:
         _flush_lock.release()
@@ -285,14 +326,129 @@ def pending() -> int:
     return len(_pending)
 
 
+def spool_pending(lock_timeout: float = STOP_LOCK_TIMEOUT) -> int:
+    """Move the queued rows to the spool (a stopping process whose database is away). Returns how many."""
+    locked = _flush_lock.acquire(timeout=lock_timeout)  # a flush in progress finishes (or gives back its rows)
+    try:
+        with _lock:
+            rows = list(_pending)
+            _pending.clear()
+        if not rows:
+            return 0
+        try:
+            files = _writer.spool().keep(rows)
+        except Exception:
+            log.exception("could not spool %d request log row(s); they are lost if this process exits", len(rows))
+            with _lock:
+                _pending.extendleft(reversed(rows))
+            return 0
+        metrics.log_rows_spooled(len(rows))
+        log.warning("database unavailable: kept %d request log row(s) in %s", len(rows), files[0].parent)
+        return len(rows)
+    finally:
+        if locked:
+            _flush_lock.release()
+
+
+def flush_or_spool() -> tuple[int, int]:
+    """At exit: write what is queued, spool what the database does not take. (written, spooled)"""
+    written = flush(STOP_LOCK_TIMEOUT)
+    return written, spool_pending()
+
+
+def stopping() -> None:
+    """The process starts stopping: write what is queued, and from now on spool what cannot be written."""
+    _writer.stopping = True
+    flush_or_spool()
+
+
+def replay_spool() -> int:
+    """Write the spooled rows of this process's database, each file exactly once. Returns the rows written.
+
+    Raises a database error while the database is away (the files wait for the next try)."""
+    spool = _writer.spool()
+    files = spool.files()
+    if not files:
+        return 0
+    database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
+    written = 0
+    for path in files:
+        rows = spool.read(path)
+        if rows is None:  # another process replayed it meanwhile
+            continue
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    # Waits for another process replaying the same file, and fails once it committed.
+                    SpooledLogFile.objects.create(name=path.name, rows=len(rows))
+            except IntegrityError:
+                replayed = 0
+            else:
+                replayed = _save_replayed(rows)
+        spool.remove(path)
+        written += replayed
+        if replayed:
+            log.info("replayed %d spooled request log row(s) from %s", replayed, path.name)
+    return written
+
+
+def _save_replayed(rows: list) -> int:
+    """Save a spool file's rows inside the replay's transaction; a row refused for its values is dropped."""
+    try:
+        with transaction.atomic():
+            _save(rows)
+    except ROW_ERRORS:
+        saved = 0
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    _save_one(row)
+            except ROW_ERRORS:
+                metrics.log_rows_dropped("unstorable")
+                log.exception(
+                    "dropped spooled request log row %s: the database refuses its values", row.get("request_id")
+                )
+            else:
+                saved += 1
+    else:
+        saved = len(rows)
+    metrics.log_rows_written(saved)
+    return saved
+
+
+def _replay_if_due() -> None:
+    now = time.monotonic()
+    if now < _writer.next_replay:
+        return
+    try:
+        replay_spool()
+    except Exception as exc:
+        _writer.next_replay = now + REPLAY_RETRY_SECONDS
+        log.warning("could not replay the spooled request log rows yet: %s", exc)
+
+
 def _writer_loop() -> None:
+    # A flush starts every GATEWAY_LOG_FLUSH_SECONDS, counted from the start of the previous one:
+    # waiting a full interval after each flush made a row wait the interval plus the flush's time
+    # plus the interval again when it arrived just as a flush began.
+    next_flush = time.monotonic()
     while True:
-        _wake.wait(settings.GATEWAY_LOG_FLUSH_SECONDS)
+        next_flush = max(next_flush + settings.GATEWAY_LOG_FLUSH_SECONDS, time.monotonic() - 1)
+        _wake.wait(max(0.0, next_flush - time.monotonic()))
         _wake.clear()
         try:
             flush()
+            if _writer.stopping:
+                spool_pending()
+            else:
+                _replay_if_due()
         finally:
             close_old_connections()
+
+
+def start() -> None:
+    """Start the writer now rather than at the first call, so spooled rows are replayed at start."""
+    _ensure_writer()
 
 
 def _ensure_writer() -> None:
@@ -307,4 +463,4 @@ def _ensure_writer() -> None:
     threading.Thread(target=_writer_loop, name="gateway-log-writer", daemon=True).start()
 
 
-atexit.register(flush)
+atexit.register(flush_or_spool)

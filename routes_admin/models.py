@@ -602,3 +602,18 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.dimension} {self.value} {self.status_class}xx"
+
+
+class SpooledLogFile(models.Model):
+    """A spool file of log rows (proxy/spool.py) whose rows are in the request log.
+
+    Saved in the transaction that writes the file's rows, before the file is removed: a file
+    replayed twice (two processes starting together, or one that died between the commit and the
+    removal) finds its name here and adds nothing."""
+
+    name = models.CharField(max_length=200, unique=True)
+    rows = models.PositiveIntegerField(default=0)
+    replayed = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.rows} rows"

@@ -108,6 +108,7 @@ class GatewayCluster:
             "CACHE_KEY_PREFIX": f"gwsrv{uuid.uuid4().hex[:8]}",
             "GATEWAY_LOG_FLUSH_SECONDS": "0.2",
             "GATEWAY_CONFIG_TTL": "0.2",
+            "GATEWAY_LOG_SPOOL_DIR": str(tmp_path / "spool"),
             "PYTHONUNBUFFERED": "1",
             # Several workers without Redis: the tests that start them do not rely on shared limits.
             **({} if os.environ.get("REDIS_URL") else {"GATEWAY_ALLOW_WORKERS_WITHOUT_REDIS": "1"}),

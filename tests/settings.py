@@ -4,6 +4,7 @@ SQLite in memory unless DATABASE_URL is set; the in-process cache unless REDIS_U
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 
@@ -39,4 +40,5 @@ if REDIS_URL:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 GATEWAY_CONFIG_TTL = 0  # every call sees the configuration the test just saved
 GATEWAY_LOG_FLUSH_SECONDS = 0  # rows are written when the call finishes
+GATEWAY_LOG_SPOOL_DIR = tempfile.mkdtemp(prefix="gateway-test-spool-")  # never the checkout's var/
 LOGGING["loggers"]["gateway.access"]["level"] = "WARNING"  # noqa: F405
