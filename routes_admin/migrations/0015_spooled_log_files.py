@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routes_admin', '0011_move_url_credentials'),
+        ('routes_admin', '0014_max_queued_jobs'),
     ]
 
     operations = [
