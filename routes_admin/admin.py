@@ -72,6 +72,7 @@ class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
             },
         ),
         ("Quota", {"fields": ["quota_plan"]}),
+        ("Spend", {"fields": ["budget_per_day", "budget_per_month", "default_max_tokens"]}),
         ("Jobs (asynchronous calls)", {"fields": ["processing_mode", "max_concurrent_jobs"]}),
     ]
 
@@ -193,6 +194,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
                 "description": "Limits set here override the plan's; empty means the plan's value.",
             },
         ),
+        ("Spend", {"fields": ["team", "budget_per_day", "budget_per_month"]}),
     ]
 
     def get_queryset(self, request):
@@ -403,4 +405,5 @@ class KeyUsageAdmin(ReadOnlyAdmin):
         return against(obj.total_tokens, obj.api_key.effective_limits()["tokens_per_day"])
 
 
-from . import admin_breakers  # noqa: E402,F401  (target health: circuit breaker states and reset)
+# The admin's other pages: target health (circuit breaker states and reset), the price list and teams.
+from . import admin_breakers, admin_spend  # noqa: E402,F401
