@@ -156,7 +156,7 @@ def _outcome(row, detail: dict, attempts: list) -> str:
 
 
 def cost_sentence(row) -> str:
-    """"812 in × 0.15/M + 96 out × 0.6/M = 0.0001794 USD", or "no price"."""
+    """ "812 in × 0.15/M + 96 out × 0.6/M = 0.0001794 USD", or "no price"."""
     detail = (row.detail or {}).get("cost")
     text = pricing.explain(detail, row.prompt_tokens, row.completion_tokens, row.cost, settings.GATEWAY_CURRENCY)
     if row.cost is None and detail and detail.get("why"):
