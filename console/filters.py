@@ -49,6 +49,8 @@ class CallFilter(forms.Form):
         error_messages={"invalid": STATUS_HELP},
     )
     min_latency = forms.FloatField(required=False, min_value=0, label="Min latency (ms)")
+    min_cost = forms.DecimalField(required=False, min_value=0, decimal_places=12, label="Min cost")
+    team = forms.CharField(required=False, max_length=100)
     request_id = forms.CharField(required=False, max_length=128)
     error_type = forms.CharField(required=False, max_length=50, widget=forms.TextInput(attrs={"list": "error-types"}))
     limit = forms.CharField(required=False, max_length=50, widget=forms.TextInput(attrs={"list": "limit-names"}))
@@ -101,6 +103,10 @@ def filtered(data: dict):
         rows = rows.filter(latency_ms__gte=data["min_latency"])
         if data["min_latency"] >= 1000:
             rows = rows.filter(latency_ms__gte=1000)  # log_slow_idx's condition
+    if data.get("min_cost") is not None:
+        rows = rows.filter(cost__gte=data["min_cost"])  # a call without a price has no cost: never selected
+    if data.get("team"):
+        rows = rows.filter(team_name=data["team"].strip())
     if data.get("request_id"):
         rows = rows.filter(request_id=data["request_id"].strip())
     if data.get("error_type"):

@@ -137,3 +137,45 @@ def test_the_call_page_shows_how_the_cost_was_computed(client, upstream):
     priced, unpriced = RequestLog.objects.order_by("id")
     assert ("Cost", "812 in × 0.15/M + 96 out × 0.6/M = 0.0001794 USD") in explain(priced).steps
     assert ("Cost", "no price") in explain(unpriced).steps
+
+
+def test_costs_reach_the_export_the_api_and_prometheus(client, upstream):
+    from prometheus_client import REGISTRY
+
+    from console import export
+    from proxy import metrics
+
+    upstream.reply = json_reply({"choices": [], "usage": USAGE})
+    price()
+    route = make_route(upstream.url, name="spendy")
+    secret = make_key(routes=[route])[1]
+    before = REGISTRY.get_sample_value("gateway_spend_total", {"route": "spendy", "model": "m"}) or 0
+    call(client, secret)
+    call(client, secret, model="unpriced")
+    after = REGISTRY.get_sample_value("gateway_spend_total", {"route": "spendy", "model": "m"})
+    assert after - before == pytest.approx(0.0001794)
+    assert REGISTRY.get_sample_value("gateway_spend_total", {"route": "spendy", "model": "unpriced"}) is None
+    lines = [json.loads(line) for line in export._json_lines(RequestLog.objects.all())]
+    assert sorted((line["model"], line["cost"]) for line in lines) == [("m", "0.000179400000"), ("unpriced", None)]
+    csv_text = "".join(export._csv_lines(RequestLog.objects.all()))
+    assert "0.000179400000" in csv_text
+    from api.serializers import RequestLogSerializer
+
+    data = RequestLogSerializer(RequestLog.objects.order_by("id"), many=True).data
+    assert [row["cost"] for row in data] == ["0.000179400000", None]
+    assert metrics.SPEND
+
+
+def test_the_explorer_filters_by_minimum_cost_and_team():
+    from console.filters import CallFilter, filtered
+
+    now = timezone.now()
+    common = dict(method="POST", path="/v1/x", status=200, latency_ms=1, created=now, request_id="r")
+    RequestLog.objects.create(cost=Decimal("0.5"), team_name="acme", **common)
+    RequestLog.objects.create(cost=Decimal("0.01"), team_name="acme", **common)
+    RequestLog.objects.create(cost=None, **common)
+    form = CallFilter({"min_cost": "0.1"})
+    assert form.is_valid()
+    assert [row.cost for row in filtered(form.cleaned_data)] == [Decimal("0.5")]
+    form = CallFilter({"team": "acme"})
+    assert form.is_valid() and filtered(form.cleaned_data).count() == 2
