@@ -517,7 +517,8 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         where = f" on {self.target}" if self.target_id else ""
-        return f"{self.model}{where} from {self.valid_from:%Y-%m-%d %H:%M}"
+        start = self.valid_from.strftime("%Y-%m-%d %H:%M") if hasattr(self.valid_from, "strftime") else self.valid_from
+        return f"{self.model}{where} from {start}"
 
 
 class KeyUsage(models.Model):
