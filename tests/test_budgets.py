@@ -20,6 +20,15 @@ from tests.upstream import json_reply
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def keep_connection(monkeypatch):
+    """A finished call must not close the test's connection (it holds the test's transaction)."""
+    from django.db import connection
+
+    monkeypatch.setattr(connection, "close_if_unusable_or_obsolete", lambda: None)
+
+
 USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
 COST = Decimal("0.002")  # 100 x 10/M + 50 x 20/M
 

@@ -12,10 +12,19 @@ from django.utils import timezone
 from routes_admin.models import ModelPrice, RequestLog, UsageRollup
 from routes_admin.pricing import from_picos
 from tests.factories import auth, make_key, make_route, make_target
-from tests.test_cut_streams import cut_stream, held_stream, no_close  # noqa: F401 (a fixture)
+from tests.test_cut_streams import cut_stream, held_stream
 from tests.upstream import json_reply, sse_reply
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def keep_connection(monkeypatch):
+    """A finished call must not close the test's connection (it holds the test's transaction)."""
+    from django.db import connection
+
+    monkeypatch.setattr(connection, "close_if_unusable_or_obsolete", lambda: None)
+
 
 USAGE = {"prompt_tokens": 812, "completion_tokens": 96, "total_tokens": 908}
 
@@ -63,7 +72,7 @@ def test_a_stream_costs_the_usage_it_reported(client, upstream):
     assert row.streamed and row.cost == Decimal("0.0001794")
 
 
-def test_a_cut_stream_gets_an_estimated_cost_marked_as_such(client, upstream, no_close):  # noqa: F811
+def test_a_cut_stream_gets_an_estimated_cost_marked_as_such(client, upstream):
     gates: list = []
     upstream.reply = held_stream(gates)
     price()
