@@ -101,6 +101,18 @@ class Stack:
             "key, full_secret = APIKey.objects.issue(name='bench-every-limit', all_routes=True, quota_plan=full)\n"
             "print(secret, full_secret)"
         ).split()
+        if os.environ.get("BENCH_SPEND"):
+            # BENCH_SPEND=1: a price list and a team with a daily budget (never reached) on the bench key,
+            # so every call is priced, reserves and settles (issue: the cost of the spend feature).
+            self.cluster.shell(
+                "from decimal import Decimal\n"
+                "from routes_admin.models import APIKey, ModelPrice, Team\n"
+                "for model in ('demo-chat', 'other-a', 'other-b'):\n"
+                "    ModelPrice.objects.create(model=model, input_per_million=Decimal('0.15'),"
+                " output_per_million=Decimal('0.6'), valid_from='2020-01-01T00:00:00+00:00')\n"
+                "team = Team.objects.create(name='bench', budget_per_day=Decimal('1000000000'))\n"
+                "APIKey.objects.filter(name='bench').update(team=team)\n"
+            )
         workers = os.environ.get("GATEWAY_WORKERS") or (
             str(os.cpu_count() or 1) if os.environ.get("REDIS_URL") else "1"
         )

@@ -8,6 +8,10 @@ only what was recorded: a row from before the gateway recorded `detail` gets the
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
+from routes_admin import pricing
+
 AUTH_WORDS = {
     "missing": "no API key was sent",
     "unknown": "the API key is not known",
@@ -76,6 +80,12 @@ def attempts_sentence(attempts: list, row) -> str:
 
 def _quota_sentence(quota: dict) -> str:
     name = quota.get("name") or ""
+    if "budget" in quota:  # a budget in money (proxy/budgets.py)
+        reserved = quota.get("reserved_by_others") or "0"
+        text = f"{name} {quota.get('spent')} of {quota['budget']} {quota.get('currency', '')} spent"
+        if pricing.parse_money(reserved, places=pricing.COST_PLACES, digits=pricing.COST_DIGITS):
+            text += f" + {reserved} reserved by calls in flight"
+        return text + f", resets in {quota.get('reset')} s"
     text = f"{name} {quota.get('used')}/{quota.get('limit')}"
     if "requests_per_" in name:
         text += " (counting this call)"  # a request window counts the call it refuses (README, Quotas)
@@ -121,6 +131,9 @@ def explain(row) -> Explanation:
         then = _next_words(attempt, row)
         steps.append((f"Target {attempt.get('target') or '?'}", f"{words}; {then}" if then else words))
 
+    if row.model or row.cost is not None:
+        steps.append(("Cost", cost_sentence(row)))
+
     return Explanation(outcome=_outcome(row, detail, attempts), steps=steps)
 
 
@@ -140,3 +153,14 @@ def _outcome(row, detail: dict, attempts: list) -> str:
         ending = f"; the whole call took {total}" if row.streamed or len(attempts) > 1 else ""
         return tried + ending
     return f"answered {row.status} in {total}"
+
+
+def cost_sentence(row) -> str:
+    """ "812 in × 0.15/M + 96 out × 0.6/M = 0.0001794 USD", or "no price"."""
+    detail = (row.detail or {}).get("cost")
+    text = pricing.explain(detail, row.prompt_tokens, row.completion_tokens, row.cost, settings.GATEWAY_CURRENCY)
+    if row.cost is None and detail and detail.get("why"):
+        text += f" ({detail['why']})"
+    if row.cost is not None and row.usage_estimated:
+        text += " (estimated: the answer was cut before the upstream reported its usage)"
+    return text

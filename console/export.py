@@ -18,7 +18,7 @@ COLUMNS = (
     "created", "request_id", "key_prefix", "route_name", "method", "path", "model", "upstream_model",
     "status", "latency_ms", "upstream_ms", "target", "targets_tried", "attempts", "fallback_from",
     "streamed", "bytes_in", "bytes_out", "prompt_tokens", "completion_tokens", "total_tokens",
-    "error_type", "limit", "client_ip", "detail",
+    "error_type", "limit", "client_ip", "detail", "cost", "team_name",
 )  # fmt: skip
 CHUNK = 2000
 
@@ -58,6 +58,8 @@ def _csv_lines(rows):
 def _json_lines(rows):
     for row in _values(rows):
         row["created"] = row["created"].isoformat()
+        if row["cost"] is not None:
+            row["cost"] = str(row["cost"])  # a decimal string, exact; null: no price
         yield json.dumps(row, separators=(",", ":")) + "\n"
 
 

@@ -19,8 +19,8 @@ MAX_ID = 2**63 - 1  # the largest id the database holds: a larger one in a curso
 # The filters the explorer's form shows, in this order; the FilterSet's other filters (the API's
 # ids, method, status bounds) still apply when a link gives them.
 SHOWN = (
-    "created_after", "created_before", "key", "route_name", "model", "status", "min_latency", "request_id",
-    "error_type", "limit",
+    "created_after", "created_before", "key", "route_name", "model", "status", "min_latency", "min_cost", "team",
+    "request_id", "error_type", "limit",
 )  # fmt: skip
 
 

@@ -260,6 +260,12 @@ GATEWAY_ROLLUP_MINUTE_DAYS = env.float("GATEWAY_ROLLUP_MINUTE_DAYS", default=8)
 GATEWAY_ROLLUP_HOUR_DAYS = env.float("GATEWAY_ROLLUP_HOUR_DAYS", default=90)
 # What to do when the cache (Redis) is unreachable: "open" serves and logs, "closed" answers 503.
 GATEWAY_CACHE_FAILURE = env.str("GATEWAY_CACHE_FAILURE", default="open")
+# The currency of prices, costs and budgets (an ISO 4217 code); every amount is in it.
+from routes_admin.pricing import CURRENCIES  # noqa: E402 (a plain module: the list of ISO 4217 codes)
+
+GATEWAY_CURRENCY = env.str("GATEWAY_CURRENCY", default="USD").strip().upper()
+if GATEWAY_CURRENCY not in CURRENCIES:
+    raise RuntimeError(f"GATEWAY_CURRENCY={GATEWAY_CURRENCY!r} is not an ISO 4217 currency code (like USD, EUR)")
 # Upstream connection pool size per process (requests/urllib3).
 GATEWAY_POOL_SIZE = env.int("GATEWAY_POOL_SIZE", default=1000)
 # When set, /metrics answers only scrapers sending `Authorization: Bearer <token>`.

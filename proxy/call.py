@@ -46,6 +46,9 @@ class Call:
     # Cache values read ahead with the token counters (breaker states), so forwarding needs no
     # round trip of its own: cache key -> value (None when absent). See pipeline.admit.
     read_ahead: dict | None = None
+    prices: object = None  # the snapshot's routes_admin.pricing.PriceList, read when the call ends
+    cost: object = None  # Decimal in GATEWAY_CURRENCY (proxy/costs.py); None: no price
+    budget_hold: object = None  # proxy/budgets.Hold: what admission reserved, settled when the call ends
 
     @property
     def latency_ms(self) -> float:

@@ -25,7 +25,8 @@ from django.db import InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from routes_admin.models import APIKey, ConfigGeneration, Route, split_list
+from routes_admin.models import APIKey, ConfigGeneration, ModelPrice, Route, split_list
+from routes_admin.pricing import DEFAULT_MAX_TOKENS, Price, PriceList
 
 from . import database
 from .errors import ConfigUnavailable
@@ -69,6 +70,8 @@ class RouteInfo:
     targets: tuple  # enabled TargetInfo, in failover order
     processing_mode: str = "sync"  # sync, async or sync-only (routes_admin.models.ProcessingMode)
     max_concurrent_jobs: int | None = None  # cap on this route's running jobs (jobs/)
+    budgets: dict = field(default_factory=dict)  # budget_per_day / budget_per_month set on the route
+    default_max_tokens: int = 1000  # output a budget reserves when a call sets no max_tokens
 
     @property
     def needs_body(self) -> bool:
@@ -91,6 +94,10 @@ class KeyInfo:
     route_ids: frozenset
     limits: dict
     grace_ends: datetime | None = None  # set for a secret replaced by a rotation: refused from then on
+    budgets: dict = field(default_factory=dict)  # the key's own budgets that are set
+    team_id: int | None = None
+    team_name: str = ""
+    team_budgets: dict = field(default_factory=dict)  # its team's budgets, shared by the team's keys
 
     def may_call(self, route: RouteInfo) -> bool:
         return self.all_routes or route.id in self.route_ids
@@ -132,7 +139,13 @@ def _route_info(route: Route) -> RouteInfo:
         ),
         processing_mode=route.processing_mode,
         max_concurrent_jobs=route.max_concurrent_jobs,
+        budgets=_budgets(route),
+        default_max_tokens=route.default_max_tokens or DEFAULT_MAX_TOKENS,
     )
+
+
+def _budgets(owner) -> dict:
+    return {name: getattr(owner, name) for name in owner.BUDGET_FIELDS if getattr(owner, name) is not None}
 
 
 def _key_info(key: APIKey, prefix: str | None = None) -> KeyInfo:
@@ -150,6 +163,10 @@ def _key_info(key: APIKey, prefix: str | None = None) -> KeyInfo:
         route_ids=frozenset(r.id for r in key.routes.all()),
         limits=key.effective_limits(),
         grace_ends=key.previous_expires if previous else None,
+        budgets=_budgets(key),
+        team_id=key.team_id,
+        team_name=key.team.name if key.team_id else "",
+        team_budgets=_budgets(key.team) if key.team_id else {},
     )
 
 
@@ -164,6 +181,10 @@ class Snapshot:
             (_route_info(r) for r in routes), key=lambda r: (-len(r.prefix), -r.priority, r.name)
         )
         self.routes_by_id = {r.id: r for r in self.routes}
+        self.prices = PriceList(
+            Price(p.id, p.model, p.target_id, p.input_per_million, p.output_per_million, p.per_call, p.valid_from)
+            for p in ModelPrice.objects.all()
+        )
         self._keys: dict[str, KeyInfo | None] = {}
 
     def key(self, prefix: str) -> KeyInfo | None:
@@ -175,7 +196,7 @@ class Snapshot:
             raise ConfigUnavailable("The gateway cannot reach its database to check this API key; try again shortly.")
         try:
             database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
-            keys = APIKey.objects.select_related("quota_plan").prefetch_related("routes")
+            keys = APIKey.objects.select_related("quota_plan", "team").prefetch_related("routes")
             key = keys.filter(Q(prefix=prefix) | Q(previous_prefix=prefix)).first()
         except DATABASE_DOWN as exc:
             _database_down(exc)
@@ -190,7 +211,7 @@ class Snapshot:
 
     def key_by_id(self, key_id: int) -> KeyInfo | None:
         """The key as the database has it now, for the job worker (a job names its key by id)."""
-        key = APIKey.objects.select_related("quota_plan").prefetch_related("routes").filter(id=key_id).first()
+        key = APIKey.objects.select_related("quota_plan", "team").prefetch_related("routes").filter(id=key_id).first()
         return _key_info(key) if key else None
 
 

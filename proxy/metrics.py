@@ -49,6 +49,12 @@ UPSTREAM_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 TOKENS = Counter("gateway_tokens", "Tokens reported by upstreams, by route and kind.", ["route", "kind"])
+# Only priced calls are counted, labelled by the upstream model: the admin's price list bounds the labels.
+SPEND = Counter(
+    "gateway_spend",
+    "Cost of the calls in the gateway's currency (GATEWAY_CURRENCY), by route and model.",
+    ["route", "model"],
+)
 IN_FLIGHT = Gauge("gateway_in_flight_calls", "Calls in progress (streams included).", multiprocess_mode="livesum")
 QUOTA_REJECTIONS = Counter(
     "gateway_quota_rejections", "Calls refused with 429 by a quota, by route and limit.", ["route", "limit"]
@@ -105,6 +111,8 @@ def finished(call, latency_ms: float) -> None:
                 count = call.usage.get(f"{kind}_tokens")
                 if count:
                     TOKENS.labels(route, kind).inc(count)
+        if call.cost:
+            SPEND.labels(route, call.upstream_model or call.model).inc(float(call.cost))
         if call.status == 429 and call.limit:
             QUOTA_REJECTIONS.labels(route, call.limit).inc()
     except Exception:

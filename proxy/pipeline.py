@@ -18,7 +18,7 @@ from django.conf import settings
 
 from routes_admin.models import ErrorType
 
-from . import authentication, balancing, breaker, config, metrics, quotas, recording
+from . import authentication, balancing, breaker, budgets, config, costs, metrics, quotas, recording
 from .attempts import forward as forward_with_retries
 from .call import Call
 from .config import KeyInfo, RouteInfo, Snapshot
@@ -84,13 +84,14 @@ def run(incoming: Incoming) -> Answer:
     call = start(incoming)
     try:
         snapshot = config.current()
+        call.prices = snapshot.prices
         call.key = authenticate(incoming, snapshot)
         body, document = match(call, incoming, snapshot)
         permit(call.key, call.route)
         queued = becomes_job(incoming, call.route)
         if queued:
             check_job(incoming)  # before admit: a job refused for its own input is not counted
-        admit(call)
+        admit(call, body)
         if queued:
             return submit_job(call, incoming, body)
         upstream = forward(call, incoming, snapshot, body, document)
@@ -113,6 +114,7 @@ def run_job(
     call.job_id, call.queue_ms = job_id, queued_ms  # its log row is marked as a job's run
     try:
         snapshot = config.current()
+        call.prices = snapshot.prices
         key = snapshot.key_by_id(key_id)
         if key is None:
             raise InvalidAPIKey("The API key that queued this job no longer exists.")
@@ -124,6 +126,7 @@ def run_job(
         call.bytes_in = len(body)
         permit(call.key, call.route)
         admit_job(call)
+        budgets.admit(call, body)  # a job's run reserves and settles its cost like a call
         upstream = forward(call, incoming, snapshot, body, None)
     except BaseException as exc:
         end_with_error(call, exc)
@@ -173,13 +176,15 @@ def permit(key: KeyInfo, route: RouteInfo) -> None:
 
 
 # 4 ---------------------------------------------------------------------------------------------
-def admit(call: Call) -> None:
-    """Quotas and concurrency (proxy/quotas.py); a refusal raises RateLimited (429).
+def admit(call: Call, body: bytes = b"") -> None:
+    """Quotas and concurrency (proxy/quotas.py), then budgets in money (proxy/budgets.py: an
+    estimate of the call's cost reserved); a refusal raises RateLimited (429).
 
     The route's breaker states (read by step 5) ride along with the token counters' read: one
     cache round trip fewer per call when the key has a token limit.
     """
     quotas.admit(call, read_ahead=breaker.keys(target.id for target in call.route.targets))
+    budgets.admit(call, body)
 
 
 def admit_job(call: Call) -> None:
@@ -292,6 +297,11 @@ def finish(call: Call) -> None:
         return
     call.finished = True
     latency_ms = call.latency_ms
+    try:
+        costs.price_call(call)
+        budgets.settle(call)
+    except Exception:
+        log.exception("pricing call %s failed", call.request_id)
     try:
         if call.admission is not None:
             call.admission.release(call)

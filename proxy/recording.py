@@ -114,6 +114,8 @@ def _row(call, latency_ms: float) -> dict:
         detail=call.detail,
         job_id=call.job_id or None,
         queue_ms=round(call.queue_ms, 3) if call.queue_ms is not None else None,
+        cost=call.cost,
+        team_name=key.team_name if key else "",
     )
 
 

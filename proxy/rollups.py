@@ -15,6 +15,7 @@ from itertools import product
 from django.db import connection
 
 from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, UsageRollup
+from routes_admin.pricing import to_picos
 
 GROUP = ("period", "dimension", "start", "value", "status_class")
 SUMS = (
@@ -24,6 +25,8 @@ SUMS = (
     "completion_tokens",
     "total_tokens",
     "latency_sum_ms",
+    "cost_picos",
+    "unpriced",
     *LATENCY_BUCKETS,
 )
 FIRST_BUCKET = SUMS.index(LATENCY_BUCKETS[0])
@@ -44,8 +47,17 @@ def aggregate(rows) -> dict:
     groups: dict = {}
     for row in rows:
         status_class = row["status"] // 100
-        values = (("all", ""), ("key", row["key_prefix"]), ("route", row["route_name"]), ("model", row["model"]))
+        values = (
+            ("all", ""),
+            ("key", row["key_prefix"]),
+            ("route", row["route_name"]),
+            ("model", row["model"]),
+            ("team", row.get("team_name", "")),
+        )
         latency = row["latency_ms"]
+        cost = row.get("cost")  # .get: rows made by hand (bench/console.py) may leave the cost out
+        picos = to_picos(cost)
+        unpriced = 1 if cost is None and (row["model"] or row.get("upstream_model")) else 0
         bucket = FIRST_BUCKET + bisect_left(LATENCY_EDGES_MS, latency)
         for (period, start), (dimension, value) in product(periods(row["created"]), values):
             group = (period, dimension, start, value, status_class)
@@ -59,6 +71,8 @@ def aggregate(rows) -> dict:
             sums[3] += row["completion_tokens"] or 0
             sums[4] += row["total_tokens"] or 0
             sums[5] += latency
+            sums[6] += picos
+            sums[7] += unpriced
             sums[bucket] += 1
     return groups
 

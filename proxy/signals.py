@@ -10,11 +10,11 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from routes_admin.models import APIKey, QuotaPlan, Route, UpstreamTarget
+from routes_admin.models import APIKey, ModelPrice, QuotaPlan, Route, Team, UpstreamTarget
 
 from . import config
 
-WATCHED = (Route, UpstreamTarget, APIKey, QuotaPlan)
+WATCHED = (Route, UpstreamTarget, APIKey, QuotaPlan, ModelPrice, Team)
 
 
 def _changed(using: str | None) -> None:

@@ -75,6 +75,7 @@ class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
             },
         ),
         ("Quota", {"fields": ["quota_plan"]}),
+        ("Spend", {"fields": ["budget_per_day", "budget_per_month", "default_max_tokens"]}),
         ("Jobs (asynchronous calls)", {"fields": ["processing_mode", "max_concurrent_jobs"]}),
     ]
 
@@ -221,6 +222,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
                 "description": "Limits set here override the plan's; empty means the plan's value.",
             },
         ),
+        ("Spend", {"fields": ["team", "budget_per_day", "budget_per_month"]}),
     ]
 
     def get_queryset(self, request):
@@ -420,5 +422,6 @@ class KeyUsageAdmin(ReadOnlyAdmin):
         return against(obj.total_tokens, obj.api_key.effective_limits()["tokens_per_day"])
 
 
-# Pages in modules of their own: target health (circuit breakers) and the read-only request log.
-from . import admin_breakers, admin_requestlog  # noqa: E402,F401
+# Pages in modules of their own: target health (circuit breakers), the read-only request log,
+# the price list and teams.
+from . import admin_breakers, admin_requestlog, admin_spend  # noqa: E402,F401

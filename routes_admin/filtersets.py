@@ -136,6 +136,14 @@ class RequestLogFilterSet(filters.FilterSet):
     status_min = Number(method="by_status_min", min_value=100, max_value=599, help_text="From this status.")
     status_max = Number(field_name="status", lookup_expr="lte", min_value=100, max_value=599)
     min_latency = DecimalNumber(method="by_min_latency", min_value=0, label="Min latency (ms)")
+    min_cost = filters.NumberFilter(
+        field_name="cost",
+        lookup_expr="gte",
+        min_value=0,
+        label="Min cost",
+        help_text="Calls that cost at least this much (a call without a price never matches).",
+    )
+    team = filters.CharFilter(field_name="team_name", max_length=100, help_text="The key's team when it was called.")
     request_id = filters.CharFilter(method="by_request_id", max_length=128)
     error_type = filters.ChoiceFilter(method="by_error_type", choices=ErrorType.choices)
     limit = filters.CharFilter(

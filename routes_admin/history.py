@@ -26,7 +26,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils.functional import SimpleLazyObject
 
-from .models import APIKey, ManagementToken, QuotaPlan, Route, UpstreamTarget, mask_secret
+from .models import APIKey, ManagementToken, ModelPrice, QuotaPlan, Route, Team, UpstreamTarget, mask_secret
 
 HIDDEN = "(hidden)"
 # auditlog masks str(value), so an empty old value (a new object) arrives as "None".
@@ -50,6 +50,8 @@ def register_models() -> None:
         UpstreamTarget, mask_fields=["credential_value"], mask_callable="routes_admin.history.hide_credential"
     )
     auditlog.register(QuotaPlan)
+    auditlog.register(ModelPrice)
+    auditlog.register(Team)
     auditlog.register(
         APIKey,
         mask_fields=["hashed_secret", "previous_hashed_secret"],  # the one a rotation replaced, too

@@ -10,6 +10,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import keys
+from .pricing import (
+    BUDGET_DIGITS,
+    BUDGET_PLACES,
+    COST_DIGITS,
+    COST_PLACES,
+    PRICE_DIGITS,
+    PRICE_PLACES,
+    check_budget,
+    check_price,
+)
 from .validators import check_credential, check_target_url, default_target_name
 
 # The gateway's own paths, defined here once: the URL conf sends everything else to the proxy, and
@@ -53,6 +63,35 @@ class Limits(models.Model):
         abstract = True
 
 
+class Budgets(models.Model):
+    """Budgets in money (GATEWAY_CURRENCY) per calendar day and month (TIME_ZONE); empty: none."""
+
+    budget_per_day = models.DecimalField(
+        max_digits=BUDGET_DIGITS, decimal_places=BUDGET_PLACES, null=True, blank=True, validators=[check_budget]
+    )
+    budget_per_month = models.DecimalField(
+        max_digits=BUDGET_DIGITS, decimal_places=BUDGET_PLACES, null=True, blank=True, validators=[check_budget]
+    )
+
+    BUDGET_FIELDS = ("budget_per_day", "budget_per_month")
+
+    class Meta:
+        abstract = True
+
+
+class Team(Budgets):
+    """Keys grouped for spending: the team's budgets hold across all its keys together."""
+
+    name = models.CharField(max_length=100, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class QuotaPlan(Limits):
     name = models.CharField(max_length=100, unique=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -75,7 +114,7 @@ class ProcessingMode(models.TextChoices):
     SYNC_ONLY = "sync-only", "sync only (no jobs)"
 
 
-class Route(models.Model):
+class Route(Budgets):
     class Strategy(models.TextChoices):
         WEIGHTED = "weighted", "Weighted round-robin"
         LEAST_INFLIGHT = "least_inflight", "Least in-flight requests"
@@ -143,6 +182,12 @@ class Route(models.Model):
         blank=True,
         validators=[MinValueValidator(1)],
         help_text="Jobs of this route running at once, across all workers; more wait in the queue. Empty: no cap.",
+    )
+    default_max_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Output tokens a budget reserves for a call that sets no max_tokens (settled to the real cost "
+        "when it ends). Empty: 1000.",
     )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -287,7 +332,7 @@ class APIKeyManager(models.Manager.from_queryset(APIKeyQuerySet)):
         return key if in_grace and keys.matches(full, key.previous_hashed_secret) else None
 
 
-class APIKey(Limits):
+class APIKey(Limits, Budgets):
     """A consumer's key. The limit fields here override the key's quota plan."""
 
     name = models.CharField(max_length=100)
@@ -308,6 +353,9 @@ class APIKey(Limits):
     all_routes = models.BooleanField(default=False, help_text="May call every route, present and future.")
     routes = models.ManyToManyField(Route, blank=True, related_name="api_keys")
     quota_plan = models.ForeignKey(QuotaPlan, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys")
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="keys", help_text="At most one team."
+    )
 
     objects = APIKeyManager()
 
@@ -370,6 +418,7 @@ class ErrorType(models.TextChoices):
     REQUEST_TIMEOUT = "request_timeout", "request_timeout"
     INVALID_REQUEST = "invalid_request_error", "invalid_request_error"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded", "rate_limit_exceeded"
+    BUDGET_EXCEEDED = "budget_exceeded", "budget_exceeded"
     SERVICE_UNAVAILABLE = "service_unavailable", "service_unavailable"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable", "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout", "upstream_timeout"
@@ -421,6 +470,10 @@ class RequestLog(models.Model):
     detail = models.JSONField(default=dict, blank=True)
     job_id = models.UUIDField(null=True, blank=True, help_text="Set on a queued job's run (jobs/).")
     queue_ms = models.FloatField(null=True, blank=True, help_text="A job's wait in the queue before this run.")
+    # The call's cost in GATEWAY_CURRENCY, from the tokens above and the price in force when it
+    # started (detail["cost"] names that price). Null: no price for its model, never 0.
+    cost = models.DecimalField(max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True)
+    team_name = models.CharField(max_length=100, blank=True, help_text="The key's team when the call was made.")
 
     class Meta:
         ordering = ["-created"]
@@ -448,6 +501,59 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created:%Y-%m-%d %H:%M:%S} {self.method} {self.path} {self.status}"
+
+
+class ModelPrice(models.Model):
+    """What an upstream model costs, from `valid_from` on, in GATEWAY_CURRENCY.
+
+    A call is charged the price in force when it started; its cost is stored on its log row, so
+    a later change never alters the cost of calls already made. A price for one target wins over
+    the model's general price.
+    """
+
+    model = models.CharField(max_length=200, help_text="The upstream model name, as sent to the target.")
+    target = models.ForeignKey(
+        UpstreamTarget,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="prices",
+        help_text="Optional: this price only for one target.",
+    )
+    input_per_million = models.DecimalField(
+        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, validators=[check_price], help_text="Per 1M input tokens."
+    )
+    output_per_million = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        validators=[check_price],
+        help_text="Per 1M output tokens.",
+    )
+    per_call = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        null=True,
+        blank=True,
+        validators=[check_price],
+        help_text="Optional: added to each call an upstream answered.",
+    )
+    valid_from = models.DateTimeField(default=timezone.now)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "target", "-valid_from"]
+        constraints = [
+            # One price per model, target and start; the general price (no target) likewise.
+            models.UniqueConstraint(fields=["model", "target", "valid_from"], name="price_unique_target_from"),
+            models.UniqueConstraint(
+                fields=["model", "valid_from"], condition=Q(target__isnull=True), name="price_unique_general_from"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = f" on {self.target}" if self.target_id else ""
+        start = self.valid_from.strftime("%Y-%m-%d %H:%M") if hasattr(self.valid_from, "strftime") else self.valid_from
+        return f"{self.model}{where} from {start}"
 
 
 class KeyUsage(models.Model):
@@ -574,6 +680,7 @@ class UsageRollup(models.Model):
         KEY = "key"
         ROUTE = "route"
         MODEL = "model"
+        TEAM = "team"
 
     period = models.CharField(max_length=6, choices=Period.choices)
     dimension = models.CharField(max_length=5, choices=Dimension.choices)
@@ -586,6 +693,9 @@ class UsageRollup(models.Model):
     completion_tokens = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0)
+    # Cost in picos (10^-12 of GATEWAY_CURRENCY): integers add exactly on every database.
+    cost_picos = models.BigIntegerField(default=0)
+    unpriced = models.PositiveBigIntegerField(default=0, help_text="Calls whose model has no price.")
     for _bucket in LATENCY_BUCKETS:  # one counter column per latency bucket: upserts add them in SQL
         vars()[_bucket] = models.PositiveBigIntegerField(default=0)
     del _bucket

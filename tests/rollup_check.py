@@ -7,8 +7,10 @@ from collections import defaultdict
 from datetime import UTC
 
 from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, RequestLog, UsageRollup
+from routes_admin.pricing import to_picos
 
 FIELDS = ("calls", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms")
+FIELDS += ("cost_picos", "unpriced")
 
 
 def _start(period: str, created):
@@ -29,9 +31,15 @@ def _bucket(latency_ms: float) -> str:
 
 def from_log() -> dict:
     """(period, dimension, start, value, status class) -> sums, computed row by row."""
-    sums: dict = defaultdict(lambda: defaultdict(float))
+    sums: dict = defaultdict(lambda: defaultdict(int))  # ints stay exact (costs in picos)
     for row in RequestLog.objects.all():
-        dimensions = (("all", ""), ("key", row.key_prefix), ("route", row.route_name), ("model", row.model))
+        dimensions = (
+            ("all", ""),
+            ("key", row.key_prefix),
+            ("route", row.route_name),
+            ("model", row.model),
+            ("team", row.team_name),
+        )
         for period in ("minute", "hour", "day"):
             for dimension, value in dimensions:
                 group = sums[(period, dimension, _start(period, row.created), value, row.status // 100)]
@@ -41,6 +49,8 @@ def from_log() -> dict:
                 group["completion_tokens"] += row.completion_tokens or 0
                 group["total_tokens"] += row.total_tokens or 0
                 group["latency_sum_ms"] += row.latency_ms
+                group["cost_picos"] += to_picos(row.cost)
+                group["unpriced"] += 1 if row.cost is None and (row.model or row.upstream_model) else 0
                 group[_bucket(row.latency_ms)] += 1
     return {group: _rounded(values) for group, values in sums.items()}
 

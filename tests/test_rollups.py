@@ -74,7 +74,7 @@ def test_rollups_equal_the_log_after_a_burst_and_a_new_writer(client, upstream, 
 def test_a_batch_sums_each_group_once_and_buckets_latency():
     created = timezone.now().replace(second=30)
     row = dict(created=created, key_prefix="abcd1234", route_name="chat", model="m", status=200, error_type="")
-    row.update(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+    row.update(prompt_tokens=1, completion_tokens=2, total_tokens=3, upstream_model="m", team_name="", cost=None)
     rows = [dict(row, latency_ms=ms) for ms in (0.5, 1.0, 1.2, 150.0, 500_000.0)]
     rows.append(dict(row, status=504, error_type="upstream_timeout", latency_ms=5000.0, total_tokens=None))
     rollups.add(rows)
@@ -87,7 +87,8 @@ def test_a_batch_sums_each_group_once_and_buckets_latency():
     failed = UsageRollup.objects.get(period="day", dimension="all", status_class=5)
     assert (failed.calls, failed.errors, failed.total_tokens) == (1, 1, 0)
     assert failed.start == created.replace(hour=0, minute=0, second=0, microsecond=0)
-    assert UsageRollup.objects.count() == 3 * 4 * 2  # minute, hour and day; all, key, route and model; 2xx and 5xx
+    # minute, hour and day; all, key, route, model and team; 2xx and 5xx
+    assert UsageRollup.objects.count() == 3 * 5 * 2
 
 
 def test_a_failed_batch_leaves_no_rollup(client, upstream, batched, monkeypatch):

@@ -1,0 +1,232 @@
+"""Budgets in money: per key, per team (across its keys) and per route, per calendar day and month.
+
+A call's cost is known only when it ends, so admission reserves an estimate and the end of the
+call settles it (proxy/pipeline.py: admit, then finish):
+
+- estimate: the request's input (its size in bytes / usage.BYTES_PER_TOKEN tokens) and output
+  (its max_tokens or max_completion_tokens, else the route's default_max_tokens) at the highest
+  price among the route's targets for the requested model; 0 without a price.
+- admit: the reservation is added to the scope's `held` counter first, then the `spent` counter is
+  read. The call is refused (429 budget_exceeded, Retry-After until the period resets) when
+  spent + the reservations of the OTHER calls in flight has reached the budget; never for its
+  own estimate alone, so calls made one at a time spend exactly up to the budget.
+- settle: the real cost is added to `spent`, then the reservation is taken off `held` (in that
+  order, so a concurrent admission always sees a finishing call at least once).
+
+Overspend bound: every admitted call saw spent + the others' reservations below the budget.
+If no call costs more than it reserved, the period's spend exceeds the budget by less than the
+largest estimate of one call; a call that costs more than its estimate (an input larger than
+its byte count / 4 tokens, or no max_tokens and more output than the route's default) adds its
+excess. tests/test_budgets_concurrency.py measures it with 50 concurrent calls at two instances.
+
+Counters live in the shared cache (Redis in production), in picos of GATEWAY_CURRENCY, so every
+worker and instance shares them; `spent` is seeded from the request log when missing (a new
+period, a restarted cache). A reservation whose call never settles (a killed process) stays until
+its period's counter expires. With the cache unreachable, GATEWAY_CACHE_FAILURE decides, as for
+quotas: "open" serves without budget checks, "closed" answers 503.
+"""
+
+import logging
+import re
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Sum
+from django.utils import timezone
+
+from routes_admin.models import ErrorType, RequestLog
+from routes_admin.pricing import from_picos, plain, to_picos
+
+from . import cache_policy, token_quota
+from .errors import CacheUnavailable, RateLimited
+from .usage import BYTES_PER_TOKEN
+
+log = logging.getLogger("gateway.budgets")
+
+# budget field -> the token quotas' calendar period of the same length (proxy/token_quota.py)
+PERIODS = {"budget_per_day": "tokens_per_day", "budget_per_month": "tokens_per_month"}
+MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d{1,9})')
+
+
+class BudgetExceeded(RateLimited):
+    error_type = ErrorType.BUDGET_EXCEEDED
+
+
+class Counter:
+    """One budget of one scope in the current period."""
+
+    __slots__ = ("kind", "owner_id", "label", "name", "budget", "period", "spent_key", "held_key")
+
+    def __init__(self, kind: str, owner_id: int, label: str, name: str, budget, period):
+        self.kind, self.owner_id, self.label, self.name, self.budget, self.period = (
+            kind,
+            owner_id,
+            label,
+            name,
+            budget,
+            period,
+        )
+        self.spent_key = f"budget:spent:{kind}{owner_id}:{period.tag}"
+        self.held_key = f"budget:held:{kind}{owner_id}:{period.tag}"
+
+    def ttl(self, now: datetime) -> int:
+        return self.period.seconds_left(now) + token_quota.GRACE_SECONDS
+
+
+class Hold:
+    """What a call reserved: settled once when it ends."""
+
+    __slots__ = ("counters", "picos", "settled")
+
+    def __init__(self, counters: list[Counter], picos: int):
+        self.counters, self.picos, self.settled = counters, picos, False
+
+
+def counters_for(key, route, now: datetime) -> list[Counter]:
+    periods = token_quota.periods(now)
+    found = []
+    scopes = [("key", key.id, f"key {key.name}", key.budgets)]
+    if key.team_id is not None:
+        scopes.append(("team", key.team_id, f"team {key.team_name}", key.team_budgets))
+    if route is not None:
+        scopes.append(("route", route.id, f"route {route.name}", route.budgets))
+    for kind, owner_id, label, budgets in scopes:
+        for name, budget in budgets.items():
+            found.append(Counter(kind, owner_id, label, name, budget, periods[PERIODS[name]]))
+    return found
+
+
+def estimate(call, body: bytes) -> int:
+    """The call's reservation in picos: its input and most output at the route's highest price."""
+    prices = call.prices
+    if not prices or not call.model:
+        return 0
+    match = MAX_TOKENS.search(body) if b"max_" in body else None
+    output = int(match.group(1)) if match else call.route.default_max_tokens
+    prompt = len(body) // BYTES_PER_TOKEN
+    highest = 0
+    for target in call.route.targets or ((None),):
+        model = target.model_aliases.get(call.model, call.model) if target is not None else call.model
+        price = prices.find(model, target.id if target is not None else None, call.created)
+        if price is not None:
+            amount = (prompt * price.input + output * price.output) / 1_000_000 + (price.per_call or 0)
+            highest = max(highest, to_picos(amount.quantize(from_picos(1))))
+    return highest
+
+
+def admit(call, body: bytes) -> None:
+    """Reserve the call's estimate under every budget that applies, or raise BudgetExceeded."""
+    now = timezone.now()
+    counters = counters_for(call.key, call.route, now)
+    if not counters:
+        return
+    picos = estimate(call, body)
+    try:
+        _reserve(call, counters, picos, now)
+    except BudgetExceeded:
+        raise
+    except Exception as exc:
+        if not cache_policy.unreachable(exc):
+            raise
+        if cache_policy.fail_closed():
+            log.error(
+                "budget state unreachable, refusing call %s (GATEWAY_CACHE_FAILURE=closed): %r", call.request_id, exc
+            )
+            raise CacheUnavailable() from None
+        log.warning("budget state unreachable, serving call %s without budget checks: %r", call.request_id, exc)
+
+
+def _incr(key: str, amount: int, ttl: int) -> int:
+    try:
+        return cache.incr(key, amount)
+    except ValueError:  # missing (a new period): create it, then add
+        cache.add(key, 0, ttl)
+        return cache.incr(key, amount)
+
+
+def _reserve(call, counters: list[Counter], picos: int, now: datetime) -> None:
+    held = {}
+    if picos:
+        for counter in counters:
+            held[counter.held_key] = _incr(counter.held_key, picos, counter.ttl(now))
+    else:
+        held = cache.get_many([c.held_key for c in counters])
+    call.budget_hold = Hold(counters, picos)  # from here on, finishing the call gives it back
+    spent = cache.get_many([c.spent_key for c in counters])
+    for counter in counters:
+        used = spent.get(counter.spent_key)
+        if used is None:
+            used = seed(counter, now)
+        others = int(held.get(counter.held_key) or 0) - picos
+        if int(used) + others >= to_picos(counter.budget):
+            _refuse(counter, int(used), others, now)
+
+
+def _refuse(counter: Counter, spent: int, others: int, now: datetime) -> None:
+    currency = settings.GATEWAY_CURRENCY
+    period = "daily" if counter.name == "budget_per_day" else "monthly"
+    reset = counter.period.seconds_left(now)
+    message = (
+        f"The {period} budget of {plain(counter.budget)} {currency} of {counter.label} is reached "
+        f"({plain(from_picos(spent))} spent"
+        + (f", {plain(from_picos(max(0, others)))} reserved by calls in flight" if others > 0 else "")
+        + f"); retry in {reset} seconds."
+    )
+    limit = counter.name if counter.kind == "key" else f"{counter.kind}_{counter.name}"
+    raise BudgetExceeded(
+        message,
+        headers={"Retry-After": str(reset)},
+        limit=limit,
+        quota={
+            "name": limit,
+            "budget": str(counter.budget),
+            "spent": str(from_picos(spent)),
+            "reserved_by_others": str(from_picos(max(0, others))),
+            "currency": currency,
+            "reset": reset,
+        },
+    )
+
+
+def spent_in_database(counter: Counter) -> int:
+    start = token_quota._midnight(counter.period.start)
+    rows = RequestLog.objects.filter(created__gte=start, created__lt=counter.period.end)
+    if counter.kind == "key":
+        rows = rows.filter(api_key_id=counter.owner_id)
+    elif counter.kind == "team":
+        rows = rows.filter(api_key__team_id=counter.owner_id)
+    else:
+        rows = rows.filter(route_id=counter.owner_id)
+    return to_picos(rows.aggregate(total=Sum("cost"))["total"])
+
+
+def seed(counter: Counter, now: datetime) -> int:
+    """Create a missing spent counter from the log; another process may win the race, then use its value."""
+    used = spent_in_database(counter)
+    if cache.add(counter.spent_key, used, counter.ttl(now)):
+        return used
+    value = cache.get(counter.spent_key)
+    return used if value is None else int(value)
+
+
+def settle(call) -> None:
+    """Add the call's real cost to its budgets' spend and give back its reservation. Never raises."""
+    hold = call.budget_hold
+    if hold is None or hold.settled:
+        return
+    hold.settled = True
+    picos = to_picos(call.cost)
+    now = timezone.now()
+    for counter in hold.counters:
+        try:
+            if picos:
+                try:
+                    cache.incr(counter.spent_key, picos)
+                except ValueError:  # missing: seed it (this call is not in the log yet), then add
+                    seed(counter, now)
+                    cache.incr(counter.spent_key, picos)
+            if hold.picos:
+                cache.decr(counter.held_key, hold.picos)
+        except Exception as exc:  # the log still has the cost: a restarted cache reseeds from it
+            log.warning("could not settle the budget %s of call %s: %r", counter.spent_key, call.request_id, exc)

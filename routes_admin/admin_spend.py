@@ -1,0 +1,49 @@
+"""The admin for spending: the price list and teams (budgets sit on keys, teams and routes)."""
+
+from django.conf import settings
+from django.contrib import admin
+
+from .admin_history import HistoryLinkMixin
+from .models import ModelPrice, Team
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(HistoryLinkMixin, admin.ModelAdmin):
+    list_display = ["model", "target", "input_per_million", "output_per_million", "per_call", "valid_from", "currency"]
+    list_filter = ["model"]
+    search_fields = ["model", "target__name", "target__route__name"]
+    list_select_related = ["target__route"]
+    raw_id_fields = ["target"]
+    readonly_fields = ["created"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": ["model", "target", "input_per_million", "output_per_million", "per_call", "valid_from"],
+                "description": "Amounts in the gateway's currency (GATEWAY_CURRENCY), at most 6 decimal places. "
+                "A call is charged the price in force when it started; a change never alters calls already made.",
+            },
+        ),
+    ]
+
+    @admin.display(description="Currency")
+    def currency(self, obj):
+        return settings.GATEWAY_CURRENCY
+
+
+@admin.register(Team)
+class TeamAdmin(HistoryLinkMixin, admin.ModelAdmin):
+    list_display = ["name", "budget_per_day", "budget_per_month", "created"]
+    search_fields = ["name"]
+    readonly_fields = ["created"]
+    fieldsets = [
+        (None, {"fields": ["name", "created"]}),
+        (
+            "Budgets",
+            {
+                "fields": ["budget_per_day", "budget_per_month"],
+                "description": "In the gateway's currency, per calendar day and month; they hold across all the "
+                "team's keys together. Empty: no budget.",
+            },
+        ),
+    ]

@@ -1,0 +1,180 @@
+"""Money: prices per million tokens, the cost of one call, budgets. Decimals only, never floats.
+
+A plain module of the data layer (it imports nothing of ours): the models use its validators,
+the proxy its cost formula, the console its explanation of a cost, so all three say the same.
+
+Prices are stored with PRICE_PLACES decimal places and costs with COST_PLACES: a cost is
+tokens x price / 1,000,000, exact with 6 + 6 places, so no call's cost is ever rounded.
+Counters that sum costs (the rollups, the budgets' cache counters) keep whole picos (10^-12 of
+the currency unit), integers that add exactly on every database and in Redis.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+
+PRICE_PLACES = 6
+PRICE_DIGITS = 18  # up to 999,999,999,999.999999 per million tokens
+COST_PLACES = 12
+COST_DIGITS = 24
+BUDGET_PLACES = 6
+BUDGET_DIGITS = 18
+PICO = Decimal(1).scaleb(-COST_PLACES)
+MILLION = Decimal(1_000_000)
+DEFAULT_MAX_TOKENS = 1000  # output tokens a budget reserves for a call without max_tokens, unless its route says
+
+# ISO 4217 codes in use: GATEWAY_CURRENCY must be one of them (a typo must not label every cost).
+CURRENCIES = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD
+    CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF
+    GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP
+    LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB
+    PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL
+    THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL""".split()
+)
+
+
+def check_currency(code: str) -> str:
+    if code not in CURRENCIES:
+        raise ValidationError(f"{code!r} is not an ISO 4217 currency code (for example USD, EUR, GBP).")
+    return code
+
+
+def parse_money(value, what: str = "price", places: int = PRICE_PLACES, digits: int = PRICE_DIGITS) -> Decimal:
+    """A money amount from text, an int or a Decimal, or a ValidationError that says what is wrong.
+
+    Floats are refused: 0.1 as a float is not 0.1, and a price list must say what it means.
+    """
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValidationError(f'The {what} must be given as a decimal string (like "0.15"), not a float: {value!r}.')
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValidationError(f"The {what} {value!r} is not a number.") from None
+    check_amount(amount, what, places, digits)
+    return amount
+
+
+def check_amount(amount: Decimal, what: str = "price", places: int = PRICE_PLACES, digits: int = PRICE_DIGITS):
+    if not amount.is_finite():
+        raise ValidationError(f"The {what} {amount} is not a number.")
+    if amount < 0:
+        raise ValidationError(f"The {what} {amount} is negative; prices and budgets are zero or more.")
+    if amount.as_tuple().exponent < -places and amount != amount.quantize(Decimal(1).scaleb(-places)):
+        raise ValidationError(
+            f"The {what} {amount} has more than {places} decimal places; the gateway stores {places} "
+            "and would not round it silently."
+        )
+    if abs(amount) >= Decimal(10) ** (digits - places):
+        raise ValidationError(f"The {what} {amount} is too large (at most {digits - places} digits before the point).")
+
+
+def check_price(value) -> None:
+    """Model field validator: a price per million tokens, or per call."""
+    check_amount(Decimal(value), "price")
+
+
+def check_budget(value) -> None:
+    """Model field validator: a budget is a positive amount (empty means none; zero would refuse everything)."""
+    amount = Decimal(value)
+    check_amount(amount, "budget", BUDGET_PLACES, BUDGET_DIGITS)
+    if amount == 0:
+        raise ValidationError(
+            "A budget of 0 would refuse every call; leave it empty for no budget, or disable the key."
+        )
+
+
+@dataclass(frozen=True)
+class Price:
+    """One price list entry as the proxy holds it (proxy/config.py)."""
+
+    id: int
+    model: str
+    target_id: int | None
+    input: Decimal  # per million input (prompt) tokens
+    output: Decimal  # per million output (completion) tokens
+    per_call: Decimal | None
+    valid_from: datetime
+
+    def as_detail(self) -> dict:
+        """What a log row keeps of the price it was charged, so its cost stays explainable."""
+        return {
+            "price_id": self.id,
+            "input": str(self.input),
+            "output": str(self.output),
+            "per_call": str(self.per_call) if self.per_call is not None else None,
+        }
+
+
+def cost(price: Price, prompt_tokens: int, completion_tokens: int, answered: bool) -> Decimal:
+    """prompt x input/M + completion x output/M (+ the per-call price when an upstream answered), exact."""
+    amount = (Decimal(prompt_tokens) * price.input + Decimal(completion_tokens) * price.output) / MILLION
+    if answered and price.per_call is not None:
+        amount += price.per_call
+    return amount.quantize(PICO)
+
+
+def to_picos(amount: Decimal | None) -> int:
+    return 0 if amount is None else int(amount.scaleb(COST_PLACES).to_integral_value())
+
+
+def from_picos(picos: int) -> Decimal:
+    return Decimal(int(picos)).scaleb(-COST_PLACES).quantize(PICO)
+
+
+def plain(amount) -> str:
+    """A Decimal without its trailing zeros and never in exponent form: 0.150000 -> 0.15."""
+    if amount is None:
+        return ""
+    amount = Decimal(amount)
+    text = format(amount.normalize(), "f")
+    return text
+
+
+def explain(detail: dict | None, prompt_tokens, completion_tokens, cost_value, currency: str) -> str:
+    """The cost of a call as a line an auditor can redo by hand, or why it has none."""
+    if cost_value is None:
+        return "no price"
+    if not detail:
+        return f"{plain(cost_value)} {currency}"
+    parts = [
+        f"{prompt_tokens or 0} in × {plain(detail['input'])}/M",
+        f"{completion_tokens or 0} out × {plain(detail['output'])}/M",
+    ]
+    if detail.get("per_call") is not None and detail.get("per_call_applied"):
+        parts.append(f"{plain(detail['per_call'])} per call")
+    return " + ".join(parts) + f" = {plain(cost_value)} {currency}"
+
+
+class PriceList:
+    """Every price entry, looked up by model, target and time without a query (the proxy's copy)."""
+
+    def __init__(self, prices=()):
+        by_model: dict[str, list[Price]] = {}
+        for price in prices:
+            by_model.setdefault(price.model, []).append(price)
+        self._by_model = {
+            model: sorted(found, key=lambda p: p.valid_from, reverse=True) for model, found in by_model.items()
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self._by_model)
+
+    def find(self, model: str, target_id: int | None, at: datetime) -> Price | None:
+        """The price in force at `at`: the target's own if it has one then, else the model's general one."""
+        general = None
+        for price in self._by_model.get(model, ()):
+            if price.valid_from > at:
+                continue
+            if price.target_id is not None:
+                if price.target_id == target_id:
+                    return price
+            elif general is None:
+                general = price
+                if target_id is None:
+                    return price
+        return general
