@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from proxy.state import quota_state
 from routes_admin.filtersets import RequestLogFilterSet
-from routes_admin.models import APIKey, KeyUsage, ManagementToken, QuotaPlan, RequestLog, Route
+from routes_admin.models import APIKey, ErrorType, KeyUsage, ManagementToken, QuotaPlan, RequestLog, Route
 from routes_admin.services import keys as key_service
 from routes_admin.services import plans, routes
 
@@ -102,7 +102,7 @@ class SelfRevocation(exceptions.APIException):
         "This is the token authenticating this request: revoking it would lock this client out. "
         "Add ?confirm=self to revoke it anyway, or revoke it with another token or from the admin."
     )
-    default_code = "conflict"
+    default_code = ErrorType.CONFLICT
 
 
 def with_integrity_as_400(save) -> None:

@@ -73,7 +73,7 @@ def webhook_secret(request):
     except GatewayError as exc:
         return _error(request, exc)
     if not settings.GATEWAY_WEBHOOK_HOSTS:
-        return error_response(404, "not_found", "This gateway sends no webhooks.", request.request_id)
+        return error_response(404, ErrorType.NOT_FOUND, "This gateway sends no webhooks.", request.request_id)
     secret = signing.secret_for_key(key.id)
     if secret is None:
         return _error(request, InvalidAPIKey())

@@ -71,25 +71,29 @@ def jobs_migrations_with(tmp_path, monkeypatch, settings, added: dict[str, list[
     monkeypatch.delitem(sys.modules, package, raising=False)
 
 
+# The jobs app's last migration today: the added ones build on it.
+LAST = (ROOT / "jobs" / "migrations" / "max_migration.txt").read_text().strip()
+
+
 def test_two_migrations_on_one_parent_are_caught(tmp_path, monkeypatch, settings):
-    added = {"0002_one_branch": ["0001_initial"], "0002_other_branch": ["0001_initial"]}
-    jobs_migrations_with(tmp_path, monkeypatch, settings, added, "0002_one_branch")
+    added = {"9001_one_branch": [LAST], "9001_other_branch": [LAST]}
+    jobs_migrations_with(tmp_path, monkeypatch, settings, added, "9001_one_branch")
     errors = linear_migration_errors()
     assert any(e.startswith("dlm.E005") for e in errors)
-    assert "fork in jobs: 0001_initial -> 0002_one_branch, 0002_other_branch" in errors
+    assert f"fork in jobs: {LAST} -> 9001_one_branch, 9001_other_branch" in errors
 
 
 def test_a_fork_joined_by_a_merge_migration_is_caught(tmp_path, monkeypatch, settings):
     added = {
-        "0002_one_branch": ["0001_initial"],
-        "0002_other_branch": ["0001_initial"],
-        "0003_merge": ["0002_one_branch", "0002_other_branch"],
+        "9001_one_branch": [LAST],
+        "9001_other_branch": [LAST],
+        "9002_merge": ["9001_one_branch", "9001_other_branch"],
     }
-    jobs_migrations_with(tmp_path, monkeypatch, settings, added, "0003_merge")
-    assert linear_migration_errors() == ["fork in jobs: 0001_initial -> 0002_one_branch, 0002_other_branch"]
+    jobs_migrations_with(tmp_path, monkeypatch, settings, added, "9002_merge")
+    assert linear_migration_errors() == [f"fork in jobs: {LAST} -> 9001_one_branch, 9001_other_branch"]
 
 
 def test_a_stale_max_migration_txt_is_caught(tmp_path, monkeypatch, settings):
-    jobs_migrations_with(tmp_path, monkeypatch, settings, {"0002_next": ["0001_initial"]}, "0001_initial")
+    jobs_migrations_with(tmp_path, monkeypatch, settings, {"9001_next": [LAST]}, LAST)
     errors = linear_migration_errors()
     assert len(errors) == 1 and errors[0].startswith("dlm.E004"), errors
