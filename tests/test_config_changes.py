@@ -11,7 +11,7 @@ import requests
 from django.db import OperationalError
 
 from proxy import config, database
-from routes_admin.models import ConfigGeneration, RequestLog
+from routes_admin.models import ConfigGeneration
 from tests.factories import auth, make_key, make_route
 from tests.upstream import json_reply
 
@@ -151,7 +151,6 @@ def test_a_process_that_cannot_reach_its_database_serves_known_keys_only(client,
     refused = client.post("/v1/x", **auth(new))
     assert refused.status_code == 503
     assert refused.json()["error"]["type"] == "service_unavailable"
-    assert RequestLog.objects.filter(status=503).count() == 1
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["config"].startswith("stale since ")
@@ -159,6 +158,8 @@ def test_a_process_that_cannot_reach_its_database_serves_known_keys_only(client,
     monkeypatch.undo()
     assert client.post("/v1/x", **auth(new)).status_code == 200
     assert client.get("/readyz").json()["checks"]["config"] == "ok"
+    # The refused call's row met the same outage in the writer: what the batched writer does with
+    # such rows (kept, spooled at a stop, written once the database answers) is tests/test_log_spool.py's.
 
 
 @pytest.mark.django_db(transaction=True)

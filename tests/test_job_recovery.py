@@ -30,7 +30,7 @@ def receiver():
 
 @pytest.fixture
 def with_webhook(upstream, receiver, settings):
-    settings.GATEWAY_WEBHOOK_HOSTS = ["127.0.0.1"]
+    settings.GATEWAY_WEBHOOK_HOSTS = [f"127.0.0.1:{receiver.port}"]  # a bare host allows port 80 only
     settings.GATEWAY_WEBHOOK_SECRET = "recovery-secret"
     upstream.reply = json_reply({"id": "answer"})
     route = make_route(name="chat")
