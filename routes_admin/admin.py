@@ -373,12 +373,9 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         if obj is None or obj.pk is None:
             return "Shown once, when the key is saved."
         since = f"Last rotated {obj.rotated:%Y-%m-%d %H:%M %Z}. " if obj.rotated else ""
-        grace = old_secret_line(obj)
-        return format_html(
-            '{}<span id="old-secret">{}</span> <a class="button" href="{}">Rotate the secret…</a>',
-            since,
-            grace,
-            reverse("admin:routes_admin_apikey_rotate", args=[obj.pk]),
+        # The "Rotate the secret…" button is with the page's tools, for roles that may change keys.
+        return (
+            format_html('{}<span id="old-secret">{}</span>', since, old_secret_line(obj)) if since else "Never rotated."
         )
 
     def rotate_view(self, request, key_id):
@@ -480,5 +477,5 @@ class KeyUsageAdmin(ReadOnlyAdmin):
 
 
 # Pages in modules of their own: target health (circuit breakers), the read-only request log,
-# the price list and teams.
-from . import admin_breakers, admin_requestlog, admin_spend  # noqa: E402,F401
+# the price list and teams, management tokens.
+from . import admin_breakers, admin_requestlog, admin_spend, admin_tokens  # noqa: E402,F401
