@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from proxy.state import quota_state, reset_quotas
 
-from . import history, shown_once
+from . import durations, history, shown_once
 from .admin_history import HistoryLinkMixin
 from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, Route, UpstreamTarget
@@ -119,7 +119,7 @@ def against(used: int | None, limit: int | None) -> str:
 def live_line(quota) -> str:
     used = quota.limit - max(0, quota.remaining)  # refused calls count in the window, but nothing is over-used
     line = against(used, quota.limit)
-    return f"{line}, resets in {quota.reset} s" if quota.window else line
+    return f"{line}, resets in {durations.in_words(quota.reset)}" if quota.window else line
 
 
 def old_secret_line(key) -> str:
@@ -183,6 +183,21 @@ class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
             plans.delete_plan(plan)
 
 
+class RevokedFilter(admin.SimpleListFilter):
+    """ "revoked: yes / no", in words (Django's empty-field filter says "Empty / Not empty")."""
+
+    title = "revoked"
+    parameter_name = "revoked"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "yes"), ("no", "no")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(revoked__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     form = APIKeyForm
@@ -201,7 +216,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         "enabled",
         "all_routes",
     ]
-    list_filter = ["enabled", "all_routes", ("revoked", admin.EmptyFieldListFilter), "quota_plan", "created"]
+    list_filter = ["enabled", "all_routes", RevokedFilter, "quota_plan", "created"]
     search_fields = ["name", "owner", "prefix"]
     list_select_related = ["quota_plan", "user"]
     raw_id_fields = ["user"]

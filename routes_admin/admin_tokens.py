@@ -9,21 +9,9 @@ change history records them with who made them.
 from django.contrib import admin, messages
 
 from . import keys, roles
+from .admin import RevokedFilter
 from .models import ManagementToken
 from .services import tokens
-
-
-class RevokedFilter(admin.SimpleListFilter):
-    title = "revoked"
-    parameter_name = "revoked"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "yes"), ("no", "no")]
-
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(revoked__isnull=self.value() == "no")
-        return queryset
 
 
 @admin.register(ManagementToken)
