@@ -24,7 +24,7 @@ from proxy.state import quota_state
 from routes_admin.filtersets import RequestLogFilterSet
 from routes_admin.models import APIKey, ErrorType, KeyUsage, ManagementToken, QuotaPlan, RequestLog, Route
 from routes_admin.services import keys as key_service
-from routes_admin.services import plans, routes
+from routes_admin.services import plans, routes, tokens
 
 from . import errors, filters
 from . import serializers as api
@@ -275,6 +275,4 @@ class TokenViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def perform_destroy(self, token):
-        if token.revoked is None:
-            token.revoked = timezone.now()
-            token.save(update_fields=["revoked"])
+        tokens.revoke_token(token)

@@ -223,7 +223,7 @@ def fill_in_sql(count: int, keys: list, routes: list) -> None:
     INSERT INTO routes_admin_usagerollup (period, dimension, start, value, status_class, calls, errors,
         prompt_tokens, completion_tokens, total_tokens, latency_sum_ms, {", ".join(LATENCY_BUCKETS)})
     SELECT period, dimension, date_trunc(period, created AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-        CASE dimension WHEN 'key' THEN key_prefix WHEN 'route' THEN route_name WHEN 'model' THEN model ELSE '' END,
+        CASE dimension WHEN 'key' THEN coalesce('#' || api_key_id, key_prefix) WHEN 'route' THEN route_name WHEN 'model' THEN model ELSE '' END,
         status / 100, count(*), count(*) FILTER (WHERE error_type <> ''), coalesce(sum(prompt_tokens), 0),
         coalesce(sum(completion_tokens), 0), coalesce(sum(total_tokens), 0), sum(latency_ms), {", ".join(buckets)}
     FROM routes_admin_requestlog

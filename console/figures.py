@@ -9,9 +9,9 @@ LATENCY_EDGES_MS in routes_admin/models.py).
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
-from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, UsageRollup
+from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, APIKey, UsageRollup
 
 STEPS = (
     ("minute", timedelta(minutes=1), timedelta(hours=3)),
@@ -129,7 +129,40 @@ def compute(start: datetime, end: datetime) -> Figures:
             .values("value")
             .annotate(**_sums("calls", "total_tokens", "errors"))
         ]
+        if dimension == "key":
+            ranked = by_key_identity(ranked)
         setattr(figures, attribute, sorted(ranked, key=lambda i: (-(i["total_tokens"] or 0), -i["calls"]))[:TOP])
         if dimension == "key":
             figures.top_keys = sorted(ranked, key=lambda i: -i["calls"])[:TOP]
     return figures
+
+
+def key_id_of(value: str, by_prefix: dict) -> int | None:
+    """The key a rollup value names: "#<id>", or (rows summed before keys were kept by id) a
+    prefix the key has now or had before its last rotation."""
+    if value.startswith("#") and value[1:].isdigit():
+        return int(value[1:])
+    return by_prefix.get(value)
+
+
+def by_key_identity(items: list[dict]) -> list[dict]:
+    """One item per key, whatever prefixes its calls were made with (a rotation changes the
+    prefix, not the key): each item gets `key_id` (None for calls without a known key)."""
+    prefixes = {item["value"] for item in items if item["value"] and not item["value"].startswith("#")}
+    by_prefix: dict = {}
+    if prefixes:
+        known = APIKey.objects.filter(Q(prefix__in=prefixes) | Q(previous_prefix__in=prefixes))
+        for key_id, prefix, previous in known.values_list("id", "prefix", "previous_prefix"):
+            by_prefix[prefix] = key_id
+            if previous:
+                by_prefix[previous] = key_id
+    merged: dict = {}
+    for item in items:
+        key_id = key_id_of(item["value"], by_prefix)
+        identity = key_id or item["value"]
+        if identity not in merged:
+            merged[identity] = {**item, "key_id": key_id}
+            continue
+        for name in ("calls", "total_tokens", "errors"):
+            merged[identity][name] = (merged[identity][name] or 0) + (item[name] or 0)
+    return list(merged.values())

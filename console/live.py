@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from django.db.models import Q
 
 from proxy import state
+from routes_admin import durations
 from routes_admin.models import APIKey, Limits, UpstreamTarget
 
 NEAR = 0.8  # a key is "near" a limit from 80 % used
@@ -22,7 +23,8 @@ def keys_near_a_limit() -> list[dict]:
         for quota in state.quota_state(key):
             used = quota.limit - quota.remaining
             if quota.limit and used / quota.limit >= NEAR:
-                near.append({"key": key, "name": quota.name, "used": used, "limit": quota.limit, "reset": quota.reset})
+                item = {"key": key, "name": quota.name, "used": used, "limit": quota.limit, "reset": quota.reset}
+                near.append(item | {"resets_in": durations.in_words(quota.reset)})
     return sorted(near, key=lambda item: -item["used"] / item["limit"])
 
 

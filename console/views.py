@@ -51,17 +51,22 @@ def dashboard(request):
 
 
 def _label(shown) -> None:
-    """Each ranked item's label (a key's name, not only its prefix) and its explorer link."""
-    prefixes = {item["name"] for item in shown.by_key + shown.top_keys}
-    names = dict(APIKey.objects.filter(prefix__in=prefixes).values_list("prefix", "name"))
-    for items, param, nobody in (
-        (shown.by_key + shown.top_keys, "key", "no key"),
-        (shown.by_route, "route_name", "no route"),
-        (shown.by_model, "model", "no model"),
-    ):
+    """Each ranked item's label (a key's name, not only its prefix) and its explorer link. A key is
+    linked by its id, so its calls before and after a rotation are one list."""
+    ids = {item["key_id"] for item in shown.by_key + shown.top_keys if item["key_id"]}
+    names = dict(APIKey.objects.filter(id__in=ids).values_list("id", "name"))
+    for item in shown.by_key + shown.top_keys:
+        key_id, prefix = item["key_id"], item["name"]
+        if key_id:
+            item["label"] = names.get(key_id, f"deleted key #{key_id}")
+            item["link"] = urlencode({"api_key": key_id})
+        else:
+            item["label"] = f"gw_{prefix}_…" if prefix else "no key"
+            item["link"] = urlencode({"key_prefix": prefix}) if prefix else ""
+    for items, param, nobody in ((shown.by_route, "route_name", "no route"), (shown.by_model, "model", "no model")):
         for item in items:
             value = item["name"]
-            item["label"] = (names.get(value, value) if param == "key" else value) or nobody
+            item["label"] = value or nobody
             item["link"] = urlencode({param: value}) if value else ""
 
 
@@ -97,6 +102,11 @@ def _admin_link(active: dict) -> tuple[str, str] | None:
         route = Route.objects.filter(name=active["route_name"]).first()
         if route:
             return reverse("admin:routes_admin_route_change", args=[route.pk]), f"route {route.name} in the admin"
+    typed = str(active.get("api_key", "")).strip()
+    if typed.isdigit() and len(typed) < 19:  # as typed (the page also shows invalid filters): an id the database holds
+        ids = list(APIKey.objects.filter(pk=int(active["api_key"])).values_list("pk", flat=True)[:1])
+        if ids:
+            return reverse("admin:routes_admin_apikey_change", args=ids), "this key in the admin"
     if active.get("key"):
         ids = filtersets.key_ids(active["key"])
         if len(ids) == 1:

@@ -102,6 +102,7 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["job", "attempt"]
+        verbose_name_plural = "webhook deliveries"
 
     def __str__(self) -> str:
         return f"{self.job_id} #{self.attempt} {self.status or self.error}"

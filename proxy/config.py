@@ -74,6 +74,12 @@ class RouteInfo:
     default_max_tokens: int = 1000  # output a budget reserves when a call sets no max_tokens
 
     @property
+    def conditions(self) -> int:
+        """How specific the route is: at equal prefix and priority, more conditions are tried first
+        (each header, each body field, and the model list count one)."""
+        return len(self.match_headers) + len(self.match_body) + (1 if self.models else 0)
+
+    @property
     def needs_body(self) -> bool:
         return bool(self.models or self.match_body)
 
@@ -178,7 +184,7 @@ class Snapshot:
         self.loaded = time.monotonic()
         routes = Route.objects.enabled().select_related("quota_plan").prefetch_related("targets")
         self.routes: list[RouteInfo] = sorted(
-            (_route_info(r) for r in routes), key=lambda r: (-len(r.prefix), -r.priority, r.name)
+            (_route_info(r) for r in routes), key=lambda r: (-len(r.prefix), -r.priority, -r.conditions, r.name)
         )
         self.routes_by_id = {r.id: r for r in self.routes}
         self.prices = PriceList(

@@ -42,6 +42,13 @@ def periods(created) -> tuple:
     return (("minute", minute), ("hour", hour), ("day", hour.replace(hour=0)))
 
 
+def key_value(key_id: int | None, prefix: str) -> str:
+    """A key's rollup value: "#<id>", so its figures stay one key across rotations (its prefix
+    changes); a call with no key has "". Rows summed before keys were kept by id hold the prefix
+    (console/figures.py reads both)."""
+    return f"#{key_id}" if key_id else prefix
+
+
 def aggregate(rows) -> dict:
     """Log rows (as recording makes them) -> {group tuple: list of sums in SUMS order}."""
     groups: dict = {}
@@ -49,7 +56,7 @@ def aggregate(rows) -> dict:
         status_class = row["status"] // 100
         values = (
             ("all", ""),
-            ("key", row["key_prefix"]),
+            ("key", key_value(row.get("api_key_id"), row["key_prefix"])),
             ("route", row["route_name"]),
             ("model", row["model"]),
             ("team", row.get("team_name", "")),

@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from proxy.state import quota_state, reset_quotas
 
-from . import history, shown_once
+from . import durations, history, shown_once
 from .admin_history import HistoryLinkMixin
 from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, Route, UpstreamTarget
@@ -119,7 +119,18 @@ def against(used: int | None, limit: int | None) -> str:
 def live_line(quota) -> str:
     used = quota.limit - max(0, quota.remaining)  # refused calls count in the window, but nothing is over-used
     line = against(used, quota.limit)
-    return f"{line}, resets in {quota.reset} s" if quota.window else line
+    return f"{line}, resets in {durations.in_words(quota.reset)}" if quota.window else line
+
+
+def old_secret_line(key) -> str:
+    """When the secret replaced by the key's last rotation stops (or stopped) working."""
+    if not key.previous_expires:
+        return ""
+    end = timezone.localtime(key.previous_expires)
+    old = f"The old secret (gw_{key.previous_prefix}_…)" if key.previous_prefix else "The old secret"
+    if end > timezone.now():
+        return f"{old} keeps working until {end:%Y-%m-%d %H:%M %Z}."
+    return f"{old} stopped working at {end:%Y-%m-%d %H:%M %Z}."
 
 
 def usage_periods():
@@ -172,6 +183,21 @@ class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
             plans.delete_plan(plan)
 
 
+class RevokedFilter(admin.SimpleListFilter):
+    """ "revoked: yes / no", in words (Django's empty-field filter says "Empty / Not empty")."""
+
+    title = "revoked"
+    parameter_name = "revoked"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "yes"), ("no", "no")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(revoked__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     form = APIKeyForm
@@ -190,7 +216,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         "enabled",
         "all_routes",
     ]
-    list_filter = ["enabled", "all_routes", ("revoked", admin.EmptyFieldListFilter), "quota_plan", "created"]
+    list_filter = ["enabled", "all_routes", RevokedFilter, "quota_plan", "created"]
     search_fields = ["name", "owner", "prefix"]
     list_select_related = ["quota_plan", "user"]
     raw_id_fields = ["user"]
@@ -300,12 +326,13 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         return self.show_once(request, obj, request._issued_key)
 
     @staticmethod
-    def show_once(request, key, secret: str):
+    def show_once(request, key, secret: str, rotated: bool = False):
         """Redirect after the POST, so that reloading the next page cannot issue a second secret.
         The secret waits in the session, sealed, under a one-time token and is removed when first
         shown (routes_admin/shown_once.py)."""
         token = shown_once.keep(request.session, key.pk, secret)
-        return redirect("admin:routes_admin_apikey_issued", key.pk, token)
+        issued = reverse("admin:routes_admin_apikey_issued", args=[key.pk, token])
+        return redirect(issued + ("?rotated=1" if rotated else ""))
 
     def get_urls(self):
         issued = path(
@@ -316,17 +343,54 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         rotate = path(
             "<int:key_id>/rotate/", self.admin_site.admin_view(self.rotate_view), name="routes_admin_apikey_rotate"
         )
-        return [issued, rotate, *super().get_urls()]
+        revoke = path(
+            "<int:key_id>/revoke/", self.admin_site.admin_view(self.revoke_view), name="routes_admin_apikey_revoke"
+        )
+        return [issued, rotate, revoke, *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        key = self.get_object(request, object_id)
+        can_revoke = key is not None and key.revoked is None and self.has_change_permission(request, key)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can_revoke": can_revoke})
+
+    def revoke_view(self, request, key_id):
+        """The key's own Revoke button: says what stops working and for whom, then revokes on POST."""
+        key = get_object_or_404(APIKey, pk=key_id)
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        change_url = reverse("admin:routes_admin_apikey_change", args=[key.pk])
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            self.revoke_keys(request, [key])
+            return redirect(change_url)
+        return self.revoke_confirmation(request, [key] if key.revoked is None else [], request.path, change_url)
+
+    def revoke_confirmation(self, request, keys, action_url: str, cancel_url: str):
+        context = {
+            **self.admin_site.each_context(request),
+            "keys": keys,
+            "action_url": action_url,
+            "cancel_url": cancel_url,
+            "opts": self.model._meta,
+            "title": "Revoke this key?" if len(keys) == 1 else f"Revoke {len(keys)} keys?",
+        }
+        return TemplateResponse(request, "admin/routes_admin/apikey/revoke.html", context)
+
+    def revoke_keys(self, request, keys) -> None:
+        count = 0
+        for key in keys:
+            if key.revoked is None:
+                key_service.revoke_key(key)  # one save per key so every process hears of it
+                count += 1
+        self.message_user(request, f"Revoked {count} key(s): calls with them now get 401.", messages.SUCCESS)
 
     @admin.display(description="Secret")
     def secret_rotation(self, obj):
         if obj is None or obj.pk is None:
             return "Shown once, when the key is saved."
         since = f"Last rotated {obj.rotated:%Y-%m-%d %H:%M %Z}. " if obj.rotated else ""
-        return format_html(
-            '{}<a class="button" href="{}">Rotate the secret…</a>',
-            since,
-            reverse("admin:routes_admin_apikey_rotate", args=[obj.pk]),
+        # The "Rotate the secret…" button is with the page's tools, for roles that may change keys.
+        return (
+            format_html('{}<span id="old-secret">{}</span>', since, old_secret_line(obj)) if since else "Never rotated."
         )
 
     def rotate_view(self, request, key_id):
@@ -343,7 +407,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
                 if not minutes.isdigit() or len(minutes) > 9:
                     raise ServiceError({"grace": ["not a whole number"]})
                 secret = key_service.rotate_key(key, timedelta(minutes=int(minutes)))
-                return self.show_once(request, key, secret)
+                return self.show_once(request, key, secret, rotated=True)
             except ServiceError:
                 error = f"Give the grace period in whole minutes, from 0 to {most} ({key_service.MAX_GRACE.days} days)."
         context = {
@@ -361,24 +425,29 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         key = get_object_or_404(APIKey, pk=key_id)
+        rotated = request.GET.get("rotated") == "1" and key.rotated is not None
         context = {
             **self.admin_site.each_context(request),
             "key": key,
             "secret": shown_once.take(request.session, key.pk, token),
             "opts": self.model._meta,
-            "title": "API key issued",
+            "title": "Secret rotated" if rotated else "API key issued",
+            "rotated": rotated,
+            "old_secret": old_secret_line(key) if rotated else "",
         }
         response = TemplateResponse(request, "admin/routes_admin/apikey/issued.html", context)
         response["Cache-Control"] = "no-store"  # the secret must not stay in any cache
         return response
 
-    @admin.action(description="Revoke the selected keys", permissions=["change"])
+    @admin.action(description="Revoke the selected keys…", permissions=["change"])
     def revoke(self, request, queryset):
-        count = 0
-        for key in queryset.filter(revoked__isnull=True):
-            key_service.revoke_key(key)  # one save per key so every process hears of it
-            count += 1
-        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+        """First a page that names the keys, their owners and routes; the revocation on its POST."""
+        keys = list(queryset.filter(revoked__isnull=True).select_related("user").prefetch_related("routes"))
+        if request.POST.get("post") == "yes":
+            self.revoke_keys(request, keys)
+            return None
+        changelist = reverse("admin:routes_admin_apikey_changelist")
+        return self.revoke_confirmation(request, keys, changelist, changelist)
 
     @admin.action(description="Reset the quota counters of the selected keys", permissions=["change"])
     def reset_quota_counters(self, request, queryset):
@@ -423,5 +492,5 @@ class KeyUsageAdmin(ReadOnlyAdmin):
 
 
 # Pages in modules of their own: target health (circuit breakers), the read-only request log,
-# the price list and teams.
-from . import admin_breakers, admin_requestlog, admin_spend  # noqa: E402,F401
+# the price list and teams, management tokens.
+from . import admin_breakers, admin_requestlog, admin_spend, admin_tokens  # noqa: E402,F401

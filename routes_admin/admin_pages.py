@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from .models import RESERVED_AREAS, RESERVED_ENDPOINTS
+
 
 def admin_page(request, template: str, title: str, status: int = 200, **context) -> TemplateResponse:
     context = {**admin.site.each_context(request), "title": title, **context}
@@ -20,6 +22,8 @@ def first_steps(request):
         add_key_url=reverse("admin:routes_admin_apikey_add"),
         add_route_url=reverse("admin:routes_admin_route_add"),
         history_url=reverse("admin:auditlog_logentry_changelist"),
+        reserved_areas=[f"/{name}/" for name in RESERVED_AREAS],
+        reserved_endpoints=[f"/{name}" for name in RESERVED_ENDPOINTS],
     )
 
 

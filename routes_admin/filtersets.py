@@ -100,7 +100,7 @@ def key_ids(text: str) -> list[int]:
     prefix = text.removeprefix("gw_").split("_", 1)[0].rstrip("…")
     matched = Q(name__icontains=text) | Q(owner__icontains=text)
     if prefix:
-        matched |= Q(prefix=prefix)
+        matched |= Q(prefix=prefix) | Q(previous_prefix=prefix)  # the secret before a rotation names the key too
     return list(APIKey.objects.filter(matched).order_by("id").values_list("id", flat=True)[:MAX_KEYS_MATCHED])
 
 
@@ -116,7 +116,7 @@ class RequestLogFilterSet(filters.FilterSet):
         field_name="created", lookup_expr="lt", label="Until", widget=_datetime_input(), help_text="ISO 8601"
     )
     key = filters.CharFilter(method="by_key", max_length=200, help_text="Name, owner or prefix")
-    api_key = Number(help_text="The key's id.")
+    api_key = Number(help_text="The key's id: its calls whatever secret they used (rotations keep the id).")
     key_prefix = filters.CharFilter(method="by_key_prefix", max_length=8, help_text="The key's prefix.")
     route_name = filters.CharFilter(
         method="by_route_name",
@@ -165,8 +165,9 @@ class RequestLogFilterSet(filters.FilterSet):
     def by_key_prefix(self, rows, name, value):
         # The key's ids, on log_key_created_idx; a prefix no key has now (a deleted key, a refused one)
         # is looked for in the logged prefixes.
-        ids = list(APIKey.objects.filter(prefix=value.strip()).values_list("id", flat=True))
-        return rows.filter(api_key_id__in=ids) if ids else rows.filter(key_prefix=value.strip())
+        prefix = value.strip()
+        ids = list(APIKey.objects.filter(Q(prefix=prefix) | Q(previous_prefix=prefix)).values_list("id", flat=True))
+        return rows.filter(api_key_id__in=ids) if ids else rows.filter(key_prefix=prefix)
 
     def by_route_name(self, rows, name, value):
         # The same for routes: the route that has this name now, else the name as logged (a deleted

@@ -666,8 +666,8 @@ class UsageRollup(models.Model):
     its totals each read only their own rows, however many keys use however many models. Written
     with the log rows, in the same transaction (proxy/rollups.py), so for every period the log
     still holds the sums equal the log's. Pruning old log rows keeps them: the dashboard's history
-    outlives the rows. Keys and routes are kept by the prefix and name the log row records, so a
-    deleted key or route still adds up.
+    outlives the rows. Keys are kept as "#<id>" (one key across rotations; older rows hold the
+    prefix), routes by the name the log row records, so a deleted key or route still adds up.
     """
 
     class Period(models.TextChoices):

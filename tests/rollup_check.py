@@ -35,7 +35,7 @@ def from_log() -> dict:
     for row in RequestLog.objects.all():
         dimensions = (
             ("all", ""),
-            ("key", row.key_prefix),
+            ("key", f"#{row.api_key_id}" if row.api_key_id else row.key_prefix),
             ("route", row.route_name),
             ("model", row.model),
             ("team", row.team_name),

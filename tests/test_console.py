@@ -86,7 +86,7 @@ def test_the_dashboard_shows_traffic_errors_latency_and_tokens_from_real_calls(c
     assert '<strong id="kpi-calls">4</strong>' in html
     assert '<strong id="kpi-errors">25 %</strong>' in html
     assert '<strong id="kpi-tokens">21</strong>' in html
-    assert "alice" in html and f"?key={key.prefix}" in html  # tokens by key, linked to its calls
+    assert "alice" in html and f"?api_key={key.pk}" in html  # tokens by key, linked to its calls (by id)
     assert "?model=demo-embed" in html and "?route_name=chat" in html
     assert html.count("<svg") == 2 and "calls / minute" in html and ">2xx<" in html and ">4xx<" in html
     assert ">p99<" in html and ">ms<" in html  # the latency chart's legend and unit
@@ -266,7 +266,7 @@ def test_the_admin_key_and_route_pages_link_to_their_calls_and_back(admin_client
     key, _ = make_key(name="alice")
     route = make_route(name="chat")
     key_page = admin_client.get(f"/admin/routes_admin/apikey/{key.pk}/change/").content.decode()
-    assert f'href="/console/calls/?key={key.prefix}"' in key_page
+    assert f'href="/console/calls/?api_key={key.pk}"' in key_page
     route_page = admin_client.get(f"/admin/routes_admin/route/{route.pk}/change/").content.decode()
     assert 'href="/console/calls/?route_name=chat"' in route_page
     back = admin_client.get(f"/console/calls/?key={key.prefix}").content.decode()

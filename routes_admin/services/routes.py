@@ -5,9 +5,13 @@ The rules every surface gets from here:
 - a target's stored credential is kept when none is given, but only while its URL keeps its
   scheme, host and port: a credential follows its host, so pointing a target elsewhere drops it
   unless it is given again (`_credential`);
-- the names of a route's targets are unique (log rows and breakers know targets by name).
+- the names of a route's targets are unique (log rows and breakers know targets by name);
+- a route's methods are HTTP method tokens (RFC 9110: letters, digits and !#$%&'*+-.^_`|~), and
+  its name has no control characters (it is shown in pages, logs and error messages).
 """
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -33,6 +37,8 @@ class SavedRoute:
 
 # --- Checks (no writes) -------------------------------------------------------------------------
 
+METHOD_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+
 
 def check_route(route: Route | None, fields: dict) -> Route:
     """The route as it will be saved: `route` (or a new one) with `fields` applied, checked."""
@@ -40,8 +46,22 @@ def check_route(route: Route | None, fields: dict) -> Route:
     route = route if route is not None else Route()
     for name, value in fields.items():
         setattr(route, name, value)
+    _check_methods_and_name(route)
     checked(route)
     return route
+
+
+def _check_methods_and_name(route: Route) -> None:
+    errors = {}
+    wrong = [m for m in route.method_list if not METHOD_TOKEN.fullmatch(m)]
+    if wrong:
+        errors["methods"] = [
+            f"Not an HTTP method: {', '.join(map(repr, wrong))} (e.g. GET,POST; empty allows every method)."
+        ]
+    if any(unicodedata.category(c) == "Cc" for c in route.name or ""):
+        errors["name"] = ["A name has no control characters (tabs, line breaks, escapes)."]
+    if errors:
+        raise ServiceError(errors)
 
 
 def check_target(old: UpstreamTarget | None, given: dict, route: Route | None = None) -> UpstreamTarget:
