@@ -4,6 +4,9 @@ period at the end of the summary, and a job's submission and run linked both way
 
 import uuid
 
+from django.apps import apps as django_apps
+
+from routes_admin import roles
 from routes_admin.models import RequestLog
 from tests.browser import BROWSER
 from tests.factories import make_key, make_route, make_user
@@ -27,6 +30,7 @@ def log_row(**fields) -> RequestLog:
 
 
 def test_the_call_page_says_what_is_estimated_and_links_a_jobs_calls(live_server, page):
+    roles.apply_roles(django_apps, roles.ROLES)  # live-server tests empty the tables, migrated groups too
     make_user("audrey", "Auditor", password="pw")
     route = make_route(name="chat")
     key, _ = make_key(routes=[route], name="web")
