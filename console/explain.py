@@ -134,7 +134,8 @@ def explain(row) -> Explanation:
     if row.model or row.cost is not None:
         steps.append(("Cost", cost_sentence(row)))
 
-    return Explanation(outcome=_outcome(row, detail, attempts), steps=steps)
+    # The page ends the sentence itself: a message that already ends with one would double it.
+    return Explanation(outcome=_outcome(row, detail, attempts).rstrip(" ."), steps=steps)
 
 
 def _outcome(row, detail: dict, attempts: list) -> str:
@@ -146,8 +147,13 @@ def _outcome(row, detail: dict, attempts: list) -> str:
     if row.status == 0:
         return f"the client went away after {total}, before the answer ended"
     tried = attempts_sentence(attempts, row)
+    if row.error_type == "client_disconnected":
+        before = f"{tried}, then " if tried else ""
+        return f"{before}the client disconnected after {total}, before the answer ended"
     if row.error_type and not (200 <= row.status < 400):
-        why = detail.get("why") or row.error_type
+        why = (detail.get("why") or row.error_type).rstrip(" .")
+        if row.status == 413 and row.route_name:
+            why += f" (route {row.route_name})"
         return f"{tried}: failed with {row.status}, {why}" if tried else f"refused with {row.status}: {why}"
     if tried:
         ending = f"; the whole call took {total}" if row.streamed or len(attempts) > 1 else ""

@@ -118,7 +118,20 @@ def _admin_link(active: dict) -> tuple[str, str] | None:
 def call(request, pk: int):
     row = get_object_or_404(RequestLog.objects.select_related("api_key", "route"), pk=pk)
     context = {"row": row, "explanation": explain(row), "back": request.GET.get("back", "")}
+    context.update(job_rows(row))
     return render(request, "console/call.html", context)
+
+
+def job_rows(row) -> dict:
+    """A job's submission (202) and its runs share the request id: each call page links the other.
+    The submission's row names its job in detail["job"]; a run's row has job_id."""
+    job_id = str(row.job_id) if row.job_id else (row.detail or {}).get("job", "")
+    if not job_id:
+        return {}
+    same = RequestLog.objects.filter(request_id=row.request_id).exclude(pk=row.pk).order_by("created")
+    if row.job_id:
+        return {"job_id": job_id, "submission": same.filter(job_id__isnull=True, status=202).first()}
+    return {"job_id": job_id, "runs": list(same.filter(job_id=job_id)[:20])}
 
 
 @console_page

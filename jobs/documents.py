@@ -2,6 +2,7 @@
 
 import base64
 
+from .answers import readable
 from .models import Job, Status
 
 
@@ -9,7 +10,9 @@ def when(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def job_document(job: Job) -> dict:
+def job_document(job: Job, raw: bool = False) -> dict:
+    """`raw`: the answer's body as the upstream sent it (text), as this document gave it before
+    it decoded JSON and assembled streams (answers.py)."""
     document = {
         "id": str(job.id),
         "object": "job",
@@ -23,7 +26,7 @@ def job_document(job: Job) -> dict:
         "attempts": job.attempts,
     }
     if job.status == Status.SUCCEEDED:
-        document["response"] = response_document(job)
+        document["response"] = response_document(job, raw)
     if job.error:
         document["error"] = job.error
     if job.callback_url:
@@ -31,14 +34,21 @@ def job_document(job: Job) -> dict:
     return document
 
 
-def response_document(job: Job) -> dict:
-    """The upstream's answer: headers as pairs; the body as text when it is UTF-8, else base64."""
+def response_document(job: Job, raw: bool = False) -> dict:
+    """The upstream's answer: headers as pairs; the body as JSON when it is JSON, a stream's final
+    document with its `events` (answers.py), else the text when it is UTF-8, else base64."""
     body = bytes(job.response_body or b"")
     response = {"status": job.response_status, "headers": job.response_headers}
-    try:
-        response["body"] = body.decode()
-    except UnicodeDecodeError:
+    if raw:
+        try:
+            response["body"] = body.decode()
+        except UnicodeDecodeError:
+            response["body_base64"] = base64.b64encode(body).decode()
+        return response
+    shown = readable(job.response_headers, body)
+    if not shown:
         response["body_base64"] = base64.b64encode(body).decode()
+    response.update(shown)
     return response
 
 

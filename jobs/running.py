@@ -105,6 +105,14 @@ def execute(job: Job, worker: str) -> None:
         retry_or_fail(job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
         return
     succeed(job, answer.status, answer.headers, body)
+    log.info(
+        "job %s ran: model %s, route %s, answered %s after %.0f ms in the queue",
+        job.id,
+        answer.call.model or "-",
+        job.route_name,
+        answer.status,
+        queued_ms,
+    )
 
 
 def read_answer(answer, limit: int) -> bytes | None:

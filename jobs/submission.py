@@ -38,6 +38,18 @@ class QueueUnavailable(GatewayError):
     default_detail = "The job queue is unavailable right now; nothing was queued. Try again shortly."
 
 
+class IdempotencyKeyReused(GatewayError):
+    """The Idempotency-Key named an earlier job whose request was another one: answering with that
+    job would hand the client a result for a request it did not send."""
+
+    status_code = 422
+    error_type = ErrorType.INVALID_REQUEST
+    default_detail = (
+        "This Idempotency-Key was already used for a different request (method, path, query or body); "
+        "use a new key for a new request."
+    )
+
+
 class PathTooLong(GatewayError):
     status_code = 414
     error_type = ErrorType.INVALID_REQUEST
@@ -60,6 +72,7 @@ class Accepted:
             self.headers += quotas.answer_headers(call.admission)
         call.status = 202
         call.bytes_out = len(self.body)
+        call.detail["job"] = str(job.id)  # the submission's log row names its job (console: both ways)
 
     def __iter__(self):
         yield self.body
@@ -96,6 +109,8 @@ def submit(call, incoming: pipeline.Incoming, body: bytes) -> Accepted:
     except IntegrityError:
         # The same Idempotency-Key submitted twice at once: the other submission made the job.
         job, replayed = Job.objects.get(api_key_id=call.key.id, idempotency_key=idempotency_key), True
+        if not same_request(job, incoming, body):
+            raise IdempotencyKeyReused() from None
     except DatabaseError:
         log.exception("could not queue call %s", call.request_id)
         raise QueueUnavailable() from None
@@ -123,6 +138,16 @@ def check_queue_cap(key) -> None:
         )
 
 
+def same_request(job: Job, incoming, body: bytes) -> bool:
+    """Whether a replayed Idempotency-Key comes with the request that made its job."""
+    return (
+        job.method == incoming.method
+        and job.path == incoming.path
+        and job.query == incoming.query
+        and bytes(job.body) == body
+    )
+
+
 def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> tuple[Job, bool]:
     now = timezone.now()
     with transaction.atomic():
@@ -130,6 +155,8 @@ def create(call, incoming, body: bytes, callback: str, idempotency_key: str) -> 
             earlier = Job.objects.filter(api_key_id=call.key.id, idempotency_key=idempotency_key).first()
             if earlier is not None:
                 if (now - earlier.created).total_seconds() < settings.GATEWAY_JOB_IDEMPOTENCY_SECONDS:
+                    if not same_request(earlier, incoming, body):
+                        raise IdempotencyKeyReused()
                     return earlier, True
                 earlier.idempotency_key = ""  # its window is over: the key may name a new job
                 earlier.save(update_fields=["idempotency_key"])

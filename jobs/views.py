@@ -57,7 +57,7 @@ def job_detail(request, job_id: str):
                 f"Only a queued job can be cancelled; this one is {job.status}.",
                 request.request_id,
             )
-    document = job_document(job)
+    document = job_document(job, raw=request.GET.get("raw") in ("1", "true"))
     if job.callback_url:
         document["webhook_deliveries"] = deliveries_document(job)
     return JsonResponse(document)

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from routes_admin.models import ErrorType
 
-from . import authentication, balancing, breaker, budgets, config, costs, metrics, quotas, recording
+from . import authentication, balancing, breaker, budgets, config, costs, metrics, models_list, quotas, recording
 from .attempts import forward as forward_with_retries
 from .call import Call
 from .config import KeyInfo, RouteInfo, Snapshot
@@ -86,6 +86,9 @@ def run(incoming: Incoming) -> Answer:
         snapshot = config.current()
         call.prices = snapshot.prices
         call.key = authenticate(incoming, snapshot)
+        listed = models_list.answer(call, incoming, snapshot)  # GET /v1/models: the key's models
+        if listed is not None:
+            return listed
         body, document = match(call, incoming, snapshot)
         permit(call.key, call.route)
         queued = becomes_job(incoming, call.route)
@@ -124,6 +127,7 @@ def run_job(
             raise RouteNotFound("The route this job was queued for no longer exists or is disabled.")
         body = incoming.body_up_to(call.route.max_body_bytes)
         call.bytes_in = len(body)
+        call.model = requested_model(None, body)  # the run's log row names its model, as the submission's does
         permit(call.key, call.route)
         admit_job(call)
         budgets.admit(call, body)  # a job's run reserves and settles its cost like a call

@@ -51,7 +51,7 @@ def test_each_refused_key_reason_in_words():
 def test_no_route_says_why():
     why = "No route serves the model 'slow' on this path."
     explained = explain(row(status=404, error_type="not_found", route_name="", model="slow", detail={"why": why}))
-    assert explained.outcome == f"refused with 404: {why}"
+    assert explained.outcome == f"refused with 404: {why[:-1]}"  # the page adds the one period
     assert ("Route", f"none: {why}") in explained.steps
 
 
@@ -76,7 +76,7 @@ def test_every_attempt_failed_names_the_gateway_error():
     attempts = [{"target": "a", "status": None, "error": "unreachable", "ms": 1.0, "next": ""}]
     why = "The upstream could not be reached."
     explained = explain(row(status=502, error_type="upstream_unavailable", detail={"attempts": attempts, "why": why}))
-    assert explained.outcome == f"a could not be reached (1 ms): failed with 502, {why}"
+    assert explained.outcome == f"a could not be reached (1 ms): failed with 502, {why[:-1]}"
 
 
 def test_an_aliased_model_and_a_model_match_are_told():

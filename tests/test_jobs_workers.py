@@ -127,7 +127,7 @@ def test_submit_poll_cancel_idempotency_and_a_verified_webhook(jobs_cluster, ups
         workers.start()
         done = wait_for(gateway, secret, job_id)
         assert done["status"] == "succeeded", done
-        assert json.loads(done["response"]["body"])["id"] == "done"
+        assert done["response"]["body"]["id"] == "done"
         deadline = time.monotonic() + 10
         while not verified and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -162,7 +162,7 @@ def test_a_job_whose_worker_is_killed_mid_call_is_finished_once_by_another_worke
     done = wait_for(gateway, secret, job_id)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2
-    assert json.loads(done["response"]["body"]) == {"id": "run-2"}
+    assert done["response"]["body"] == {"id": "run-2"}
     rows = cluster.shell(
         "from routes_admin.models import RequestLog\n"
         f"print(list(RequestLog.objects.filter(job_id='{job_id}').values_list('status', flat=True)))"
@@ -212,7 +212,7 @@ def test_a_job_outliving_the_shutdown_timeout_goes_back_to_the_queue_at_once(job
     workers.start()
     done = wait_for(gateway, secret, job_id)
     assert done["status"] == "succeeded" and done["attempts"] == 2
-    assert json.loads(done["response"]["body"]) == {"id": "run-2"}
+    assert done["response"]["body"] == {"id": "run-2"}
 
 
 def test_a_route_cap_of_two_is_never_exceeded_with_twenty_jobs_queued(jobs_cluster, upstream):
