@@ -98,7 +98,11 @@ def expected_cost(model: str, prompt: int, completion: int, answered: bool) -> D
 @pytest.fixture
 def spend_cluster(tmp_path):
     upstream = MixedUpstream()
-    cluster = GatewayCluster(tmp_path, GATEWAY_JOB_POLL_SECONDS="0.2", GATEWAY_JOB_WAIT_SECONDS="0.2")
+    # The failing calls must not open the targets' breakers (shared through Redis): the mix would
+    # then turn into 503s that reach no upstream, and the burst would no longer hold every kind.
+    cluster = GatewayCluster(
+        tmp_path, GATEWAY_JOB_POLL_SECONDS="0.2", GATEWAY_JOB_WAIT_SECONDS="0.2", GATEWAY_BREAKER_FAILURES="100000"
+    )
     prices = "\n".join(
         f"ModelPrice.objects.create(model={model!r}, input_per_million=Decimal({inp!r}), "
         f"output_per_million=Decimal({out!r}), per_call={f'Decimal({per_call!r})' if per_call else None}, "
