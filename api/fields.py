@@ -42,6 +42,17 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "pattern": r"^-?\d+(\.\d+)?$"})
+class StrictDecimalField(serializers.DecimalField):
+    """An amount of money as a decimal string ("0.15"): a JSON number is read as a binary float
+    by every JSON parser, and 0.1 as a float is not 0.1."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError('Give the amount as a decimal string, like "0.15", not a JSON number.')
+        return super().to_internal_value(data)
+
+
 class StrictBooleanField(serializers.BooleanField):
     def to_internal_value(self, data):
         if not isinstance(data, bool):
@@ -92,6 +103,7 @@ def _strict_mapping() -> dict:
         serializers.IntegerField: StrictIntegerField,
         serializers.FloatField: StrictFloatField,
         serializers.BooleanField: StrictBooleanField,
+        serializers.DecimalField: StrictDecimalField,
     }
     return {
         model: strict.get(field, field) for model, field in serializers.ModelSerializer.serializer_field_mapping.items()

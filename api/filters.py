@@ -9,7 +9,7 @@ from django import forms
 from drf_spectacular.utils import extend_schema_field
 
 from routes_admin.filtersets import Moment, Number
-from routes_admin.models import APIKey, KeyUsage, QuotaPlan, Route
+from routes_admin.models import APIKey, KeyUsage, ModelPrice, QuotaPlan, Route, Team
 
 from .schema import NO_NUL
 
@@ -77,6 +77,23 @@ class PlanFilter(StrictFilterSet):
         fields = ["name"]
 
 
+class PriceFilter(StrictFilterSet):
+    model = Text()
+    target = Number()
+
+    class Meta:
+        model = ModelPrice
+        fields = ["model", "target"]
+
+
+class TeamFilter(StrictFilterSet):
+    name = Text(lookup_expr="icontains")
+
+    class Meta:
+        model = Team
+        fields = ["name"]
+
+
 class KeyFilter(StrictFilterSet):
     name = Text(lookup_expr="icontains")
     owner = Text(lookup_expr="icontains")
@@ -85,10 +102,11 @@ class KeyFilter(StrictFilterSet):
     revoked = Boolean(field_name="revoked", lookup_expr="isnull", exclude=True)
     quota_plan = Number()
     routes = Number()
+    team = Number()
 
     class Meta:
         model = APIKey
-        fields = ["name", "owner", "enabled", "all_routes", "quota_plan", "routes", "revoked"]
+        fields = ["name", "owner", "enabled", "all_routes", "quota_plan", "routes", "team", "revoked"]
 
 
 class UsageFilter(StrictFilterSet):

@@ -4,6 +4,7 @@ with field messages (api/errors.py). Secrets are never returned: a key's or toke
 the answer that creates it, a target's credential never (write-only)."""
 
 from auditlog.models import LogEntry
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
@@ -14,17 +15,20 @@ from routes_admin.models import (
     RESERVED_AREAS,
     RESERVED_ENDPOINTS,
     APIKey,
+    Budgets,
     KeyUsage,
     Limits,
     ManagementToken,
+    ModelPrice,
     QuotaPlan,
     RequestLog,
     Route,
+    Team,
     UpstreamTarget,
     mask_secret,
 )
 from routes_admin.services import keys as key_service
-from routes_admin.services import plans, routes
+from routes_admin.services import plans, routes, spend
 
 from .fields import (
     ObjectField,
@@ -49,6 +53,40 @@ class PlanSerializer(StrictModelSerializer):
 
     def update(self, plan, validated_data):
         return plans.save_plan(plan, validated_data)
+
+
+class PriceSerializer(StrictModelSerializer):
+    """One entry of the price list, in GATEWAY_CURRENCY: amounts as decimal strings."""
+
+    currency = serializers.SerializerMethodField(help_text="GATEWAY_CURRENCY: every amount is in it.")
+
+    class Meta:
+        model = ModelPrice
+        fields = ["id", *spend.PRICE_FIELDS, "currency", "created"]
+        extra_kwargs = {"valid_from": {"required": False}}
+
+    def get_currency(self, price) -> str:
+        return settings.GATEWAY_CURRENCY
+
+    def create(self, validated_data):
+        return spend.save_price(None, validated_data)
+
+    def update(self, price, validated_data):
+        return spend.save_price(price, validated_data)
+
+
+class TeamSerializer(StrictModelSerializer):
+    keys = serializers.PrimaryKeyRelatedField(many=True, read_only=True, help_text="The team's keys (set on each key).")
+
+    class Meta:
+        model = Team
+        fields = ["id", *spend.TEAM_FIELDS, "keys", "created"]
+
+    def create(self, validated_data):
+        return spend.save_team(team=None, **validated_data)
+
+    def update(self, team, validated_data):
+        return spend.save_team(team=team, **validated_data)
 
 
 class TargetSerializer(StrictModelSerializer):
@@ -148,6 +186,8 @@ class KeySerializer(StrictModelSerializer):
             "routes",
             "quota_plan",
             *Limits.LIMIT_FIELDS,
+            "team",
+            *Budgets.BUDGET_FIELDS,
             "expires",
             "revoked",
             "rotated",

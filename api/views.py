@@ -22,9 +22,19 @@ from rest_framework.response import Response
 
 from proxy.state import quota_state
 from routes_admin.filtersets import RequestLogFilterSet
-from routes_admin.models import APIKey, ErrorType, KeyUsage, ManagementToken, QuotaPlan, RequestLog, Route
+from routes_admin.models import (
+    APIKey,
+    ErrorType,
+    KeyUsage,
+    ManagementToken,
+    ModelPrice,
+    QuotaPlan,
+    RequestLog,
+    Route,
+    Team,
+)
 from routes_admin.services import keys as key_service
-from routes_admin.services import plans, routes, tokens
+from routes_admin.services import plans, routes, spend, tokens
 
 from . import errors, filters
 from . import serializers as api
@@ -130,6 +140,28 @@ class PlanViewSet(ManagementViewSet, viewsets.ModelViewSet):
 
     def perform_destroy(self, plan):
         plans.delete_plan(plan)
+
+
+class PriceViewSet(ManagementViewSet, viewsets.ModelViewSet):
+    """The price list. A change never alters the cost of calls already made (stored on their rows)."""
+
+    queryset = ModelPrice.objects.select_related("target").order_by("model", "target_id", "-valid_from", "id")
+    serializer_class = api.PriceSerializer
+    filterset_class = filters.PriceFilter
+
+    def perform_destroy(self, price):
+        spend.delete_price(price)
+
+
+class TeamViewSet(ManagementViewSet, viewsets.ModelViewSet):
+    """Teams of keys with their budgets; a key joins one by its `team` field."""
+
+    queryset = Team.objects.prefetch_related("keys").order_by("id")
+    serializer_class = api.TeamSerializer
+    filterset_class = filters.TeamFilter
+
+    def perform_destroy(self, team):
+        spend.delete_team(team)
 
 
 class KeyViewSet(ManagementViewSet, viewsets.ModelViewSet):

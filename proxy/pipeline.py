@@ -127,7 +127,7 @@ def run_job(
             raise RouteNotFound("The route this job was queued for no longer exists or is disabled.")
         body = incoming.body_up_to(call.route.max_body_bytes)
         call.bytes_in = len(body)
-        call.model = requested_model(None, body)  # the run's log row names its model, as the submission's does
+        call.model = requested_model(None, body)  # its price, its budget estimate and its row's model
         permit(call.key, call.route)
         admit_job(call)
         budgets.admit(call, body)  # a job's run reserves and settles its cost like a call

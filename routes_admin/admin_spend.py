@@ -5,6 +5,7 @@ from django.contrib import admin
 
 from .admin_history import HistoryLinkMixin
 from .models import ModelPrice, Team
+from .services import spend
 
 
 @admin.register(ModelPrice)
@@ -30,6 +31,18 @@ class ModelPriceAdmin(HistoryLinkMixin, admin.ModelAdmin):
     def currency(self, obj):
         return settings.GATEWAY_CURRENCY
 
+    def save_model(self, request, obj, form, change):
+        spend.save_price(
+            obj, {name: form.cleaned_data[name] for name in spend.PRICE_FIELDS if name in form.cleaned_data}
+        )
+
+    def delete_model(self, request, obj):
+        spend.delete_price(obj)
+
+    def delete_queryset(self, request, queryset):
+        for price in queryset:
+            spend.delete_price(price)
+
 
 @admin.register(Team)
 class TeamAdmin(HistoryLinkMixin, admin.ModelAdmin):
@@ -47,3 +60,15 @@ class TeamAdmin(HistoryLinkMixin, admin.ModelAdmin):
             },
         ),
     ]
+
+    def save_model(self, request, obj, form, change):
+        spend.save_team(
+            team=obj, **{name: form.cleaned_data[name] for name in spend.TEAM_FIELDS if name in form.cleaned_data}
+        )
+
+    def delete_model(self, request, obj):
+        spend.delete_team(obj)
+
+    def delete_queryset(self, request, queryset):
+        for team in queryset:
+            spend.delete_team(team)

@@ -1,4 +1,4 @@
-"""Configuration as code: routes, their targets and quota plans as one YAML file.
+"""Configuration as code: routes, their targets, quota plans, teams and prices as one YAML file.
 
 `manage.py export_config` writes it; `manage.py apply_config FILE` shows how the database differs
 from it and, with --yes, makes the database match it in one transaction. The file is the whole
@@ -13,6 +13,16 @@ new target whose variable is unset is an error. A target whose URL moves to anot
 host or port loses the stored credential unless the variable is set (the rule of the service
 layer).
 
+Teams (name and budgets) are whole like plans: one missing from a file that has a `teams` list is
+deleted (its keys stay, without a team); a file without `teams` leaves them alone. Keys' team
+membership is not in the file (keys are not). Prices are a history, not a state: each price of the
+file (model, optional target as "route/target", amounts, valid_from) is added, or changed when one
+with the same model, target and valid_from exists; prices missing from the file are never deleted
+(the admin or the API does that). A price without valid_from starts when the file is applied,
+unless the price in force already says the same (so applying one file twice changes nothing).
+Amounts are written as strings ("0.15"): YAML floats are read through their text, never as
+binary floats.
+
 The changes are made through the service layer (routes_admin/services), like every other surface's.
 
 The YAML is bounded before it is built: at most MAX_FILE_BYTES, no anchors or aliases (a few
@@ -22,13 +32,14 @@ nested aliases expand a 1 KB file into gigabytes), at most MAX_DEPTH levels of n
 import os
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from .models import Limits, QuotaPlan, Route, UpstreamTarget
-from .services import ServiceError, plans
+from .models import Budgets, Limits, ModelPrice, QuotaPlan, Route, Team, UpstreamTarget
+from .services import ServiceError, plans, spend
 from .services import routes as route_service
 
 VERSION = 1
@@ -40,6 +51,9 @@ PLAN_FIELDS = ("name", *Limits.LIMIT_FIELDS)
 ROUTE_FIELDS = Route.SETTINGS
 ROUTE_LINKS = ("fallback", "quota_plan")  # by name in the file
 TARGET_FIELDS = ("name", "url", "weight", "position", "enabled", "credential_header", "model_aliases")
+TEAM_FIELDS = ("name", *Budgets.BUDGET_FIELDS)
+PRICE_FIELDS = spend.PRICE_COLUMNS
+DECIMAL_FIELDS = (*Budgets.BUDGET_FIELDS, "input_per_million", "output_per_million", "per_call")
 
 
 class ConfigError(Exception):
@@ -58,6 +72,30 @@ def credential_variable(route: str, target: str) -> str:
     return "GATEWAY_CREDENTIAL_" + re.sub(r"[^A-Z0-9]+", "_", f"{route}_{target}".upper()).strip("_")
 
 
+def _plain(value):
+    """A value as the file writes it: amounts as decimal strings, dates as ISO text."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _export_spend() -> dict:
+    teams = [
+        {name: _plain(getattr(team, name)) for name in TEAM_FIELDS if getattr(team, name) is not None}
+        for team in Team.objects.order_by("name")
+    ]
+    prices = []
+    for price in ModelPrice.objects.select_related("target__route").order_by("model", "target_id", "valid_from"):
+        entry = {name: _plain(getattr(price, name)) for name in PRICE_FIELDS if name != "target"}
+        entry["target"] = f"{price.target.route.name}/{price.target.name}" if price.target else None
+        if entry["per_call"] is None:
+            del entry["per_call"]
+        prices.append(entry)
+    return {"teams": teams, "prices": prices}
+
+
 def export() -> tuple[str, list[str]]:
     """The YAML text, and the environment variables its credentials refer to."""
     variables = []
@@ -67,7 +105,7 @@ def export() -> tuple[str, list[str]]:
     ]
     routes = []
     for route in Route.objects.select_related("fallback", "quota_plan").prefetch_related("targets").order_by("name"):
-        item = {name: getattr(route, name) for name in ROUTE_FIELDS}
+        item = {name: _plain(getattr(route, name)) for name in ROUTE_FIELDS}
         item["fallback"] = route.fallback.name if route.fallback else None
         item["quota_plan"] = route.quota_plan.name if route.quota_plan else None
         item["targets"] = []
@@ -83,7 +121,8 @@ def export() -> tuple[str, list[str]]:
         "# AI gateway configuration: apply with `manage.py apply_config FILE` (shows the diff; --yes applies).\n"
         "# Credentials are references to environment variables: credential_value: ${ENV:NAME}.\n"
     )
-    body = yaml.safe_dump({"version": VERSION, "plans": plans, "routes": routes}, sort_keys=False, allow_unicode=True)
+    document = {"version": VERSION, "plans": plans, "routes": routes, **_export_spend()}
+    body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     return header + body, variables
 
 
@@ -164,6 +203,8 @@ class Desired:
     """The file's content as unsaved model instances, checked by the models' own rules."""
 
     plans: dict = field(default_factory=dict)  # name -> QuotaPlan
+    teams: dict | None = None  # name -> Team; None: the file has no teams list (teams left alone)
+    prices: list = field(default_factory=list)  # [(PriceEntry, its mapping)]
     # name -> (Route, fallback name, plan name, [(UpstreamTarget, its mapping)], its mapping)
     routes: dict = field(default_factory=dict)
 
@@ -189,8 +230,8 @@ def load(text: str) -> Desired:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None) from None
     if not isinstance(document, Located):
-        raise ConfigError("the file is a mapping with version, plans and routes", 1)
-    _only(document, ("version", "plans", "routes"), "the file")
+        raise ConfigError("the file is a mapping with version, plans, routes, teams and prices", 1)
+    _only(document, ("version", "plans", "routes", "teams", "prices"), "the file")
     if document.get("version") != VERSION:
         raise ConfigError(f"version must be {VERSION}", _where(document, "version"))
     desired = Desired()
@@ -198,6 +239,12 @@ def load(text: str) -> Desired:
         _load_plan(item, desired)
     for item in _items(document, "routes"):
         _load_route(item, desired)
+    if "teams" in document:
+        desired.teams = {}
+        for item in _items(document, "teams"):
+            _load_team(item, desired)
+    for item in _items(document, "prices"):
+        _load_price(item, desired)
     for name, (_route, fallback, plan, _targets, item) in desired.routes.items():
         if fallback is not None and fallback not in desired.routes:
             raise ConfigError(
@@ -232,8 +279,42 @@ def _load_plan(item: Located, desired: Desired) -> None:
     desired.plans[name] = plan
 
 
+def _decimals(item: Located) -> Located:
+    """YAML reads 0.15 as a binary float: take its text instead, so 0.1 stays 0.1."""
+    for name in DECIMAL_FIELDS:
+        if isinstance(item.get(name), float):
+            item[name] = Decimal(repr(item[name]))
+    return item
+
+
+def _load_team(item: Located, desired: Desired) -> None:
+    _only(item, TEAM_FIELDS, "team")
+    name = _name(item, "team", desired.teams)
+    try:
+        budgets = spend.check_budgets(dict(_decimals(item)))  # the service layer's budget rules
+        team = Team(name=name, **budgets)
+        team.clean_fields(exclude=["created"])
+    except ValidationError as exc:
+        _raise_for(exc, item, f"team {name}")
+    desired.teams[name] = team
+
+
+def _load_price(item: Located, desired: Desired) -> None:
+    _only(item, PRICE_FIELDS, "price")
+    what = f"price {item.get('model') or ''}".strip()
+    try:
+        entry = spend.check_price_entry(dict(_decimals(item)))
+    except ValidationError as exc:
+        raise ConfigError(f"{what}: {' '.join(exc.messages)}", _where(item)) from None
+    key = (entry.model, entry.target.id if entry.target else None, entry.valid_from)
+    if any((e.model, e.target.id if e.target else None, e.valid_from) == key for e, _ in desired.prices):
+        raise ConfigError(f"{what}: priced twice for the same target and valid_from", _where(item))
+    desired.prices.append((entry, item))
+
+
 def _load_route(item: Located, desired: Desired) -> None:
     _only(item, (*ROUTE_FIELDS, *ROUTE_LINKS, "targets"), "route")
+    _decimals(item)
     name = _name(item, "route", desired.routes)
     what = f"route {name}"
     route = Route(**{key: item[key] for key in ROUTE_FIELDS if key in item})
@@ -353,7 +434,46 @@ def changes(desired: Desired) -> list[Change]:
             users = plan.api_keys.count() + plan.routes.count()
             details = [f"{users} key(s) or route(s) lose this plan"] if users else []
             found.append(Change("delete", f"plan {name}", details, _deleter(plans.delete_plan, plan)))
+    return found + _spend_changes(desired)
+
+
+def _spend_changes(desired: Desired) -> list[Change]:
+    """Teams (whole, when the file lists them) and prices (added or changed, never deleted)."""
+    found: list[Change] = []
+    if desired.teams is not None:
+        teams = {team.name: team for team in Team.objects.all()}
+        for name, wanted in desired.teams.items():
+            current = teams.get(name)
+            fields = _fields(wanted, Budgets.BUDGET_FIELDS)
+            if current is None:
+                found.append(Change("create", f"team {name}", apply=_team_saver(None, name, fields)))
+            elif details := _differences(current, wanted, Budgets.BUDGET_FIELDS):
+                found.append(Change("update", f"team {name}", details, _team_saver(current, name, fields)))
+        for name, team in teams.items():
+            if name not in desired.teams:
+                keys = team.keys.count()
+                details = [f"{keys} key(s) leave this team"] if keys else []
+                found.append(Change("delete", f"team {name}", details, _deleter(spend.delete_team, team)))
+    plan = spend.plan_prices([entry for entry, _ in desired.prices])
+    for action, entry, existing in plan:
+        if action == "same":
+            continue
+        details = []
+        if existing is not None and action == "change":
+            details = [f"was {existing.input_per_million} in / {existing.output_per_million} out per 1M"]
+        label = f"price {entry.describe()}"
+        found.append(
+            Change("create" if action == "add" else "update", label, details, _price_saver(action, entry, existing))
+        )
     return found
+
+
+def _team_saver(current: Team | None, name: str, fields: dict):
+    return lambda: spend.save_team(name, team=current, **fields)
+
+
+def _price_saver(action, entry, existing):
+    return lambda: spend.apply_prices([(action, entry, existing)])
 
 
 def _target_changes(route_name: str, route: Route | None, targets: list) -> list[Change]:

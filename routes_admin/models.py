@@ -213,6 +213,9 @@ class Route(Budgets):
         "retry_non_idempotent",
         "processing_mode",
         "max_concurrent_jobs",
+        "budget_per_day",
+        "budget_per_month",
+        "default_max_tokens",
     )
 
     objects = RouteQuerySet.as_manager()

@@ -1,7 +1,7 @@
 """The three roles people have here, as Django groups with permissions.
 
 - Admin: everything, people included.
-- Operator: routes, targets, quota plans and keys; reads the logs, usage and change history; not people.
+- Operator: routes, targets, quota plans, keys, prices and teams; reads the logs, usage and change history; not people.
 - Auditor: reads everything, changes nothing.
 
 The admin, the management API and the console all decide through Django's permissions, which
@@ -17,7 +17,14 @@ OPERATOR = "Operator"
 AUDITOR = "Auditor"
 
 # What the gateway serves from: operators manage these.
-CONFIGURATION = ["routes_admin.route", "routes_admin.upstreamtarget", "routes_admin.quotaplan", "routes_admin.apikey"]
+CONFIGURATION = [
+    "routes_admin.route",
+    "routes_admin.upstreamtarget",
+    "routes_admin.quotaplan",
+    "routes_admin.apikey",
+    "routes_admin.modelprice",
+    "routes_admin.team",
+]
 # People and their roles: admins only.
 PEOPLE = ["auth.user", "auth.group"]
 # What happened: read by every role, written only by the gateway itself.

@@ -12,8 +12,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from proxy import budgets, config, token_quota
-from routes_admin import spend
 from routes_admin.models import ModelPrice, RequestLog
+from routes_admin.services import spend
 from tests.factories import auth, make_key, make_route
 from tests.test_cache_failure import own_redis  # noqa: F401 (a fixture)
 from tests.upstream import json_reply

@@ -11,9 +11,9 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from routes_admin import spend
 from routes_admin.models import ModelPrice, Team
 from routes_admin.pricing import Price, PriceList, cost, explain, parse_money
+from routes_admin.services import ServiceError, spend
 from tests.factories import make_route, make_target
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +51,7 @@ def test_the_model_refuses_a_negative_price_through_its_validators():
 
 def test_a_budget_of_zero_or_below_is_refused():
     for value in ("0", "-5"):
-        with pytest.raises(ValidationError):
+        with pytest.raises(ServiceError):
             spend.save_team("t", budget_per_day=value)
     assert not Team.objects.exists()
     assert spend.save_team("t", budget_per_day="5.50").budget_per_day == Decimal("5.5")

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from routes_admin import spend
 from routes_admin.management.base import RecordedCommand
+from routes_admin.services import ServiceError, spend
 
 
 class Command(RecordedCommand):
@@ -50,5 +50,8 @@ class Command(RecordedCommand):
         if not yes:
             self.stdout.write(f"{changes} change(s) not applied: run again with --yes to apply them.")
             return
-        applied = spend.apply_prices(plan)
+        try:
+            applied = spend.apply_prices(plan)
+        except ServiceError as exc:
+            raise CommandError("The sheet was not applied:\n  " + "\n  ".join(exc.messages())) from None
         self.stdout.write(self.style.SUCCESS(f"Applied {applied} change(s)."))

@@ -1,9 +1,14 @@
-"""The write rules of spending: prices, teams and budgets, checked once whatever the surface.
+"""Spending: the price list, teams and budgets: check, save and delete them.
 
 The admin, the management API, the configuration file and `manage.py import_prices` all call
 these functions, so a price or budget refused in one place is refused everywhere with the same
-message. Each saves through the model, so the change history (django-auditlog) and the change
-signal (the proxy reloads its copy after the commit) follow by themselves.
+message (a ServiceError, like the rest of the service layer). Each saves through the model, so
+the change history (django-auditlog) and the change signal (the proxy reloads its copy after the
+commit) follow by themselves. Budgets on keys and routes are fields of those (services/keys.py,
+services/routes.py); the model's validators hold the budget rules for all three owners.
+
+The price sheet helpers (`read_price_sheet`, `check_price_sheet`, `plan_prices`) raise Django's
+ValidationError, one message per bad line; `apply_prices` saves through `save_price`.
 """
 
 import csv
@@ -19,8 +24,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .models import APIKey, Budgets, ModelPrice, Route, Team, UpstreamTarget
-from .pricing import BUDGET_DIGITS, BUDGET_PLACES, check_currency, parse_money
+from ..models import APIKey, Budgets, ModelPrice, Route, Team, UpstreamTarget
+from ..pricing import BUDGET_DIGITS, BUDGET_PLACES, check_currency, parse_money
+from .errors import ServiceError, checked
 
 PRICE_COLUMNS = ("model", "target", "input_per_million", "output_per_million", "per_call", "valid_from")
 
@@ -133,29 +139,63 @@ def plan_prices(entries: list[PriceEntry]) -> list[tuple[str, PriceEntry, ModelP
     return plan
 
 
+@transaction.atomic
 def apply_prices(plan) -> int:
     """Save the additions and changes of a plan in one transaction; returns how many."""
     done = 0
     now = timezone.now()
-    with transaction.atomic():
-        for action, entry, existing in plan:
-            if action == "same":
-                continue
-            price = existing if action == "change" else ModelPrice(model=entry.model, target=entry.target)
-            price.input_per_million = entry.input_per_million
-            price.output_per_million = entry.output_per_million
-            price.per_call = entry.per_call
-            price.valid_from = entry.valid_from or now
-            save_price(price)
-            done += 1
+    for action, entry, existing in plan:
+        if action == "same":
+            continue
+        save_price(
+            existing if action == "change" else None,
+            {
+                "model": entry.model,
+                "target": entry.target,
+                "input_per_million": entry.input_per_million,
+                "output_per_million": entry.output_per_million,
+                "per_call": entry.per_call,
+                "valid_from": entry.valid_from or now,
+            },
+        )
+        done += 1
     return done
 
 
-def save_price(price: ModelPrice) -> ModelPrice:
-    """Check and save one price (the admin's and the API's path too)."""
-    price.full_clean()
+PRICE_FIELDS = ("model", "target", "input_per_million", "output_per_million", "per_call", "valid_from")
+
+
+def check_price(price: ModelPrice | None, fields: dict) -> ModelPrice:
+    """The price as it will be saved: `price` (or a new one) with `fields` applied, checked.
+
+    A price already charged stays as it was: changing the amounts of a price whose start has
+    passed is allowed (the cost of each call is stored on its log row, so calls already made keep
+    theirs), but a clear record of it is in the history."""
+    unknown = set(fields) - set(PRICE_FIELDS)
+    if unknown:
+        raise ServiceError({name: ["Not a field of a price."] for name in sorted(unknown)})
+    price = price if price is not None else ModelPrice()
+    for name, value in fields.items():
+        setattr(price, name, value)
+    if price.valid_from is None:
+        price.valid_from = timezone.now()
+    checked(price, exclude=("created",))
+    return price
+
+
+@transaction.atomic
+def save_price(price: ModelPrice | None, fields: dict) -> ModelPrice:
+    """Create (price=None) or change a price (the admin's, the API's, the file's and the sheet's path)."""
+    price = check_price(price, fields)
     price.save()
     return price
+
+
+@transaction.atomic
+def delete_price(price: ModelPrice) -> None:
+    """Remove a price: calls already made keep the cost stored on their rows; later calls of that
+    model use the previous price in force, or show "no price"."""
+    price.delete()
 
 
 def read_price_sheet(text: str, name: str = "") -> list[dict]:
@@ -220,25 +260,56 @@ def check_budgets(data: dict) -> dict:
     return checked
 
 
-def set_budgets(owner: APIKey | Team | Route, data: dict) -> None:
-    """Set a key's, team's or route's budgets (and save it)."""
-    checked = check_budgets(data)
-    for name, value in checked.items():
-        setattr(owner, name, value)
-    owner.full_clean()
-    owner.save()
+TEAM_FIELDS = ("name", *Budgets.BUDGET_FIELDS)
 
 
-def save_team(name: str, *, team: Team | None = None, **budgets) -> Team:
-    team = team or Team()
-    team.name = name
-    for name_, value in check_budgets(budgets).items():
-        setattr(team, name_, value)
-    team.full_clean()
+def check_team(team: Team | None, fields: dict) -> Team:
+    """The team as it will be saved: `team` (or a new one) with `fields` applied, checked."""
+    unknown = set(fields) - set(TEAM_FIELDS)
+    if unknown:
+        raise ServiceError({name: ["Not a field of a team."] for name in sorted(unknown)})
+    team = team if team is not None else Team()
+    try:
+        budgets = check_budgets(fields)
+    except ValidationError as exc:
+        raise ServiceError.of(exc) from None
+    for name, value in {**fields, **budgets}.items():
+        setattr(team, name, value)
+    checked(team, exclude=("created",))
+    return team
+
+
+@transaction.atomic
+def save_team(name: str | None = None, *, team: Team | None = None, **fields) -> Team:
+    """Create (team=None) or change a team; `name` None keeps a team's name."""
+    if name is not None:
+        fields["name"] = name
+    team = check_team(team, fields)
     team.save()
     return team
 
 
+@transaction.atomic
+def delete_team(team: Team) -> None:
+    """Delete a team: its keys stay, without a team (calls in flight settle on the key, and the
+    rows already written keep the team's name)."""
+    team.delete()
+
+
+def set_budgets(owner: APIKey | Team | Route, data: dict) -> None:
+    """Set a key's, team's or route's budgets (and save it)."""
+    try:
+        budgets = check_budgets(data)
+    except ValidationError as exc:
+        raise ServiceError.of(exc) from None
+    for name, value in budgets.items():
+        setattr(owner, name, value)
+    checked(owner, exclude=("created", "updated", "prefix", "hashed_secret"))
+    with transaction.atomic():
+        owner.save()
+
+
+@transaction.atomic
 def join_team(key: APIKey, team: Team | None) -> None:
     """A key belongs to at most one team: joining one leaves the previous."""
     key.team = team
