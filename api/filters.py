@@ -8,13 +8,16 @@ from auditlog.models import LogEntry
 from django import forms
 from drf_spectacular.utils import extend_schema_field
 
-from routes_admin.filtersets import Moment, Number
+from routes_admin.filtersets import STATUS_PATTERN, DecimalNumber, Moment, Number, StatusFilter, StatusNumber
 from routes_admin.models import APIKey, KeyUsage, ModelPrice, QuotaPlan, Route, Team
 
 from .schema import NO_NUL
 
 # The schema states the bounds that Number enforces (an id past them is a 400, not an overflow).
 extend_schema_field({"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1})(Number)
+extend_schema_field({"type": "string", "pattern": STATUS_PATTERN})(StatusFilter)
+extend_schema_field({"type": "integer", "minimum": 100, "maximum": 599})(StatusNumber)
+extend_schema_field({"type": "number", "minimum": 0, "maximum": 1e50})(DecimalNumber)  # latency and cost bounds
 
 
 class StrictBooleanField(forms.Field):

@@ -64,8 +64,18 @@ class Moment(filters.IsoDateTimeFilter):
     field_class = UTCMomentField
 
 
+STATUS_PATTERN = r"^\s*([1-5]\d\d|[1-5]xx)\s*$"  # 200, 429, or a class: 2xx, 4xx, 5xx
+
+
 class StatusFilter(filters.Filter):
     field_class = forms.RegexField
+
+
+class StatusNumber(Number):
+    """An HTTP status, 100 to 599 (the API's schema states the range)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, min_value=100, max_value=599, **kwargs)
 
 
 class DecimalNumber(filters.NumberFilter):
@@ -129,14 +139,14 @@ class RequestLogFilterSet(filters.FilterSet):
     model = filters.CharFilter(method="by_model", max_length=200, help_text="The model the client asked for.")
     status = StatusFilter(
         method="by_status",
-        regex=r"^\s*([1-5]\d\d|[1-5]xx)\s*$",
+        regex=STATUS_PATTERN,
         help_text=STATUS_HELP,
         error_messages={"invalid": STATUS_HELP},
     )
-    status_min = Number(method="by_status_min", min_value=100, max_value=599, help_text="From this status.")
-    status_max = Number(field_name="status", lookup_expr="lte", min_value=100, max_value=599)
+    status_min = StatusNumber(method="by_status_min", help_text="From this status.")
+    status_max = StatusNumber(field_name="status", lookup_expr="lte")
     min_latency = DecimalNumber(method="by_min_latency", min_value=0, label="Min latency (ms)")
-    min_cost = filters.NumberFilter(
+    min_cost = DecimalNumber(
         field_name="cost",
         lookup_expr="gte",
         min_value=0,
