@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a virtualenv holding exactly the locked versions: scripts/install_locked.sh VENV LOCK [LOCK...]
-# Every place that installs (Makefile, .ci/run, the README's production install) calls this script.
+# Every place that installs (Makefile, .ci/run, docs/development.md's production install) calls this script.
 #
 # Why it is done this way: the pip that `python -m venv` brings is whatever the interpreter
 # shipped (Python 3.11's venv brings pip 23.2.1), and that pip resolved a locked package's

@@ -69,7 +69,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     # The gateway or the demo component ending ends the run; the worker may be killed and started
-    # again by hand (`manage.py jobs_worker`): its jobs are not lost (README, "Asynchronous calls").
+    # again by hand (`manage.py jobs_worker`): its jobs are not lost (docs/jobs.md).
     worker_gone = False
     while not stopping and gateway.poll() is None and demo.poll() is None:
         if not worker_gone and worker.poll() is not None:
