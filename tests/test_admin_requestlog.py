@@ -34,6 +34,8 @@ def test_the_list_asks_nothing_of_the_whole_log_for_its_filters(admin_client):
     assert response.status_code == 200 and shown(response) == ["a"]
     sql = [query["sql"].upper() for query in queries.captured_queries]
     assert not [query for query in sql if "DISTINCT" in query], sql  # no list filter reads the log's values
+    counts = [query for query in sql if "COUNT(" in query]
+    assert counts and all("LIMIT" in query for query in counts), counts  # the page links count up to a bound
     assert 'id="explore-in-console"' in response.content.decode()
     for value in ErrorType.values:  # the filter offers every error type, from the one list
         assert f"?error_type={value}" in response.content.decode()
@@ -60,6 +62,20 @@ def test_each_list_filter_and_the_search_find_their_calls(admin_client):
         response = admin_client.get(f"{LIST}?{query}")
         assert response.status_code == 200, query
         assert shown(response) == expected, query
+
+
+def test_the_pages_reach_a_bounded_number_of_the_newest_calls(admin_client, monkeypatch):
+    from routes_admin import admin_requestlog
+
+    monkeypatch.setattr(admin_requestlog, "PAGED_CALLS", 120)
+    RequestLog.objects.bulk_create(
+        RequestLog(request_id=f"c{i}", method="GET", path="/v1", status=200, latency_ms=1) for i in range(130)
+    )
+    response = admin_client.get(LIST)
+    assert response.context["cl"].result_count == 120 and len(response.context["cl"].result_list) == 50
+    assert 'id="paged-calls"' in response.content.decode()
+    assert admin_client.get(f"{LIST}?p=3").status_code == 200  # rows 101-120
+    assert admin_client.get(f"{LIST}?p=4").status_code == 302  # past the bound: the admin's "bad page"
 
 
 def test_a_filter_value_that_does_not_parse_is_reported_not_a_500(admin_client):

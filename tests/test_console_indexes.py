@@ -12,9 +12,11 @@ from tests.factories import make_key, make_route
 pytestmark = pytest.mark.django_db
 
 CASES = {
-    "key": ("key", "alice", "log_key_created_idx"),
-    "route name": ("route_name", "chat", "log_route_created_idx"),
-    "key prefix": ("key_prefix", "PREFIX", "log_key_created_idx"),
+    # A key or route filter may also use the foreign key's own index (PostgreSQL does, depending on
+    # the statistics earlier tests left): an index either way.
+    "key": ("key", "alice", "log_key_created_idx|requestlog_api_key_id_"),
+    "route name": ("route_name", "chat", "log_route_created_idx|requestlog_route_id_"),
+    "key prefix": ("key_prefix", "PREFIX", "log_key_created_idx|requestlog_api_key_id_"),
     "status from 500": ("status_min", "500", "log_error_status_idx|log_errors_idx"),  # either partial index
     "model": ("model", "m1", "log_model_created_idx"),
     "status": ("status", "429", "log_error_status_idx"),
