@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from routes_admin import pricing
+from routes_admin.models import ErrorType
 
 AUTH_WORDS = {
     "missing": "no API key was sent",
@@ -147,7 +148,7 @@ def _outcome(row, detail: dict, attempts: list) -> str:
     if row.status == 0:
         return f"the client went away after {total}, before the answer ended"
     tried = attempts_sentence(attempts, row)
-    if row.error_type == "client_disconnected":
+    if row.error_type == ErrorType.CLIENT_DISCONNECTED:
         before = f"{tried}, then " if tried else ""
         return f"{before}the client disconnected after {total}, before the answer ended"
     if row.error_type and not (200 <= row.status < 400):

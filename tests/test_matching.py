@@ -103,7 +103,7 @@ def test_the_model_list_chooses_the_route(client, upstreams, secret):
     assert who(client, secret, "/v1/chat", "POST", b'{"model": "gpt-4o-mini"}') == (200, "a")
     assert who(client, secret, "/v1/chat", "POST", b'{"model": "mistral-7b"}') == (200, "b")
     assert who(client, secret, "/v1/chat", "POST", b'{"model": "other"}') == (200, "c")
-    assert who(client, secret, "/v1/models") == (200, "c")
+    assert who(client, secret, "/v1/files") == (200, "c")
     assert upstreams.requests[0].json() == {"model": "gpt-4o-mini"}  # the body is still forwarded whole
 
 

@@ -158,7 +158,12 @@ def test_an_auditor_cannot_run_the_key_actions(client, action):
 def test_an_operator_can_revoke_a_key_from_the_list(client):
     key, _ = make_key(all_routes=True)
     signed_in(client, "Operator")
-    response = client.post("/admin/routes_admin/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+    selected = {"action": "revoke", "_selected_action": [key.pk]}
+    asked = client.post("/admin/routes_admin/apikey/", selected)
+    assert asked.status_code == 200  # the confirmation page first
+    key.refresh_from_db()
+    assert key.revoked is None
+    response = client.post("/admin/routes_admin/apikey/", {**selected, "post": "yes"})
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.revoked is not None
