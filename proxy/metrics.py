@@ -196,9 +196,7 @@ class _Default:
 
 
 def render() -> tuple[bytes, str]:
-    from . import recording  # late import: recording imports models
-
-    log_queue_depth(recording.pending())  # fresh for the worker answering the scrape
+    log_queue_depth(runtime.current().log_writer.pending())  # fresh for the worker answering the scrape
     return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 

@@ -25,8 +25,8 @@ from .config import KeyInfo, RouteInfo, Snapshot
 from .errors import GatewayError, InvalidAPIKey, InvalidRequest, KeyNotAllowed, PayloadTooLarge, RouteNotFound, describe
 from .forwarding import Outgoing, UpstreamBody
 from .headers import client_response_headers
+from .live import Runtime
 from .matching import by_path_and_method, choose, document_for, requested_model, why_matched
-from .runtime import Runtime
 from .usage import ask_for_usage
 
 log = logging.getLogger("gateway.pipeline")

@@ -130,7 +130,7 @@ def fresh_runtime():
     SSRF verdicts, ...) in place of the process's; the process's is back after the test."""
     from proxy import runtime
 
-    live = runtime.Runtime()
+    live = runtime.build()
     previous = runtime.replace(live)
     yield live
     runtime.replace(previous)

@@ -24,7 +24,7 @@ def test_the_process_has_one_runtime_reached_through_one_accessor(fresh_runtime)
 def test_a_new_runtime_starts_from_nothing(fresh_runtime):
     forwarding.session()
     config.current()
-    other = runtime.Runtime()
+    other = runtime.build()
     assert other.config.snapshot is None
     assert other.upstream._session is None
     assert other.ssrf.verdicts == {} and other.ssrf.pins == {}
