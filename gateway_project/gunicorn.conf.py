@@ -60,8 +60,13 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Write queued log rows as soon as shutdown starts, and freeze the startup objects."""
-    from proxy import recording
+    """Build the worker's runtime, write queued log rows as soon as shutdown starts, and freeze the
+    startup objects."""
+    from proxy import recording, runtime
+
+    # This process's live state (configuration copy, log writer, balancers, upstream client, ...),
+    # built once here, after the fork and once the application is loaded (proxy/runtime.py).
+    runtime.start()
 
     # Rows of finished calls are written at once, not only when the worker exits: a worker that
     # outlives the graceful timeout is killed, and its queue with it. With the database away they

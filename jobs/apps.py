@@ -5,12 +5,12 @@ class JobsConfig(AppConfig):
     name = "jobs"
     verbose_name = "Jobs"
 
-    def ready(self) -> None:
-        # Layers: jobs sits above the proxy, so the proxy learns of jobs only through these hooks.
-        from proxy import metrics, pipeline
+    def extend_runtime(self, runtime) -> None:
+        """Called for every process's runtime as it is built (proxy/runtime.py). Layers: jobs sits
+        above the proxy, so the proxy learns of jobs only through these hooks."""
+        from proxy import jobs_api
 
-        from . import metrics as job_metrics
+        from .metrics import JobCollector
         from .submission import check, submit
 
-        pipeline.set_job_submitter(submit, check)
-        metrics.add_collector(job_metrics.JobCollector())
+        jobs_api.register(runtime, submit, check, JobCollector())

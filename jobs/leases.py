@@ -23,11 +23,12 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from .models import Job, Status, WorkerBeat
+from .outcomes import fail
+from .webhooks import WEBHOOK_QUEUE
 
 log = logging.getLogger("gateway.jobs")
 _held: set = set()  # ids of the jobs this process is running
 _lock = threading.Lock()
-WEBHOOK_QUEUE = "webhooks"
 FORGET_BEATS = timedelta(days=1)  # beats of workers gone this long are deleted
 
 
@@ -57,8 +58,6 @@ def renew(worker: str, now=None) -> None:
 
 def recover_lost(now=None) -> int:
     """Queue again (or fail) the running jobs whose worker stopped renewing their lease."""
-    from .running import fail  # running imports this module
-
     now = now or timezone.now()
     recovered = 0
     with transaction.atomic():

@@ -18,7 +18,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from proxy import database
+from proxy.jobs_api import connect_database
 
 from .models import Job, Status
 
@@ -50,7 +50,7 @@ class JobCollector:
             labels=["route", "quantile"],
         )
         try:
-            database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)  # not the pool's 10 s when it is down
+            connect_database(settings.GATEWAY_CONFIG_DB_TIMEOUT)  # not the pool's 10 s when it is down
             with transaction.atomic():
                 bound_statements()
                 self.read(depth, running, latency)

@@ -17,20 +17,16 @@ first); failures and requeues apply only while this worker still holds the job (
 """
 
 import logging
-from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 from requests.structures import CaseInsensitiveDict
 
-from proxy import pipeline
-from proxy.attempts import CircuitOpen
-from proxy.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from proxy.jobs_api import CircuitOpen, GatewayError, Incoming, UpstreamTimeout, UpstreamUnavailable, run_job
 from routes_admin.models import ErrorType
 
-from . import leases, webhooks
-from .models import FINAL, Job, Status
+from . import leases
+from .models import Job
+from .outcomes import fail, give_back, succeed
 
 log = logging.getLogger("gateway.jobs")
 ANSWER_TOO_LARGE = "upstream_answer_too_large"
@@ -49,8 +45,8 @@ def run(job: Job, worker: str) -> None:
         leases.let_go(job.id)
 
 
-def incoming(job: Job) -> pipeline.Incoming:
-    return pipeline.Incoming(
+def incoming(job: Job) -> Incoming:
+    return Incoming(
         method=job.method,
         path=job.path,
         query=job.query,
@@ -67,7 +63,7 @@ def incoming(job: Job) -> pipeline.Incoming:
 def execute(job: Job, worker: str) -> None:
     queued_ms = (job.started - job.created).total_seconds() * 1000
     try:
-        answer = pipeline.run_job(
+        answer = run_job(
             incoming(job), key_id=job.api_key_id, route_id=job.route_id, job_id=str(job.id), queued_ms=queued_ms
         )
         try:
@@ -127,56 +123,12 @@ def read_answer(answer, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def _mine(job: Job, worker: str):
-    return Job.objects.filter(id=job.id, status=Status.RUNNING, worker=worker)
-
-
-def succeed(job: Job, status: int, headers: list, body: bytes) -> None:
-    # The first run to finish wins, even when this worker's lease lapsed and the job was queued
-    # again (or is running elsewhere): its answer is as good, and the other run then finds it done.
-    # The job's end and its webhook's first delivery commit together (or neither does).
-    with transaction.atomic():
-        done = (
-            Job.objects.filter(id=job.id)
-            .exclude(status__in=FINAL)
-            .update(
-                status=Status.SUCCEEDED,
-                finished=timezone.now(),
-                lease_until=None,
-                response_status=status,
-                response_headers=[list(pair) for pair in headers],
-                response_body=body,
-                error="",
-            )
-        )
-        if done and job.callback_url:
-            webhooks.schedule(job)
-
-
-def fail(job: Job, reason: str, worker: str | None = None) -> None:
-    """The job's final failure, with its reason. `worker`: only if that worker still holds it."""
-    with transaction.atomic():
-        rows = _mine(job, worker) if worker else Job.objects.filter(id=job.id).exclude(status__in=FINAL)
-        done = rows.update(status=Status.FAILED, finished=timezone.now(), lease_until=None, error=reason)
-        if done and job.callback_url:
-            webhooks.schedule(job)
-    log.warning("job %s failed: %s", job.id, reason)
-
-
 def retry_or_fail(job: Job, worker: str, reason: str) -> None:
     if job.attempts >= settings.GATEWAY_JOB_MAX_ATTEMPTS:
         fail(job, f"{reason} (attempt {job.attempts} of {settings.GATEWAY_JOB_MAX_ATTEMPTS})", worker=worker)
     else:
         log.info("job %s: attempt %d failed (%s); queued again", job.id, job.attempts, reason)
         give_back(job, worker, settings.GATEWAY_JOB_WAIT_SECONDS * 2 ** (job.attempts - 1), used_attempt=True)
-
-
-def give_back(job: Job, worker: str, delay: float, used_attempt: bool) -> None:
-    """Queue the job again, due in `delay` seconds, in its place (this worker's run of it ends)."""
-    changes = {"status": Status.QUEUED, "lease_until": None, "due": timezone.now() + timedelta(seconds=delay)}
-    if not used_attempt:
-        changes["attempts"] = max(0, job.attempts - 1)
-    _mine(job, worker).update(**changes)
 
 
 def retry_after_seconds(value: str) -> float:

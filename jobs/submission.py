@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from proxy import pipeline, quotas
-from proxy.errors import GatewayError, InvalidRequest, RateLimited
+from proxy import jobs_api
+from proxy.jobs_api import GatewayError, Incoming, InvalidRequest, RateLimited
 from routes_admin.models import APIKey, ErrorType
 
 from . import webhooks
@@ -57,7 +57,7 @@ class PathTooLong(GatewayError):
 
 
 class Accepted:
-    """The 202 answer, shaped like pipeline.Answer: iterate for the body; close() ends the call."""
+    """The 202 answer, shaped like the pipeline's Answer: iterate for the body; close() ends the call."""
 
     status = 202
     reason = "Accepted"
@@ -69,7 +69,7 @@ class Accepted:
         if replayed:
             self.headers.append(("Idempotent-Replayed", "true"))
         if call.admission is not None:  # what the key has left, as on any admitted call
-            self.headers += quotas.answer_headers(call.admission)
+            self.headers += jobs_api.answer_headers(call.admission)
         call.status = 202
         call.bytes_out = len(self.body)
         call.detail["job"] = str(job.id)  # the submission's log row names its job (console: both ways)
@@ -78,10 +78,10 @@ class Accepted:
         yield self.body
 
     def close(self) -> None:
-        pipeline.finish(self.call)
+        jobs_api.finish(self.call)
 
 
-def check(incoming: pipeline.Incoming) -> None:
+def check(incoming: Incoming) -> None:
     """Refuse (4xx) what a job could not store or use, before the call is admitted and counted:
     so a refused submission costs the key nothing and leaves no job."""
     callback = incoming.headers.get("X-Callback-URL", "").strip()
@@ -97,7 +97,7 @@ def check(incoming: pipeline.Incoming) -> None:
         raise InvalidRequest(f"A job's Host header is at most {MAX_HOST} characters.")
 
 
-def submit(call, incoming: pipeline.Incoming, body: bytes) -> Accepted:
+def submit(call, incoming: Incoming, body: bytes) -> Accepted:
     """Queue the call (or find the job its Idempotency-Key already made): the 202 answer.
     `check(incoming)` has passed (the pipeline runs it before admission)."""
     callback = incoming.headers.get("X-Callback-URL", "").strip()

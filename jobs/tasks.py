@@ -1,12 +1,8 @@
-"""The queue's tasks (django-tasks, database backend): deliver a finished job's webhook.
+"""The webhook task's former home: task rows queued before it moved name `jobs.tasks.deliver_webhook`,
+so the name still leads to it (jobs/webhooks.py defines it now, beside what it delivers).
 
 Jobs themselves are claimed from their own table (jobs/queue.py)."""
 
-from django_tasks import task
+from .webhooks import deliver_webhook
 
-from . import webhooks
-
-
-@task(queue_name="webhooks")
-def deliver_webhook(job_id: str, attempt: int) -> None:
-    webhooks.deliver(job_id, attempt)
+__all__ = ["deliver_webhook"]

@@ -13,8 +13,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from proxy import authentication, config
-from proxy.errors import GatewayError, InvalidAPIKey, describe, error_response
+from proxy.jobs_api import GatewayError, InvalidAPIKey, describe, error_response, key_from_request
 from routes_admin.models import ErrorType
 
 from . import signing
@@ -35,7 +34,7 @@ def _not_found(request):
 @require_http_methods(["GET", "DELETE"])
 def job_detail(request, job_id: str):
     try:
-        key = authentication.check_key(authentication.key_from_headers(request.headers), config.current())
+        key = key_from_request(request.headers)
     except GatewayError as exc:
         return _error(request, exc)
     try:
@@ -69,7 +68,7 @@ def webhook_secret(request):
     set up a receiver. Whoever holds the key may queue jobs with callbacks anyway; the secret
     changes when the key is rotated."""
     try:
-        key = authentication.check_key(authentication.key_from_headers(request.headers), config.current())
+        key = key_from_request(request.headers)
     except GatewayError as exc:
         return _error(request, exc)
     if not settings.GATEWAY_WEBHOOK_HOSTS:

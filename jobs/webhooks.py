@@ -26,14 +26,15 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_tasks import task
 
-from proxy import ssrf
-from proxy.errors import InvalidRequest
-from proxy.pinning import PinnedAdapter
+from proxy.jobs_api import InvalidRequest, PinnedAdapter, host_key
 
 from . import callbacks, signing
 from .documents import job_document
 from .models import Job, WebhookDelivery
+
+WEBHOOK_QUEUE = "webhooks"  # the django-tasks queue of webhook deliveries
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -49,10 +50,10 @@ def check_url(url: str) -> str:
 def pinned_lookup(callback: callbacks.Callback, addresses: list[str]):
     """`addresses_for(host)` for proxy/pinning.py: the checked addresses for the callback's host,
     OSError (no connection) for any other host a client library might read from the URL."""
-    checked = ssrf.host_key(callback.host)
+    checked = host_key(callback.host)
 
     def addresses_for(host: str) -> list[str]:
-        if ssrf.host_key(host) != checked:
+        if host_key(host) != checked:
             raise OSError(f"refusing to connect to {host}: not the checked callback host")
         return addresses
 
@@ -91,12 +92,16 @@ def backoff(attempt: int) -> float:
 
 
 def schedule(job: Job, attempt: int = 1, delay: float = 0.0) -> None:
-    from .tasks import deliver_webhook
-
     task = deliver_webhook
     if delay > 0:
         task = task.using(run_after=timezone.now() + timedelta(seconds=delay))
     task.enqueue(str(job.id), attempt)
+
+
+@task(queue_name=WEBHOOK_QUEUE)
+def deliver_webhook(job_id: str, attempt: int) -> None:
+    """The queue's task (django-tasks, database backend): one delivery attempt of a job's webhook."""
+    deliver(job_id, attempt)
 
 
 def deliver(job_id: str, attempt: int) -> None:

@@ -6,4 +6,6 @@ class ProxyConfig(AppConfig):
     verbose_name = "Proxy"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401  (configuration changes are announced after they commit)
+        from . import live, runtime, signals  # noqa: F401  (configuration changes are announced after they commit)
+
+        runtime.install(live.Runtime)  # what each process builds its live state with (proxy/runtime.py)

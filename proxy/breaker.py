@@ -24,11 +24,17 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from . import cache_policy
+from . import cache_policy, runtime
 
 log = logging.getLogger("gateway.breaker")
 KEEP_OPEN_STATE = 24 * 3600  # an open breaker's key outlives any cooldown; a probe decides, not expiry
-_last_warning = 0.0
+
+
+class WarningThrottle:
+    """When this process last reported an unreachable cache (in its runtime, proxy/runtime.py)."""
+
+    def __init__(self):
+        self.last = 0.0
 
 
 def now() -> float:
@@ -43,12 +49,12 @@ def _key(target_id: int) -> str:
 
 def _warn(action: str, exc: Exception) -> None:
     """Report an unreachable cache at most every 30 s, not once per call; re-raise anything else."""
-    global _last_warning
     if not cache_policy.unreachable(exc):
         raise exc
     now = time.monotonic()
-    if now - _last_warning > 30:
-        _last_warning = now
+    warnings = runtime.current().cache_warnings
+    if now - warnings.last > 30:
+        warnings.last = now
         log.warning("cache unreachable while %s; circuit breakers read as closed", action, exc_info=True)
 
 

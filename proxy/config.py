@@ -28,7 +28,7 @@ from django.utils import timezone
 from routes_admin.models import APIKey, ConfigGeneration, ModelPrice, Route, split_list
 from routes_admin.pricing import DEFAULT_MAX_TOKENS, Price, PriceList
 
-from . import database
+from . import database, runtime
 from .errors import ConfigUnavailable
 
 log = logging.getLogger(__name__)
@@ -179,8 +179,9 @@ def _key_info(key: APIKey, prefix: str | None = None) -> KeyInfo:
 class Snapshot:
     """Routes (all loaded at once) and keys (loaded on first use) of one configuration generation."""
 
-    def __init__(self, generation):
+    def __init__(self, generation, source: "ConfigCache | None" = None):
         self.generation = generation
+        self.source = source  # the copy keeper that loaded it: whether the database is known down
         self.loaded = time.monotonic()
         routes = Route.objects.enabled().select_related("quota_plan").prefetch_related("targets")
         self.routes: list[RouteInfo] = sorted(
@@ -198,14 +199,16 @@ class Snapshot:
             return self._keys[prefix]
         except KeyError:
             pass
-        if _stale_since is not None:  # the database is known to be down: no wait, no guess
+        source = self.source
+        if source is not None and source.stale_since is not None:  # the database is known to be down: no wait, no guess
             raise ConfigUnavailable("The gateway cannot reach its database to check this API key; try again shortly.")
         try:
             database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
             keys = APIKey.objects.select_related("quota_plan", "team").prefetch_related("routes")
             key = keys.filter(Q(prefix=prefix) | Q(previous_prefix=prefix)).first()
         except DATABASE_DOWN as exc:
-            _database_down(exc)
+            if source is not None:
+                source.database_down(exc)
             raise ConfigUnavailable(
                 "The gateway cannot reach its database to check this API key; try again shortly."
             ) from exc
@@ -221,65 +224,79 @@ class Snapshot:
         return _key_info(key) if key else None
 
 
-_lock = threading.Lock()
-_snapshot: Snapshot | None = None
-_checked_at = 0.0
-_stale_since: datetime | None = None  # when a check first failed to reach the database
+class ConfigCache:
+    """This process's copy of the configuration (in the runtime, proxy/runtime.py): checked
+    against the database's generation at most once per GATEWAY_CONFIG_TTL, and served as it is
+    while the database is away."""
 
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.snapshot: Snapshot | None = None
+        self.checked_at = 0.0
+        self.stale_since: datetime | None = None  # when a check first failed to reach the database
 
-def _database_down(exc: Exception) -> None:
-    global _stale_since
-    if _stale_since is None:
-        _stale_since = timezone.now()
-        log.error("database unreachable: serving the last configuration loaded, new keys get 503 (%r)", exc)
+    def database_down(self, exc: Exception) -> None:
+        if self.stale_since is None:
+            self.stale_since = timezone.now()
+            log.error("database unreachable: serving the last configuration loaded, new keys get 503 (%r)", exc)
+
+    def current(self) -> Snapshot:
+        """The configuration to serve this call with."""
+        snapshot = self.snapshot
+        if snapshot is not None and time.monotonic() - self.checked_at < settings.GATEWAY_CONFIG_TTL:
+            return snapshot
+        # One call checks at a time; meanwhile the others are served from the copy in hand.
+        if not self.lock.acquire(blocking=snapshot is None):
+            return snapshot
+        try:
+            snapshot = self.snapshot
+            if snapshot is not None and time.monotonic() - self.checked_at < settings.GATEWAY_CONFIG_TTL:
+                return snapshot
+            try:
+                database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
+                generation = ConfigGeneration.objects.current()  # before the rows: see the docstring
+                if snapshot is None or generation != snapshot.generation:
+                    snapshot = self.snapshot = Snapshot(generation, self)
+            except DATABASE_DOWN as exc:
+                if snapshot is None:
+                    raise ConfigUnavailable() from exc
+                self.database_down(exc)
+            else:
+                if self.stale_since is not None:
+                    log.warning("database reachable again: configuration checked")
+                    self.stale_since = None
+            self.checked_at = time.monotonic()
+            return snapshot
+        finally:
+            self.lock.release()
+
+    def state(self) -> str:
+        """For /readyz: "ok", "stale since <time>" (serving the last good copy) or "unavailable"."""
+        try:
+            self.current()
+        except ConfigUnavailable:
+            return "unavailable"
+        stale_since = self.stale_since
+        return "ok" if stale_since is None else f"stale since {stale_since.isoformat(timespec='seconds')}"
+
+    def invalidate(self) -> None:
+        """Forget this copy: the next call reloads it. The other processes are not told."""
+        self.snapshot = None
 
 
 def current() -> Snapshot:
-    """The configuration to serve this call with."""
-    global _snapshot, _checked_at, _stale_since
-    snapshot = _snapshot
-    if snapshot is not None and time.monotonic() - _checked_at < settings.GATEWAY_CONFIG_TTL:
-        return snapshot
-    # One call checks at a time; meanwhile the others are served from the copy in hand.
-    if not _lock.acquire(blocking=snapshot is None):
-        return snapshot
-    try:
-        snapshot = _snapshot
-        if snapshot is not None and time.monotonic() - _checked_at < settings.GATEWAY_CONFIG_TTL:
-            return snapshot
-        try:
-            database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)
-            generation = ConfigGeneration.objects.current()  # before the rows: see the docstring
-            if snapshot is None or generation != snapshot.generation:
-                snapshot = _snapshot = Snapshot(generation)
-        except DATABASE_DOWN as exc:
-            if snapshot is None:
-                raise ConfigUnavailable() from exc
-            _database_down(exc)
-        else:
-            if _stale_since is not None:
-                log.warning("database reachable again: configuration checked")
-                _stale_since = None
-        _checked_at = time.monotonic()
-        return snapshot
-    finally:
-        _lock.release()
+    """The configuration to serve this call with (this process's runtime's copy)."""
+    return runtime.current().config.current()
 
 
 def state() -> str:
     """For /readyz: "ok", "stale since <time>" (serving the last good copy) or "unavailable"."""
-    try:
-        current()
-    except ConfigUnavailable:
-        return "unavailable"
-    stale_since = _stale_since
-    return "ok" if stale_since is None else f"stale since {stale_since.isoformat(timespec='seconds')}"
+    return runtime.current().config.state()
 
 
 def invalidate() -> None:
     """Forget this process's copy: its next call reloads it. The other processes are not told."""
-    global _snapshot
-    _snapshot = None
+    runtime.current().config.invalidate()
 
 
 def announce_change() -> None:

@@ -7,7 +7,6 @@ gateway error here: 502 when the upstream cannot be reached, 504 when it is too 
 
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from routes_admin.models import ErrorType
 
+from . import runtime
 from .errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
 from .headers import upstream_request_headers
 from .pinning import PinnedAdapter
@@ -30,21 +30,30 @@ from .usage import UsageTracker
 
 log = logging.getLogger("gateway.forwarding")
 CHUNK_BYTES = 64 * 1024
-_session: requests.Session | None = None
-_session_pid = None
+
+
+class UpstreamClient:
+    """This process's pooled HTTP client to the upstreams (in its runtime, proxy/runtime.py, which a
+    forked child builds anew: no fork check here), made on first use."""
+
+    def __init__(self):
+        self._session: requests.Session | None = None
+
+    def session(self) -> requests.Session:
+        s = self._session
+        if s is None:
+            s = requests.Session()
+            s.trust_env = False  # no proxies or .netrc credentials from the environment
+            adapter = PinnedAdapter(pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            self._session = s
+        return s
 
 
 def session() -> requests.Session:
-    """This process's pooled HTTP client (made again after a fork)."""
-    global _session, _session_pid
-    if _session is None or _session_pid != os.getpid():
-        s = requests.Session()
-        s.trust_env = False  # no proxies or .netrc credentials from the environment
-        adapter = PinnedAdapter(pool_connections=64, pool_maxsize=settings.GATEWAY_POOL_SIZE, max_retries=0)
-        s.mount("http://", adapter)
-        s.mount("https://", adapter)
-        _session, _session_pid = s, os.getpid()
-    return _session
+    """This process's pooled HTTP client."""
+    return runtime.current().upstream.session()
 
 
 def prepared_request(method: str, url: str, headers: dict, body: bytes | None) -> requests.PreparedRequest:

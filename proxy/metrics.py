@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from routes_admin.models import ErrorType
 
+from . import runtime
 from .errors import error_response
 
 log = logging.getLogger("gateway.metrics")
@@ -84,13 +85,11 @@ LOG_ROWS_SPOOLED = Counter(
 )
 
 BREAKER_STATES = ("closed", "open", "half-open", "probing")  # as proxy/breaker.py describes them
-_collectors: list = []  # scraped with the rest; added by layers above the proxy (jobs)
 
 
 def add_collector(collector) -> None:
     """Serve a collector of a layer above the proxy (its collect() runs at each scrape)."""
-    if all(type(c) is not type(collector) for c in _collectors):
-        _collectors.append(collector)
+    runtime.current().add_collector(collector)
 
 
 def started() -> None:
@@ -186,7 +185,7 @@ def registry() -> CollectorRegistry:
         scraped = CollectorRegistry()
         scraped.register(_Default())
     scraped.register(BreakerCollector())
-    for collector in _collectors:
+    for collector in runtime.current().collectors:
         scraped.register(collector)
     return scraped
 
@@ -197,9 +196,7 @@ class _Default:
 
 
 def render() -> tuple[bytes, str]:
-    from . import recording  # late import: recording imports models
-
-    log_queue_depth(recording.pending())  # fresh for the worker answering the scrape
+    log_queue_depth(runtime.current().log_writer.pending())  # fresh for the worker answering the scrape
     return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 

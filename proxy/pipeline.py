@@ -18,20 +18,29 @@ from django.conf import settings
 
 from routes_admin.models import ErrorType
 
-from . import authentication, balancing, breaker, budgets, config, costs, metrics, models_list, quotas, recording
+from . import (
+    authentication,
+    balancing,
+    breaker,
+    budgets,
+    costs,
+    metrics,
+    models_list,
+    quotas,
+    recording,
+    runtime,
+)
 from .attempts import forward as forward_with_retries
 from .call import Call
 from .config import KeyInfo, RouteInfo, Snapshot
 from .errors import GatewayError, InvalidAPIKey, InvalidRequest, KeyNotAllowed, PayloadTooLarge, RouteNotFound, describe
 from .forwarding import Outgoing, UpstreamBody
 from .headers import client_response_headers
+from .live import Runtime
 from .matching import by_path_and_method, choose, document_for, requested_model, why_matched
 from .usage import ask_for_usage
 
 log = logging.getLogger("gateway.pipeline")
-# How a call becomes a job: registered by the jobs app (a layer above, which the proxy never imports).
-_job_submitter: Callable | None = None
-_job_check: Callable | None = None
 
 
 @dataclass
@@ -79,11 +88,16 @@ class Answer:
             finish(self.call)
 
 
-def run(incoming: Incoming) -> Answer:
-    """Steps 1 to 6 for a call that came in over HTTP; step 7 runs when the answer closes."""
+def run(incoming: Incoming, live: Runtime | None = None) -> Answer:
+    """Steps 1 to 6 for a call that came in over HTTP; step 7 runs when the answer closes.
+
+    `live`: this process's runtime (proxy/runtime.py), which the view passes; its configuration
+    copy serves the call and its job submitter takes the call when it becomes a job."""
+    if live is None:
+        live = runtime.current()
     call = start(incoming)
     try:
-        snapshot = config.current()
+        snapshot = live.config.current()
         call.prices = snapshot.prices
         call.key = authenticate(incoming, snapshot)
         listed = models_list.answer(call, incoming, snapshot)  # GET /v1/models: the key's models
@@ -93,10 +107,10 @@ def run(incoming: Incoming) -> Answer:
         permit(call.key, call.route)
         queued = becomes_job(incoming, call.route)
         if queued:
-            check_job(incoming)  # before admit: a job refused for its own input is not counted
+            check_job(incoming, live)  # before admit: a job refused for its own input is not counted
         admit(call, body)
         if queued:
-            return submit_job(call, incoming, body)
+            return submit_job(call, incoming, body, live)
         upstream = forward(call, incoming, snapshot, body, document)
     except BaseException as exc:
         end_with_error(call, exc)
@@ -116,7 +130,7 @@ def run_job(
     call = start(incoming)
     call.job_id, call.queue_ms = job_id, queued_ms  # its log row is marked as a job's run
     try:
-        snapshot = config.current()
+        snapshot = runtime.current().config.current()
         call.prices = snapshot.prices
         key = snapshot.key_by_id(key_id)
         if key is None:
@@ -205,11 +219,8 @@ class JobsUnavailable(GatewayError):
 
 
 def set_job_submitter(submit: Callable, check: Callable | None = None) -> None:
-    """`submit(call, incoming, body)` queues an admitted call and returns its 202 answer (an
-    Answer-like object: status, reason, headers, body when iterated, close() ends the call).
-    `check(incoming)` raises a GatewayError for what a job cannot take (run before admission)."""
-    global _job_submitter, _job_check
-    _job_submitter, _job_check = submit, check
+    """This process's runtime's job submitter (Runtime.set_job_submitter says what they do)."""
+    runtime.current().set_job_submitter(submit, check)
 
 
 def prefers_async(headers) -> bool:
@@ -231,15 +242,15 @@ def becomes_job(incoming: Incoming, route: RouteInfo) -> bool:
     return True
 
 
-def check_job(incoming: Incoming) -> None:
-    if _job_check is not None:
-        _job_check(incoming)
+def check_job(incoming: Incoming, live: Runtime) -> None:
+    if live.job_check is not None:
+        live.job_check(incoming)
 
 
-def submit_job(call: Call, incoming: Incoming, body: bytes):
-    if _job_submitter is None:
+def submit_job(call: Call, incoming: Incoming, body: bytes, live: Runtime):
+    if live.job_submitter is None:
         raise JobsUnavailable()
-    return _job_submitter(call, incoming, body)
+    return live.job_submitter(call, incoming, body)
 
 
 # 5 ---------------------------------------------------------------------------------------------

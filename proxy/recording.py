@@ -18,7 +18,6 @@ kept for the next flush, unchanged. /readyz and /metrics show when writes fail.
 import atexit
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -31,7 +30,7 @@ from django.utils import timezone
 
 from routes_admin.models import APIKey, KeyUsage, RequestLog, Route, SpooledLogFile
 
-from . import database, metrics, rollups
+from . import database, metrics, rollups, runtime
 from .spool import Spool, database_folder
 from .storable import storable
 
@@ -46,20 +45,22 @@ MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows a
 STOP_LOCK_TIMEOUT = 5.0  # at stop, how long to wait for a flush in progress before spooling the rest
 REPLAY_RETRY_SECONDS = 5.0  # a spool replay that failed (the database is still away) is tried again after this
 
-_pending: deque = deque()
-_lock = threading.Lock()
-_flush_lock = threading.Lock()
-_writer_pid = None
-_wake = threading.Event()
-_failing = False  # the last write left rows unwritten (the database refused or was away)
 
+class LogWriter:
+    """The log writer of one process (in its runtime, proxy/runtime.py): the queued rows, the
+    background thread that writes them in batches, whether it is stopping (rows it cannot write
+    then go to the spool at once, not at exit: a worker outliving the graceful timeout is killed),
+    when it looks for spooled rows to replay next, and since when the oldest queued row waits."""
 
-class WriterState:
-    """The writer's own state in this process: whether it is stopping (rows it cannot write then go
-    to the spool at once, not at exit: a worker outliving the graceful timeout is killed), when it
-    looks for spooled rows to replay next, and since when the oldest queued row waits (its lag)."""
-
-    def __init__(self):
+    def __init__(self, background: bool = True):
+        self.background = background  # False: no thread, rows wait for flush() (tests)
+        self.pending_rows: deque = deque()
+        self.lock = threading.Lock()
+        self.flush_lock = threading.Lock()
+        self.wake = threading.Event()
+        self.started = False  # its thread runs
+        self.closed = False  # its thread ends (a runtime replaced in tests)
+        self.failing = False  # the last write left rows unwritten (the database refused or was away)
         self.stopping = False
         self.next_replay = 0.0
         self.oldest_queued: float | None = None  # time.monotonic() of the oldest row not yet taken by a flush
@@ -70,8 +71,137 @@ class WriterState:
         folder = Path(settings.GATEWAY_LOG_SPOOL_DIR) / database_folder(connection.settings_dict)
         return Spool(folder, fields)
 
+    def queue(self, row: dict) -> None:
+        """Queue a row for the background thread (started by the first row)."""
+        with self.lock:
+            if len(self.pending_rows) >= MAX_PENDING:
+                self.pending_rows.popleft()
+                metrics.log_rows_dropped("queue_full")
+                log.error("log queue full: dropped the oldest row")
+            self.pending_rows.append(row)
+            if self.oldest_queued is None:
+                self.oldest_queued = time.monotonic()
+        self.ensure_started()
 
-_writer = WriterState()
+    def flush(self, lock_timeout: float = 60) -> int:
+        """Write the rows queued when it starts, in batches, in this thread. Returns how many were written.
+
+        Rows queued meanwhile wait for the next flush: under steady traffic, chasing them turned one
+        batch every GATEWAY_LOG_FLUSH_SECONDS into a stream of tiny ones, each paying a transaction.
+        Flushes run one at a time: a flush that starts while another is still writing waits for it,
+        so "flushed" means "on disk" (a stopping worker relies on that).
+        """
+        if not self.flush_lock.acquire(timeout=lock_timeout):
+            log.error("a log flush is stuck; %d row(s) still queued", len(self.pending_rows))
+            return 0
+        try:
+            written = 0
+            with self.lock:
+                left = len(self.pending_rows)
+                since, self.oldest_queued = self.oldest_queued, None
+            while left > 0:
+                with self.lock:
+                    batch = [
+                        self.pending_rows.popleft()
+                        for _ in range(min(left, len(self.pending_rows), settings.GATEWAY_LOG_BATCH_SIZE))
+                    ]
+                if not batch:
+                    return written
+                left -= len(batch)
+                saved, unwritten = _write(batch, self)
+                written += saved
+                if unwritten:
+                    with self.lock:  # keep them for the next try, in order
+                        self.pending_rows.extendleft(reversed(unwritten))
+                        self.oldest_queued = since
+                    return written
+            if since is not None:
+                # How long the oldest of these rows waited in memory: what a killed process can lose.
+                metrics.log_write_lag(time.monotonic() - since)
+            return written
+        finally:
+            self.flush_lock.release()
+
+    def pending(self) -> int:
+        return len(self.pending_rows)
+
+    def spool_pending(self, lock_timeout: float = STOP_LOCK_TIMEOUT) -> int:
+        """Move the queued rows to the spool (a stopping process whose database is away). Returns how many."""
+        locked = self.flush_lock.acquire(timeout=lock_timeout)  # a flush in progress finishes (or gives back its rows)
+        try:
+            with self.lock:
+                rows = list(self.pending_rows)
+                self.pending_rows.clear()
+            if not rows:
+                return 0
+            try:
+                files = self.spool().keep(rows)
+            except Exception:
+                log.exception("could not spool %d request log row(s); they are lost if this process exits", len(rows))
+                with self.lock:
+                    self.pending_rows.extendleft(reversed(rows))
+                return 0
+            metrics.log_rows_spooled(len(rows))
+            log.warning("database unavailable: kept %d request log row(s) in %s", len(rows), files[0].parent)
+            return len(rows)
+        finally:
+            if locked:
+                self.flush_lock.release()
+
+    def flush_or_spool(self) -> tuple[int, int]:
+        """At exit: write what is queued, spool what the database does not take. (written, spooled)"""
+        written = self.flush(STOP_LOCK_TIMEOUT)
+        return written, self.spool_pending()
+
+    def stop(self) -> None:
+        """The process starts stopping: write what is queued, and from now on spool what cannot be written."""
+        self.stopping = True
+        self.flush_or_spool()
+
+    def replay_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self.next_replay:
+            return
+        try:
+            replay_spool()
+        except Exception as exc:
+            self.next_replay = now + REPLAY_RETRY_SECONDS
+            log.warning("could not replay the spooled request log rows yet: %s", exc)
+
+    def loop(self) -> None:
+        # A flush starts every GATEWAY_LOG_FLUSH_SECONDS, counted from the start of the previous one:
+        # waiting a full interval after each flush made a row wait the interval plus the flush's time
+        # plus the interval again when it arrived just as a flush began.
+        next_flush = time.monotonic()
+        while not self.closed:
+            next_flush = max(next_flush + settings.GATEWAY_LOG_FLUSH_SECONDS, time.monotonic() - 1)
+            self.wake.wait(max(0.0, next_flush - time.monotonic()))
+            self.wake.clear()
+            try:
+                self.flush()
+                if self.stopping:
+                    self.spool_pending()
+                else:
+                    self.replay_if_due()
+            finally:
+                close_old_connections()
+
+    def close(self) -> None:
+        """Write what is queued and end the thread (tests, which give each test a fresh runtime)."""
+        self.closed = True
+        self.wake.set()
+        self.flush_or_spool()
+
+    def ensure_started(self) -> None:
+        """Start the background writer thread of this writer (once: a forked child has a runtime of its own)."""
+        if self.started or not self.background:
+            return
+        with self.lock:
+            if self.started:
+                return
+            self.started = True
+        threading.Thread(target=self.loop, name="gateway-log-writer", daemon=True).start()
+
 
 # Errors caused by a row's own values; any other error (a lost connection, a missing table) is the
 # database's, and the rows wait for it.
@@ -145,17 +275,9 @@ def record(call, latency_ms: float) -> None:
     if access_log.isEnabledFor(logging.INFO):
         access_log.info(_access_line(row))
     if settings.GATEWAY_LOG_FLUSH_SECONDS <= 0:
-        _write([row])  # failures are reported there; the call goes on
+        _write([row], runtime.current().log_writer)  # failures are reported there; the call goes on
         return
-    with _lock:
-        if len(_pending) >= MAX_PENDING:
-            _pending.popleft()
-            metrics.log_rows_dropped("queue_full")
-            log.error("log queue full: dropped the oldest row")
-        _pending.append(row)
-        if _writer.oldest_queued is None:
-            _writer.oldest_queued = time.monotonic()
-    _ensure_writer()
+    runtime.current().log_writer.queue(row)
 
 
 def _usage_increments(rows) -> dict:
@@ -217,9 +339,8 @@ def _save(rows: list) -> None:
         rollups.add(rows)  # the dashboard's sums, saved with the rows they count
 
 
-def _write(rows: list) -> tuple[int, list]:
+def _write(rows: list, writer: LogWriter) -> tuple[int, list]:
     """Save rows. Returns how many were saved and the rows kept for later (the database is away)."""
-    global _failing
     try:
         # A database that is down must not hold the writer (or a stopping worker) for the pool's
         # DATABASE_POOL_TIMEOUT on every try.
@@ -228,10 +349,10 @@ def _write(rows: list) -> tuple[int, list]:
     except ROW_ERRORS:
         log.warning("could not write %d request log row(s) at once; trying one by one", len(rows), exc_info=True)
     except Exception:
-        return 0, _unavailable(rows)
+        return 0, _unavailable(rows, writer)
     else:
         metrics.log_rows_written(len(rows))
-        _failing = False
+        writer.failing = False
         return len(rows), []
     # One bad row must not hold back the others.
     written = 0
@@ -244,11 +365,11 @@ def _write(rows: list) -> tuple[int, list]:
         except Exception:
             if written:
                 metrics.log_rows_written(written)
-            return written, _unavailable(rows[index:])
+            return written, _unavailable(rows[index:], writer)
         else:
             written += 1
     metrics.log_rows_written(written)
-    _failing = False
+    writer.failing = False
     return written, []
 
 
@@ -274,9 +395,8 @@ def _forget_deleted(row: dict) -> bool:
     return forgotten
 
 
-def _unavailable(rows: list) -> list:
-    global _failing
-    _failing = True
+def _unavailable(rows: list, writer: LogWriter) -> list:
+    writer.failing = True
     metrics.log_write_failed()
     log.exception("request log unavailable; keeping %d row(s) for later", len(rows))
     return rows
@@ -284,91 +404,14 @@ def _unavailable(rows: list) -> list:
 
 def failing() -> bool:
     """True while the last write left rows unwritten (for /readyz)."""
-    return _failing
-
-
-def flush(lock_timeout: float = 60) -> int:
-    """Write the rows queued when it starts, in batches, in this thread. Returns how many were written.
-
-    Rows queued meanwhile wait for the next flush: under steady traffic, chasing them turned one
-    batch every GATEWAY_LOG_FLUSH_SECONDS into a stream of tiny ones, each paying a transaction.
-    Flushes run one at a time: a flush that starts while another is still writing waits for it,
-    so "flushed" means "on disk" (a stopping worker relies on that).
-    """
-    if not _flush_lock.acquire(timeout=lock_timeout):
-        log.error("a log flush is stuck; %d row(s) still queued", len(_pending))
-        return 0
-    try:
-        written = 0
-        with _lock:
-            left = len(_pending)
-            since, _writer.oldest_queued = _writer.oldest_queued, None
-        while left > 0:
-            with _lock:
-                batch = [_pending.popleft() for _ in range(min(left, len(_pending), settings.GATEWAY_LOG_BATCH_SIZE))]
-            if not batch:
-                return written
-            left -= len(batch)
-            saved, unwritten = _write(batch)
-            written += saved
-            if unwritten:
-                with _lock:  # keep them for the next try, in order
-                    _pending.extendleft(reversed(unwritten))
-                    _writer.oldest_queued = since
-                return written
-        if since is not None:
-            # How long the oldest of these rows waited in memory: what a killed process can lose.
-            metrics.log_write_lag(time.monotonic() - since)
-        return written
-    finally:
-        _flush_lock.release()
-
-
-def pending() -> int:
-    return len(_pending)
-
-
-def spool_pending(lock_timeout: float = STOP_LOCK_TIMEOUT) -> int:
-    """Move the queued rows to the spool (a stopping process whose database is away). Returns how many."""
-    locked = _flush_lock.acquire(timeout=lock_timeout)  # a flush in progress finishes (or gives back its rows)
-    try:
-        with _lock:
-            rows = list(_pending)
-            _pending.clear()
-        if not rows:
-            return 0
-        try:
-            files = _writer.spool().keep(rows)
-        except Exception:
-            log.exception("could not spool %d request log row(s); they are lost if this process exits", len(rows))
-            with _lock:
-                _pending.extendleft(reversed(rows))
-            return 0
-        metrics.log_rows_spooled(len(rows))
-        log.warning("database unavailable: kept %d request log row(s) in %s", len(rows), files[0].parent)
-        return len(rows)
-    finally:
-        if locked:
-            _flush_lock.release()
-
-
-def flush_or_spool() -> tuple[int, int]:
-    """At exit: write what is queued, spool what the database does not take. (written, spooled)"""
-    written = flush(STOP_LOCK_TIMEOUT)
-    return written, spool_pending()
-
-
-def stopping() -> None:
-    """The process starts stopping: write what is queued, and from now on spool what cannot be written."""
-    _writer.stopping = True
-    flush_or_spool()
+    return runtime.current().log_writer.failing
 
 
 def replay_spool() -> int:
     """Write the spooled rows of this process's database, each file exactly once. Returns the rows written.
 
     Raises a database error while the database is away (the files wait for the next try)."""
-    spool = _writer.spool()
+    spool = runtime.current().log_writer.spool()
     files = spool.files()
     if not files:
         return 0
@@ -418,51 +461,37 @@ def _save_replayed(rows: list) -> int:
     return saved
 
 
-def _replay_if_due() -> None:
-    now = time.monotonic()
-    if now < _writer.next_replay:
-        return
-    try:
-        replay_spool()
-    except Exception as exc:
-        _writer.next_replay = now + REPLAY_RETRY_SECONDS
-        log.warning("could not replay the spooled request log rows yet: %s", exc)
+def flush(lock_timeout: float = 60) -> int:
+    """Write the rows queued when it starts (LogWriter.flush). Returns how many were written."""
+    return runtime.current().log_writer.flush(lock_timeout)
 
 
-def _writer_loop() -> None:
-    # A flush starts every GATEWAY_LOG_FLUSH_SECONDS, counted from the start of the previous one:
-    # waiting a full interval after each flush made a row wait the interval plus the flush's time
-    # plus the interval again when it arrived just as a flush began.
-    next_flush = time.monotonic()
-    while True:
-        next_flush = max(next_flush + settings.GATEWAY_LOG_FLUSH_SECONDS, time.monotonic() - 1)
-        _wake.wait(max(0.0, next_flush - time.monotonic()))
-        _wake.clear()
-        try:
-            flush()
-            if _writer.stopping:
-                spool_pending()
-            else:
-                _replay_if_due()
-        finally:
-            close_old_connections()
+def pending() -> int:
+    return runtime.current().log_writer.pending()
+
+
+def spool_pending(lock_timeout: float = STOP_LOCK_TIMEOUT) -> int:
+    return runtime.current().log_writer.spool_pending(lock_timeout)
+
+
+def flush_or_spool() -> tuple[int, int]:
+    """At exit: write what is queued, spool what the database does not take. (written, spooled)"""
+    return runtime.current().log_writer.flush_or_spool()
+
+
+def stopping() -> None:
+    """The process starts stopping: write what is queued, and from now on spool what cannot be written."""
+    runtime.current().log_writer.stop()
 
 
 def start() -> None:
     """Start the writer now rather than at the first call, so spooled rows are replayed at start."""
-    _ensure_writer()
+    runtime.current().log_writer.ensure_started()
 
 
-def _ensure_writer() -> None:
-    """Start the background writer in this process (again after a fork)."""
-    global _writer_pid
-    if _writer_pid == os.getpid():
-        return
-    with _lock:
-        if _writer_pid == os.getpid():
-            return
-        _writer_pid = os.getpid()
-    threading.Thread(target=_writer_loop, name="gateway-log-writer", daemon=True).start()
+def _at_exit() -> None:
+    if runtime.has_one():  # a process that never built its runtime has no rows to write
+        flush_or_spool()
 
 
-atexit.register(flush_or_spool)
+atexit.register(_at_exit)

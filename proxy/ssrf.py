@@ -17,11 +17,19 @@ from django.core.exceptions import ValidationError
 
 from routes_admin.validators import check_target_url, host_and_port
 
+from . import runtime
+
 log = logging.getLogger("gateway.ssrf")
 
 CHECK_TTL = 60.0  # seconds a verdict on a URL (and the addresses it checked) is trusted
-_verdicts: dict[tuple, tuple[bool, float]] = {}
-_pins: dict[str, tuple[list, float]] = {}  # host -> (checked addresses, when)
+
+
+class Guard:
+    """This process's verdicts and checked addresses (in its runtime, proxy/runtime.py)."""
+
+    def __init__(self):
+        self.verdicts: dict[tuple, tuple[bool, float]] = {}  # (url, settings) -> (allowed, when)
+        self.pins: dict[str, tuple[list, float]] = {}  # host -> (checked addresses, when)
 
 
 def target_allowed(url: str) -> bool:
@@ -29,7 +37,8 @@ def target_allowed(url: str) -> bool:
     DNS lookup; the addresses checked are kept for the connection (see pinned_addresses)."""
     memo = (url, tuple(settings.GATEWAY_UPSTREAM_HOSTS), settings.GATEWAY_ALLOW_LINK_LOCAL)
     now = time.monotonic()
-    verdict = _verdicts.get(memo)
+    guard = runtime.current().ssrf
+    verdict = guard.verdicts.get(memo)
     if verdict is not None and now - verdict[1] < CHECK_TTL:
         return verdict[0]
     try:
@@ -39,12 +48,12 @@ def target_allowed(url: str) -> bool:
         # host[:port] only: the URL may carry a password (that is one reason to refuse it).
         log.error("refusing to call upstream %s: %s", host_and_port(url), "; ".join(exc.messages))
         addresses, allowed = [], False
-    if len(_verdicts) > 10_000:
-        _verdicts.clear()
-        _pins.clear()
-    _verdicts[memo] = (allowed, now)
+    if len(guard.verdicts) > 10_000:
+        guard.verdicts.clear()
+        guard.pins.clear()
+    guard.verdicts[memo] = (allowed, now)
     if addresses:
-        _pins[host_key(urlsplit(url).hostname or "")] = ([str(a) for a in addresses], now)
+        guard.pins[host_key(urlsplit(url).hostname or "")] = ([str(a) for a in addresses], now)
     return allowed
 
 
@@ -59,7 +68,8 @@ def pinned_addresses(host: str) -> list[str]:
     target check); raises OSError when the host must not be called.
     """
     key = host_key(host)
-    pinned = _pins.get(key)
+    pins = runtime.current().ssrf.pins
+    pinned = pins.get(key)
     if pinned is not None and time.monotonic() - pinned[1] < CHECK_TTL:
         return pinned[0]
     scheme_less = f"http://{'[' + key + ']' if ':' in key else key}/"
@@ -69,5 +79,5 @@ def pinned_addresses(host: str) -> list[str]:
         raise OSError(f"refusing to connect to {key}: {'; '.join(exc.messages)}") from None
     if not addresses:
         return []  # not checked (link-local allowed, or unresolvable): connect as usual
-    _pins[key] = ([str(a) for a in addresses], time.monotonic())
-    return _pins[key][0]
+    pins[key] = ([str(a) for a in addresses], time.monotonic())
+    return pins[key][0]

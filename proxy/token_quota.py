@@ -21,6 +21,8 @@ from django.utils import timezone
 
 from routes_admin.models import KeyUsage, RequestLog
 
+from . import runtime
+
 TOKEN_LIMITS = ("tokens_per_day", "tokens_per_month")
 GRACE_SECONDS = 86400  # counters outlive their period by a day, so a late add never recreates one
 
@@ -37,7 +39,11 @@ class Period:
         return max(1, int((self.end - now).total_seconds()))
 
 
-_current: tuple | None = None  # (day start, day end, periods): computed once a day per process
+class Periods:
+    """This day's and month's periods, computed once a day per process (in its runtime)."""
+
+    def __init__(self):
+        self.current: tuple | None = None  # (day start, day end, periods)
 
 
 def _midnight(day: date) -> datetime:
@@ -46,8 +52,8 @@ def _midnight(day: date) -> datetime:
 
 def periods(now: datetime) -> dict[str, Period]:
     """This day's and month's periods in the server's time zone (TIME_ZONE)."""
-    global _current
-    current = _current
+    cached = runtime.current().token_periods
+    current = cached.current
     if current is not None and current[0] <= now < current[1]:
         return current[2]
     today = timezone.localdate(now)
@@ -62,7 +68,7 @@ def periods(now: datetime) -> dict[str, Period]:
             "tokens_per_month", f"m{today:%Y%m}", first, month_end, int((month_end - month_start).total_seconds())
         ),
     }
-    _current = (day_start, day_end, found)
+    cached.current = (day_start, day_end, found)
     return found
 
 

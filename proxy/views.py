@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from gateway_project.client_address import trusted_chain
 
-from . import pipeline
+from . import pipeline, runtime
 from .errors import exception_handler
 from .negotiation import IgnoreAccept
 
@@ -72,7 +72,7 @@ class ProxyView(APIView):
         return exception_handler  # the gateway's JSON error shape for every failure
 
     def proxy(self, request, *args, **kwargs):
-        answer = pipeline.run(incoming(request._request))
+        answer = pipeline.run(incoming(request._request), runtime.current())
         response = StreamingHttpResponse(answer, status=answer.status, reason=answer.reason)
         del response["Content-Type"]  # only what the upstream sent
         for name, value in answer.headers:

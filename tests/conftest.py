@@ -122,3 +122,17 @@ def page(chromium):
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(15_000)
     return page
+
+
+@pytest.fixture
+def fresh_runtime():
+    """A runtime of the test's own (proxy/runtime.py: configuration copy, log writer, balancer,
+    SSRF verdicts, ...) in place of the process's; the process's is back after the test."""
+    from proxy import runtime
+
+    live = runtime.build()
+    previous = runtime.replace(live)
+    yield live
+    runtime.replace(previous)
+    live.log_writer.closed = True  # its thread, if one started, ends at its next wake
+    live.log_writer.wake.set()

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from proxy import forwarding, ssrf
+from proxy import forwarding
 from tests.factories import auth, make_key, make_route
 from tests.upstream import UpstreamServer
 
@@ -19,7 +19,7 @@ NAME = "rebinding.test"
 
 
 @pytest.fixture
-def rebinding_resolver(monkeypatch, upstream):
+def rebinding_resolver(monkeypatch, upstream, fresh_runtime):
     """A resolver whose first answer for NAME is the upstream (127.0.0.1) and every later one
     another server on 127.0.0.2, on the same port: a name rebound between check and connect."""
     other = UpstreamServer(host="127.0.0.2", port=upstream.port)
@@ -34,11 +34,7 @@ def rebinding_resolver(monkeypatch, upstream):
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    ssrf._verdicts.clear()
-    ssrf._pins.clear()
     yield other, answers
-    ssrf._verdicts.clear()
-    ssrf._pins.clear()
     other.stop()
 
 
@@ -80,10 +76,10 @@ def tls_upstream(tmp_path):
 
 
 @pytest.mark.parametrize("name, verified", [("localhost", True), ("other-name.test", False)])
-def test_tls_to_a_pinned_address_checks_the_certificate_against_the_name(tls_upstream, name, verified):
+def test_tls_to_a_pinned_address_checks_the_certificate_against_the_name(tls_upstream, name, verified, fresh_runtime):
     """The connection goes to the pinned 127.0.0.1, but SNI and the certificate check use the name."""
     server, ca = tls_upstream
-    ssrf._pins[name] = (["127.0.0.1"], time.monotonic())
+    fresh_runtime.ssrf.pins[name] = (["127.0.0.1"], time.monotonic())
     url = f"https://{name}:{server.port}/v1/models"
     request = requests.Request("GET", url).prepare()
     adapter = forwarding.session().get_adapter(url)
@@ -97,4 +93,4 @@ def test_tls_to_a_pinned_address_checks_the_certificate_against_the_name(tls_ups
                 adapter.send(request, timeout=5, verify=ca)
             assert server.requests == []
     finally:
-        ssrf._pins.pop(name, None)
+        fresh_runtime.ssrf.pins.pop(name, None)

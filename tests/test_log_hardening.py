@@ -5,7 +5,6 @@ long methods and bad addresses.
 """
 
 import json
-import os
 
 import psycopg
 import pytest
@@ -45,13 +44,11 @@ def drain(response) -> bytes:
 
 
 @pytest.fixture
-def batched(monkeypatch):
-    """Rows are queued; the test calls flush() (the background writer is not started)."""
-    monkeypatch.setattr(recording, "_writer_pid", os.getpid())
-    monkeypatch.setattr(recording, "_failing", False, raising=False)
+def batched(fresh_runtime):
+    """Rows are queued; the test calls flush() (a writer with no background thread)."""
+    fresh_runtime.log_writer = recording.LogWriter(background=False)
     with override_settings(GATEWAY_LOG_FLUSH_SECONDS=60, GATEWAY_LOG_BATCH_SIZE=500):
-        yield
-    recording._pending.clear()
+        yield fresh_runtime.log_writer
 
 
 @pytest.fixture
@@ -122,7 +119,7 @@ def queued_row(request_id: str, **values) -> dict:
 def test_a_batch_with_a_row_the_database_refuses_stores_all_the_others(client, batched):
     before = scrape(client)
     rows = [queued_row("ok-1"), queued_row("bad", bytes_out=2**80), queued_row("ok-2")]
-    recording._pending.extend(rows)
+    batched.pending_rows.extend(rows)
     assert recording.flush() == 2
     assert recording.pending() == 0  # the bad row is dropped, not retried forever
     assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == ["ok-1", "ok-2"]

@@ -173,14 +173,14 @@ def test_a_worker_recycled_during_a_database_outage_loses_no_row(outage_cluster,
 
 
 SPOOL_ROWS = f"""
-from proxy import recording
+from proxy import recording, runtime
 from proxy.call import Call
 rows = []
 for i in range({N_SPOOLED}):
     call = Call(request_id=f"spooled-{{i}}", method="POST", path="/v1/x", client_ip="127.0.0.1")
     call.status = 200
     rows.append(recording._row(call, 1.0))
-recording._writer.spool().keep(rows)
+runtime.current().log_writer.spool().keep(rows)
 """
 REPLAY = "from proxy import recording\nprint(recording.replay_spool())"
 

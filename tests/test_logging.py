@@ -1,7 +1,6 @@
 """Issue 2, points 2 and 9: one RequestLog row per call through the proxy, whatever its outcome."""
 
 import logging
-import os
 import threading
 from datetime import timedelta
 
@@ -156,12 +155,11 @@ def test_a_failing_log_write_does_not_fail_the_call_and_is_reported(client, upst
 
 
 @pytest.fixture
-def batched(monkeypatch):
-    """GATEWAY_LOG_FLUSH_SECONDS > 0, with the background writer not started: the test calls flush()."""
-    monkeypatch.setattr(recording, "_writer_pid", os.getpid())
+def batched(fresh_runtime):
+    """GATEWAY_LOG_FLUSH_SECONDS > 0, with a writer that has no background thread: the test calls flush()."""
+    fresh_runtime.log_writer = recording.LogWriter(background=False)
     with override_settings(GATEWAY_LOG_FLUSH_SECONDS=60, GATEWAY_LOG_BATCH_SIZE=3):
-        yield
-    recording._pending.clear()
+        yield fresh_runtime.log_writer
 
 
 def test_the_batched_writer_writes_every_row_on_flush(client, upstream, batched):
@@ -181,22 +179,24 @@ def test_the_batched_writer_writes_every_row_on_flush(client, upstream, batched)
     assert all(r.total_tokens == 18 for r in rows if r.status == 200)
 
 
-def test_a_flush_writes_the_rows_queued_when_it_started(client, upstream, batched, monkeypatch):
+def test_a_flush_writes_the_rows_queued_when_it_started(client, upstream, batched):
     """Rows of calls that end during a flush wait for the next one: chasing them under steady
     traffic turned each flush into a stream of one-row transactions."""
     route = make_route(upstream.url)
     _, secret = make_key(routes=[route])
     for n in range(4):
         drain(client.get("/v1/models", HTTP_X_REQUEST_ID=f"before-{n}", **auth(secret)))
-    write = recording._write
+    ended = []
 
-    def write_while_a_call_ends(rows):
-        if not RequestLog.objects.exists():  # the first batch: another call ends meanwhile
+    def a_call_ends_as_the_first_batch_is_written(execute, sql, params, many, context):
+        if not ended:  # the flush's first statement: another call ends meanwhile
+            ended.append(True)
             drain(client.get("/v1/models", HTTP_X_REQUEST_ID="during", **auth(secret)))
-        return write(rows)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(recording, "_write", write_while_a_call_ends)
-    assert recording.flush() == 4  # two batches of 3 and 1: the rows queued at the start
+    with connection.execute_wrapper(a_call_ends_as_the_first_batch_is_written):
+        assert recording.flush() == 4  # two batches of 3 and 1: the rows queued at the start
+    assert ended
     assert recording.pending() == 1
     assert recording.flush() == 1
     assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == [

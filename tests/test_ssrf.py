@@ -6,7 +6,6 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from proxy import ssrf
 from routes_admin import validators
 from routes_admin.models import RequestLog, UpstreamTarget
 from tests.factories import auth, make_key, make_route, make_target
@@ -14,10 +13,9 @@ from tests.upstream import json_reply
 
 
 @pytest.fixture(autouse=True)
-def fresh_verdicts():
-    ssrf._verdicts.clear()  # verdicts are cached per process; each test sets its own settings
-    yield
-    ssrf._verdicts.clear()
+def fresh_verdicts(fresh_runtime):
+    """Verdicts are cached per process (in its runtime); each test sets its own settings."""
+    return fresh_runtime.ssrf
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ import logging
 import pytest
 from django.core.exceptions import ValidationError
 
-from proxy import ssrf
 from routes_admin.models import RequestLog, UpstreamTarget
 from tests.factories import auth, make_key, make_route, make_target
 from tests.servers import free_port
@@ -25,20 +24,18 @@ class Collect(logging.Handler):
 
 
 @pytest.fixture
-def logged():
-    """Every line the gateway logs during the test, the access log included."""
+def logged(fresh_runtime):
+    """Every line the gateway logs during the test, the access log included (no SSRF verdict cached)."""
     handler = Collect()
     loggers = [logging.getLogger(), logging.getLogger("gateway.access")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
-    ssrf._verdicts.clear()
     yield handler.lines
     for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
         logger.setLevel(level)
-    ssrf._verdicts.clear()
 
 
 def test_a_url_with_a_user_or_password_cannot_be_saved_through_validation():

@@ -28,7 +28,7 @@ from django_tasks_db.utils import exclusive_transaction
 
 from jobs import leases, queue, running
 from jobs.running import WorkerStopping
-from proxy import database
+from proxy.jobs_api import connect_database, start_runtime
 
 log = logging.getLogger("gateway.jobs")
 FIRST_BACKOFF, LAST_BACKOFF = 0.5, 30.0
@@ -67,7 +67,7 @@ class JobWorker(Worker):
     def turn(self) -> bool:
         """One job and one webhook delivery, if any is due; whether there was anything to do."""
         close_old_connections()
-        database.connect(settings.GATEWAY_CONFIG_DB_TIMEOUT)  # an outage noticed in 1 s, not the pool's 10 s
+        connect_database(settings.GATEWAY_CONFIG_DB_TIMEOUT)  # an outage noticed in 1 s, not the pool's 10 s
         worked = False
         job = queue.claim_next(self.worker_id)
         if job is not None:
@@ -125,6 +125,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, worker_id="", max_tasks=None, **options):
         worker_id = (worker_id or f"{socket.gethostname()}:{os.getpid()}")[:64]
+        start_runtime()  # this process's live state (configuration copy, log writer, ...), built once
         keeper = leases.Keeper(worker_id)
         keeper.start()
         worker = JobWorker(
