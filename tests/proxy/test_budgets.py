@@ -15,7 +15,7 @@ from proxy import budgets, config, token_quota
 from routes_admin import spend
 from routes_admin.models import ModelPrice, RequestLog
 from tests.factories import auth, make_key, make_route
-from tests.test_cache_failure import own_redis  # noqa: F401 (a fixture)
+from tests.proxy.test_cache_failure import own_redis  # noqa: F401 (a fixture)
 from tests.upstream import json_reply
 
 pytestmark = pytest.mark.django_db

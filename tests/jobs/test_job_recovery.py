@@ -13,7 +13,7 @@ from django_tasks_db.models import DBTaskResult
 from jobs import leases
 from jobs.models import Job, Status, WorkerBeat
 from tests.factories import make_key, make_route, make_target
-from tests.test_jobs import submit, work_off
+from tests.jobs.test_jobs import submit, work_off
 from tests.upstream import UpstreamServer, json_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from jobs import leases, queue
 from jobs.models import Job, Status
 from jobs.running import give_back
 from tests.factories import make_key, make_route, make_target
-from tests.test_jobs import submit, work_off
+from tests.jobs.test_jobs import submit, work_off
 from tests.upstream import json_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -2,7 +2,7 @@
 worker (the jobs worker's loop, batch mode) runs the queue, a real upstream answers.
 
 The multi-process cases (real gunicorn, real workers, SIGKILL, the route cap under load) are in
-tests/test_jobs_workers.py.
+tests/jobs/test_jobs_workers.py.
 """
 
 import hashlib

@@ -8,7 +8,7 @@ from jobs import submission  # noqa: F401  (its errors are GatewayError subclass
 from proxy import attempts, errors, pipeline  # noqa: F401
 from routes_admin.models import ErrorType, RequestLog
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CODE = ("proxy", "jobs", "api", "console", "routes_admin", "gateway_project")
 
 

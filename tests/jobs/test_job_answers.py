@@ -15,8 +15,8 @@ from django.test import override_settings
 from jobs.models import Job, Status
 from routes_admin.models import RequestLog
 from tests.factories import make_key, make_route, make_target
+from tests.jobs.test_jobs import poll, submit, work_off
 from tests.servers import ROOT
-from tests.test_jobs import poll, submit, work_off
 
 CHUNK = b"x" * 65536
 

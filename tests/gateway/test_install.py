@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scripts.check_python import problem
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_supported_interpreters_pass_and_others_get_one_clear_sentence():

@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # routes_admin holds the data layer (models, migrations, key hashing, validators) and, above it,
 # the admin (admin*.py) and the management commands: the back office.
 BACK_OFFICE = ("admin", "management")

@@ -15,7 +15,7 @@ from pathlib import Path
 from django.core.checks import Tags, run_checks
 from django.db.migrations.loader import MigrationLoader
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APPS = ("routes_admin", "jobs")
 
 

@@ -10,7 +10,7 @@ from django.test import override_settings
 from jobs.models import Job, Status
 from routes_admin.models import QuotaPlan
 from tests.factories import make_key, make_route, make_target
-from tests.test_jobs import poll, submit, work_off
+from tests.jobs.test_jobs import poll, submit, work_off
 from tests.upstream import json_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,8 +17,8 @@ from decimal import Decimal
 import pytest
 import requests
 
+from tests.proxy.test_quota_exactness import SERVERS, CountingUpstream
 from tests.servers import GatewayCluster
-from tests.test_quota_exactness import SERVERS, CountingUpstream
 
 CLIENTS = 50
 USAGE = {"prompt_tokens": 10, "completion_tokens": 50, "total_tokens": 60}

@@ -12,7 +12,7 @@ from django.utils import timezone
 from routes_admin.models import ModelPrice, RequestLog, UsageRollup
 from routes_admin.pricing import from_picos
 from tests.factories import auth, make_key, make_route, make_target
-from tests.test_cut_streams import cut_stream, held_stream
+from tests.proxy.test_cut_streams import cut_stream, held_stream
 from tests.upstream import json_reply, sse_reply
 
 pytestmark = pytest.mark.django_db
