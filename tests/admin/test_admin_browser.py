@@ -1,4 +1,5 @@
-"""Issue 2, points 2 and 4, as an admin does it: in a real browser (Debian's Chromium, headless).
+"""The admin as an admin uses it (routes, keys, the request log, roles and history): in a real
+browser (Debian's Chromium, headless).
 
 Run alone with `pytest -m browser`; skipped when Chromium or Playwright is missing.
 """
@@ -122,7 +123,7 @@ def test_an_admin_adds_a_route_issues_a_key_and_sees_the_call_in_the_log(admin_u
     assert page.goto(f"{base}/admin/routes_admin/requestlog/{row.pk}/delete/").status == 403
 
 
-# --- Issue 11: roles, change history and what a new admin hit ----------------------------------
+# --- Roles, change history and what a new admin hit ----------------------------------
 
 
 def log_in(page, base: str, username: str, password: str = "password") -> None:

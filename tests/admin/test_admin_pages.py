@@ -1,4 +1,4 @@
-"""Issue 11, point 7: what a new admin hit in the admin (the browser side is in test_admin_browser.py)."""
+"""What a new admin hit in the admin (the browser side is in test_admin_browser.py)."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""Issue 11, point 6: configuration as code (export_config, apply_config)."""
+"""Configuration as code (export_config, apply_config)."""
 
 from io import StringIO
 

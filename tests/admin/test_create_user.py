@@ -1,4 +1,4 @@
-"""Issue 11, point 1: `manage.py create_user USERNAME --role ROLE` for scripts and the README."""
+"""`manage.py create_user USERNAME --role ROLE` for scripts and the README."""
 
 from io import StringIO
 

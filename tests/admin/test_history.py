@@ -1,4 +1,4 @@
-"""Issue 11, point 2: every change to the configuration and to people is in an append-only history.
+"""Every change to the configuration and to people is in an append-only history.
 
 Who (user or command), when, from which address (the real one behind trusted proxies), and the
 fields before and after, with secrets masked.

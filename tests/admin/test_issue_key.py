@@ -1,4 +1,4 @@
-"""Issue 2, point 4: `manage.py issue_key`, the command an operator scripts."""
+"""`manage.py issue_key`, the command an operator scripts."""
 
 from datetime import timedelta
 from io import StringIO

@@ -1,4 +1,4 @@
-"""Issue 11, point 3: a rotated key gets a new secret; the old one works for its grace period only.
+"""A rotated key gets a new secret; the old one works for its grace period only.
 
 In one process here; across two gunicorn workers at the end of the file (on Redis when REDIS_URL
 is set; the configuration generation that tells workers to reload is in the database either way).

@@ -1,4 +1,4 @@
-"""Issue 11, point 1: the roles Admin, Operator and Auditor, enforced in the admin for every model."""
+"""The roles Admin, Operator and Auditor, enforced in the admin for every model."""
 
 from datetime import date
 

@@ -1,4 +1,4 @@
-"""Issue 11, point 4: the management API under /api/.
+"""The management API under /api/.
 
 Roles (admin, operator, auditor) × models × list/create/update/delete; validation errors with
 field messages and nothing half-saved; write-only credentials; keys issued, rotated and revoked;

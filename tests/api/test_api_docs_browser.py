@@ -1,4 +1,4 @@
-"""Issue 11, point 5, in a real browser: /api/docs/ runs from the gateway's own files (no CDN), and
+"""The management API's docs page in a real browser: /api/docs/ runs from the gateway's own files (no CDN), and
 an admin signed in to the admin can call the API from it with their session.
 
 Skipped when Chromium or Playwright is missing.

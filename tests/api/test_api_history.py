@@ -1,4 +1,4 @@
-"""Issue 11, points 2 and 4: the change history through the management API (/api/history/):
+"""The change history through the management API (/api/history/):
 who changed what, when, from where, before and after; read-only for every role; secrets masked."""
 
 import json

@@ -1,4 +1,4 @@
-"""Issue 11, point 5: the OpenAPI schema validates, the docs page is served by the gateway, and
+"""The OpenAPI schema validates, the docs page is served by the gateway, and
 schemathesis, calling every operation as an admin, finds no 5xx and no answer the schema denies."""
 
 import json

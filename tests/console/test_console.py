@@ -1,4 +1,4 @@
-"""Issue 12, points 2, 4, 5 and 8: the console's dashboard, log explorer, call page and export."""
+"""The console's dashboard, log explorer, call page and export."""
 
 import csv
 import io
@@ -69,7 +69,7 @@ def test_the_console_changes_nothing_it_answers_no_post(console):
         assert console.post(path).status_code in (403, 405)  # CSRF or method: never a change
 
 
-# Dashboard (points 2 and 3): figures from the rollups only.
+# Dashboard: figures from the rollups only.
 
 
 def test_the_dashboard_shows_traffic_errors_latency_and_tokens_from_real_calls(console, client, upstream):
@@ -143,7 +143,7 @@ def test_an_empty_gateway_says_how_to_make_a_first_call(console):
     assert "No calls yet" in console.get("/console/calls/").content.decode()
 
 
-# Explorer (point 4).
+# Explorer.
 
 
 def explore(console, **filters) -> list[str]:
@@ -229,7 +229,7 @@ def test_the_call_page_explains_a_refusal_by_a_limit(console, client, upstream):
     assert "refused: requests_per_minute 2/1 (counting this call), resets in" in html
 
 
-# Export (point 5).
+# Export.
 
 
 def test_export_streams_the_filtered_calls_as_csv_and_is_in_the_change_history(console):
@@ -259,7 +259,7 @@ def test_export_as_json_lines(console):
     assert console.get("/console/calls/export.xml").status_code == 404
 
 
-# Point 8: the admin's key and route pages lead to their calls, and back.
+# The admin's key and route pages lead to their calls, and back.
 
 
 def test_the_admin_key_and_route_pages_link_to_their_calls_and_back(admin_client):

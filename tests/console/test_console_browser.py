@@ -1,4 +1,4 @@
-"""Issue 12, points 7 and 8: the console in a real browser (Debian's Chromium, headless).
+"""The console in a real browser (Debian's Chromium, headless).
 
 An admin and an auditor sign in, send traffic through the gateway, read the dashboard, find a
 refused call and its explanation, and export it; the auditor finds nothing that changes anything.

@@ -1,4 +1,4 @@
-"""Issue 12, point 4: a call explained in plain words from its recorded `detail` (no database)."""
+"""A call explained in plain words from its recorded `detail` (no database)."""
 
 from console.explain import explain
 from routes_admin.models import RequestLog

@@ -1,4 +1,4 @@
-"""Issue 2, point 10: the demo OpenAI-compatible component, alone and behind the gateway."""
+"""The demo OpenAI-compatible component, alone and behind the gateway."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""Issue 13: asynchronous calls (jobs), in one process: the test client submits, an in-process
+"""Asynchronous calls (jobs), in one process: the test client submits, an in-process
 worker (the jobs worker's loop, batch mode) runs the queue, a real upstream answers.
 
 The multi-process cases (real gunicorn, real workers, SIGKILL, the route cap under load) are in

@@ -1,5 +1,5 @@
-"""Issue 13 with real processes: gunicorn gateways, `manage.py jobs_worker` processes, a real
-upstream and a real webhook receiver, sharing one database (SQLite file, or PostgreSQL and Redis
+"""Asynchronous calls (jobs) with real processes: gunicorn gateways, `manage.py jobs_worker`
+processes, a real upstream and a real webhook receiver, sharing one database (SQLite file, or PostgreSQL and Redis
 when DATABASE_URL / REDIS_URL are set).
 """
 

@@ -1,4 +1,4 @@
-"""Issue 9, point 5: a call cut before its usage arrived still counts its tokens.
+"""A call cut before its usage arrived still counts its tokens.
 
 Streamed chat and completion calls ask the upstream for their usage; when the answer is cut before
 it arrives, the tokens are estimated from the bytes seen, marked as estimated in the log, and

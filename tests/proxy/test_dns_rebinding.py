@@ -1,4 +1,4 @@
-"""Issue 9, point 7: the forwarder connects to the address the SSRF guard checked (DNS rebinding)."""
+"""The forwarder connects to the address the SSRF guard checked (DNS rebinding)."""
 
 import shutil
 import socket

@@ -1,4 +1,4 @@
-"""Issue 2, points 6 and 7: the errors the gateway makes itself, always in the JSON shape."""
+"""The errors the gateway makes itself, always in the JSON shape."""
 
 import threading
 from datetime import timedelta

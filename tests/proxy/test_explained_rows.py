@@ -1,4 +1,4 @@
-"""Issue 12, point 1: each call's log row records why it went as it did (the console explains it)."""
+"""Each call's log row records why it went as it did (the console explains it)."""
 
 import json
 from datetime import timedelta

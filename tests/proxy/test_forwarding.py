@@ -1,4 +1,4 @@
-"""Issue 2, point 5: what the upstream receives, and what the client gets back."""
+"""What the upstream receives, and what the client gets back."""
 
 import re
 

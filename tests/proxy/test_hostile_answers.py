@@ -1,4 +1,4 @@
-"""Issue 9, points 3 and 4: what an upstream answers cannot exhaust the worker.
+"""What an upstream answers cannot exhaust the worker.
 
 A gzip bomb, an SSE line that never ends and an answer cut mid-body pass through (the client's
 bytes are the upstream's), the usage reader's memory stays bounded, and the call is logged.

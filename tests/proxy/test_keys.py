@@ -1,4 +1,4 @@
-"""Issue 2, point 4: keys are accepted in two headers, and only their hash is ever stored."""
+"""Keys are accepted in two headers, and only their hash is ever stored."""
 
 import logging
 import re

@@ -1,4 +1,4 @@
-"""Issue 9, point 2: no input can stop the request log, and /readyz and /metrics say when it fails.
+"""No input can stop the request log, and /readyz and /metrics say when it fails.
 
 Run on SQLite and on PostgreSQL (DATABASE_URL): PostgreSQL's COPY is what refused NUL bytes,
 long methods and bad addresses.

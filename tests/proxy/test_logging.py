@@ -1,4 +1,4 @@
-"""Issue 2, points 2 and 9: one RequestLog row per call through the proxy, whatever its outcome."""
+"""One RequestLog row per call through the proxy, whatever its outcome."""
 
 import logging
 import os

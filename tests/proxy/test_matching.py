@@ -1,4 +1,4 @@
-"""Issue 2, point 3: which route serves a call."""
+"""Which route serves a call."""
 
 import json
 

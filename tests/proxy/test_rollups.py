@@ -1,4 +1,4 @@
-"""Issue 12, point 3: rollups written with the log rows equal the log, and outlive it."""
+"""Rollups written with the log rows equal the log, and outlive it."""
 
 import json
 import os

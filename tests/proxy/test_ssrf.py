@@ -33,7 +33,7 @@ def fresh_verdicts():
         "http://[fe80::1]:8080/",
         "http://2852039166/",  # 169.254.169.254 written as one number
         "http:///no-host",
-        # Issue 9, point 7: the other clouds' metadata services...
+        # The other clouds' metadata services...
         "http://100.100.100.200/latest/meta-data/",  # Alibaba
         "http://192.0.0.192/opc/v2/instance/",  # Oracle
         "http://168.63.129.16/machine?comp=goalstate",  # Azure wire server

@@ -1,4 +1,4 @@
-"""Issue 2, point 6: answers pass chunk by chunk as they arrive; nothing waits for the whole body."""
+"""Answers pass chunk by chunk as they arrive; nothing waits for the whole body."""
 
 import json
 import socket

@@ -1,4 +1,4 @@
-"""Issue 9, point 1: the path never chooses the upstream.
+"""The path never chooses the upstream.
 
 The upstream URL is built from the target's parts, so its scheme, host, port and base path are
 the target's whatever the path; paths that could leave the base path (dot-segments in any

@@ -1,4 +1,4 @@
-"""Issue 9, point 7: a password written into a target URL shows nowhere, and such a URL is refused."""
+"""A password written into a target URL shows nowhere, and such a URL is refused."""
 
 import logging
 

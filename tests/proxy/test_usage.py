@@ -1,4 +1,4 @@
-"""Issue 2, point 8: token usage read from JSON answers and from the SSE chunk that carries it."""
+"""Token usage read from JSON answers and from the SSE chunk that carries it."""
 
 import gzip
 import json
