@@ -16,10 +16,30 @@ def upstream():
     server.stop()
 
 
+# Fixtures that start real processes: gunicorn servers, jobs workers, a private PostgreSQL or Redis.
+SLOW_FIXTURES = {
+    "cluster",
+    "jobs_cluster",
+    "outage_cluster",
+    "own_redis",
+    "persistent_redis",
+    "private_pg",
+    "private_postgres",
+}
+# Fixtures that drive a real Chromium.
+BROWSER_FIXTURES = {"chromium", "page"}
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that start real gunicorn servers are `slow`: `pytest -m "not slow"` leaves them out."""
+    """Tests that start real servers or processes are `slow`, browser tests are `browser` and `slow`:
+    `make test-fast` (`-m "not slow and not browser"`) leaves them all out. Marked here from the
+    fixtures a test takes, so a new test is marked by what it uses, not by remembering to."""
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & BROWSER_FIXTURES or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
+        elif fixtures & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
 
 
