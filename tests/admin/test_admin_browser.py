@@ -4,7 +4,6 @@ browser (Debian's Chromium, headless).
 Run alone with `pytest -m browser`; skipped when Chromium or Playwright is missing.
 """
 
-import os
 from io import StringIO
 
 import requests
@@ -13,7 +12,7 @@ from django.core.management import call_command
 
 from routes_admin import roles
 from routes_admin.models import APIKey, RequestLog, UpstreamTarget
-from tests.browser import BROWSER, SCREENSHOTS
+from tests.browser import BROWSER, screenshot_path
 from tests.factories import make_route, make_user
 from tests.upstream import json_reply
 
@@ -24,7 +23,7 @@ pytestmark = BROWSER
 
 def shot(page, name: str) -> None:
     page.wait_for_load_state("networkidle")  # and the test's own queries wait for the page's
-    page.screenshot(path=os.path.join(SCREENSHOTS, f"gateway-admin-{name}.png"), full_page=True)
+    page.screenshot(path=screenshot_path(f"gateway-admin-{name}.png"), full_page=True)
 
 
 # admin_user first: the test database is then set up before the live server and dropped after it stops.

@@ -4,11 +4,10 @@ an admin signed in to the admin can call the API from it with their session.
 Skipped when Chromium or Playwright is missing.
 """
 
-import os
 from urllib.parse import urlsplit
 
 from routes_admin.models import QuotaPlan
-from tests.browser import BROWSER, SCREENSHOTS
+from tests.browser import BROWSER, screenshot_path
 from tests.factories import make_plan
 
 pytestmark = BROWSER
@@ -48,5 +47,5 @@ def test_the_docs_page_needs_no_cdn_and_calls_the_api_with_the_session(admin_use
     created.wait_for()
     assert "made-in-the-docs" in created.inner_text()
     assert QuotaPlan.objects.filter(name="made-in-the-docs", requests_per_minute=5).exists()
-    page.screenshot(path=os.path.join(SCREENSHOTS, "gateway-api-docs.png"), full_page=False)
+    page.screenshot(path=screenshot_path("gateway-api-docs.png"), full_page=False)
     assert hosts == {urlsplit(base).netloc}  # every script, style and call went to the gateway itself

@@ -2,18 +2,16 @@
 
 An admin and an auditor sign in, send traffic through the gateway, read the dashboard, find a
 refused call and its explanation, and export it; the auditor finds nothing that changes anything.
-At 390 px the pages fit the screen. Screenshots go to GATEWAY_SCREENSHOTS (default /tmp).
+At 390 px the pages fit the screen. Screenshots go to GATEWAY_SCREENSHOTS (default: a new temporary folder).
 Run alone with `pytest -m browser`; skipped when Chromium or Playwright is missing.
 """
-
-import os
 
 import requests
 from django.apps import apps as django_apps
 
 from routes_admin import roles
 from routes_admin.models import RequestLog
-from tests.browser import BROWSER, SCREENSHOTS
+from tests.browser import BROWSER, screenshot_path
 from tests.factories import make_key, make_route, make_target, make_user
 from tests.upstream import json_reply, refused_url
 
@@ -31,7 +29,7 @@ def open_page(chromium, width=1280, height=900):
 
 def shot(page, name: str) -> None:
     page.wait_for_load_state("networkidle")
-    page.screenshot(path=os.path.join(SCREENSHOTS, f"gateway-console-{name}.png"), full_page=True)
+    page.screenshot(path=screenshot_path(f"gateway-console-{name}.png"), full_page=True)
 
 
 def sign_in(page, base: str, username: str, password: str) -> None:
