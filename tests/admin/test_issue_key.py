@@ -103,6 +103,7 @@ def test_expires_days_must_be_positive(days):
     assert not APIKey.objects.exists()
 
 
+@pytest.mark.slow  # manage.py in processes of its own, on a database of its own
 def test_as_a_real_command_line(tmp_path):
     """What a shell script sees: exit status, and the key on the last line of stdout."""
     from tests.servers import GatewayCluster

@@ -160,6 +160,7 @@ def test_behind_the_gateway_usage_is_recorded_for_both_kinds_of_answer(client, d
     assert rows[0].total_tokens == rows[1].total_tokens > 0
 
 
+@pytest.mark.slow  # a process of its own
 def test_python_m_demo_upstream_serves_on_the_given_port():
     """What `make run` starts."""
     port = free_port()

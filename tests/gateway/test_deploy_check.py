@@ -5,7 +5,11 @@ import secrets
 import subprocess
 import sys
 
+import pytest
+
 from tests.servers import ROOT
+
+pytestmark = pytest.mark.slow  # each check is manage.py in a process of its own
 
 PRODUCTION = {
     "SECRET_KEY": secrets.token_urlsafe(50),
