@@ -44,6 +44,7 @@ JSON_COLUMNS = frozenset(
 )
 MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows are dropped and reported
 STOP_LOCK_TIMEOUT = 5.0  # at stop, how long to wait for a flush in progress before spooling the rest
+IDLE_WRITER_SECONDS = 1.0  # how often the writer looks for spooled rows when the calls write their own
 REPLAY_RETRY_SECONDS = 5.0  # a spool replay that failed (the database is still away) is tried again after this
 
 _pending: deque = deque()
@@ -435,8 +436,11 @@ def _writer_loop() -> None:
     # plus the interval again when it arrived just as a flush began.
     next_flush = time.monotonic()
     while True:
-        next_flush = max(next_flush + settings.GATEWAY_LOG_FLUSH_SECONDS, time.monotonic() - 1)
-        _wake.wait(max(0.0, next_flush - time.monotonic()))
+        # With 0 the calls write their own rows and the writer only replays the spool: it must not spin.
+        interval = settings.GATEWAY_LOG_FLUSH_SECONDS or IDLE_WRITER_SECONDS
+        next_flush = max(next_flush + interval, time.monotonic() - 1)
+        if _wake.wait(max(0.0, next_flush - time.monotonic())):
+            next_flush = time.monotonic()  # woken early: the next interval counts from now
         _wake.clear()
         try:
             flush()
@@ -444,8 +448,12 @@ def _writer_loop() -> None:
                 spool_pending()
             else:
                 _replay_if_due()
-        finally:
+        except Exception:  # the writer outlives any one round: a dead writer would queue rows until dropped
+            log.exception("the request log writer's round failed; it tries again")
+        try:
             close_old_connections()
+        except Exception:  # the next round's write reports a database that is away
+            log.debug("could not close the log writer's database connection", exc_info=True)
 
 
 def start() -> None:
