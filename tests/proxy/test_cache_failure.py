@@ -14,16 +14,24 @@ import redis
 
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_plan, make_route
-from tests.servers import free_port
+from tests.servers import on_a_free_port
 
 pytestmark = pytest.mark.django_db
 
 
 class OwnRedis:
     def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = None
+        self.port = on_a_free_port(self._start_on)  # stopped and started again on the same port
+
+    def _start_on(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        try:
+            self.start()
+        except Exception:
+            self.stop()
+            raise
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -50,8 +58,7 @@ class OwnRedis:
 
 @pytest.fixture
 def own_redis(settings):
-    server = OwnRedis()
-    server.start()
+    server = OwnRedis()  # started
     settings.CACHES = {
         "default": {
             "BACKEND": "gateway_project.cache.SharedRedisCache",  # what production runs

@@ -10,7 +10,7 @@ from django.core.cache import cache
 
 from proxy import quotas, slots
 from tests.factories import auth, make_key, make_plan, make_route
-from tests.servers import free_port
+from tests.servers import on_a_free_port
 from tests.upstream import sse_reply
 
 pytestmark = pytest.mark.django_db
@@ -89,12 +89,12 @@ def test_counts_recover_after_the_cache_is_flushed_mid_call(client, upstream):
 @pytest.fixture
 def persistent_redis(settings, tmp_path):
     """A Redis of the test's own that keeps its data on disk (append-only file) across a restart."""
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
-    command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    port = None
     processes = []
 
     def start() -> None:
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+        command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
         processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         client = redis.Redis(port=port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
@@ -110,7 +110,17 @@ def persistent_redis(settings, tmp_path):
         processes[-1].terminate()
         processes[-1].wait(timeout=10)
 
-    start()
+    def first_start(chosen: int) -> None:
+        nonlocal port
+        port = chosen
+        try:
+            start()
+        except BaseException:
+            if processes and processes[-1].poll() is None:
+                stop()
+            raise
+
+    on_a_free_port(first_start)  # restarts keep the port
     settings.CACHES = {
         "default": {
             "BACKEND": "gateway_project.cache.SharedRedisCache",
