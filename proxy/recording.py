@@ -438,9 +438,13 @@ def _writer_loop() -> None:
     while True:
         # With 0 the calls write their own rows and the writer only replays the spool: it must not spin.
         interval = settings.GATEWAY_LOG_FLUSH_SECONDS or IDLE_WRITER_SECONDS
+        started = next_flush
         next_flush = max(next_flush + interval, time.monotonic() - 1)
         if _wake.wait(max(0.0, next_flush - time.monotonic())):
             next_flush = time.monotonic()  # woken early: the next interval counts from now
+        elif time.monotonic() < started + (settings.GATEWAY_LOG_FLUSH_SECONDS or IDLE_WRITER_SECONDS):
+            next_flush = started  # the interval grew while it waited (a settings override): wait it out
+            continue
         _wake.clear()
         try:
             flush()
