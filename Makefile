@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
-.PHONY: run test lint format bench bench-instructions bench-console soak migrate clean lock audit
+.PHONY: run test test-fast lint format bench bench-instructions bench-console soak migrate clean lock audit
 
 # Installs exactly the locked versions, each checked against its hash, with the locked pip first
 # (scripts/install_locked.sh says why). A failed install leaves no stamp, so the next make retries.
@@ -53,6 +53,10 @@ run: $(STAMP) .env
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(BIN)/pytest -n $(TEST_WORKERS)
+
+# Everything that needs no real server, process or browser (tests marked `slow` or `browser` are out).
+test-fast: $(STAMP)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -171,7 +171,7 @@ def insert(rows: list) -> None:
 def fill_in_sql(count: int, keys: list, routes: list) -> None:
     """PostgreSQL: the same distribution made by the database itself (generate_series), and the
     rollups summed from it in one INSERT ... SELECT: minutes instead of hours at 10 million rows.
-    tests/test_rollups.py holds the gateway's own rollup writer to the same sums."""
+    tests/proxy/test_rollups.py holds the gateway's own rollup writer to the same sums."""
     from django.db import connection
 
     from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS

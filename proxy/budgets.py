@@ -17,7 +17,7 @@ Overspend bound: every admitted call saw spent + the others' reservations below 
 If no call costs more than it reserved, the period's spend exceeds the budget by less than the
 largest estimate of one call; a call that costs more than its estimate (an input larger than
 its byte count / 4 tokens, or no max_tokens and more output than the route's default) adds its
-excess. tests/test_budgets_concurrency.py measures it with 50 concurrent calls at two instances.
+excess. tests/proxy/test_budgets_concurrency.py measures it with 50 concurrent calls at two instances.
 
 Counters live in the shared cache (Redis in production), in picos of GATEWAY_CURRENCY, so every
 worker and instance shares them; `spent` is seeded from the request log when missing (a new

@@ -2,7 +2,7 @@
 
 The jobs app (a layer above) imports the proxy only through this module, so what it relies on
 is listed here and a change inside the proxy that keeps these names leaves the jobs app alone.
-`tests/test_layers.py` fails if a module of `jobs/` imports any other proxy module.
+`tests/gateway/test_layers.py` fails if a module of `jobs/` imports any other proxy module.
 """
 
 from . import authentication, config, database, quotas, runtime, ssrf

@@ -43,6 +43,7 @@ JSON_COLUMNS = frozenset(
 )
 MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows are dropped and reported
 STOP_LOCK_TIMEOUT = 5.0  # at stop, how long to wait for a flush in progress before spooling the rest
+IDLE_WRITER_SECONDS = 1.0  # how often the writer looks for spooled rows when the calls write their own
 REPLAY_RETRY_SECONDS = 5.0  # a spool replay that failed (the database is still away) is tried again after this
 
 
@@ -174,8 +175,11 @@ class LogWriter:
         # plus the interval again when it arrived just as a flush began.
         next_flush = time.monotonic()
         while not self.closed:
-            next_flush = max(next_flush + settings.GATEWAY_LOG_FLUSH_SECONDS, time.monotonic() - 1)
-            self.wake.wait(max(0.0, next_flush - time.monotonic()))
+            # With 0 the calls write their own rows and the writer only replays the spool: it must not spin.
+            interval = settings.GATEWAY_LOG_FLUSH_SECONDS or IDLE_WRITER_SECONDS
+            next_flush = max(next_flush + interval, time.monotonic() - 1)
+            if self.wake.wait(max(0.0, next_flush - time.monotonic())):
+                next_flush = time.monotonic()  # woken early: the next interval counts from now
             self.wake.clear()
             try:
                 self.flush()
@@ -183,8 +187,12 @@ class LogWriter:
                     self.spool_pending()
                 else:
                     self.replay_if_due()
-            finally:
+            except Exception:  # the writer outlives any one round: a dead writer would queue rows until dropped
+                log.exception("the request log writer's round failed; it tries again")
+            try:
                 close_old_connections()
+            except Exception:  # the next round's write reports a database that is away
+                log.debug("could not close the log writer's database connection", exc_info=True)
 
     def close(self) -> None:
         """Write what is queued and end the thread (tests, which give each test a fresh runtime)."""

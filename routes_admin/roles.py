@@ -9,7 +9,7 @@ come from these groups (a superuser has every permission). Nobody, whatever the 
 change or delete change-history entries: no role grants those permissions.
 
 The groups are created by migration 0005_roles and brought up to date by 0010_roles_records. When
-ROLES changes, add a migration that applies the new lists (tests/test_roles.py fails while the database and ROLES disagree).
+ROLES changes, add a migration that applies the new lists (tests/admin/test_roles.py fails while the database and ROLES disagree).
 """
 
 ADMIN = "Admin"

@@ -16,10 +16,30 @@ def upstream():
     server.stop()
 
 
+# Fixtures that start real processes: gunicorn servers, jobs workers, a private PostgreSQL or Redis.
+SLOW_FIXTURES = {
+    "cluster",
+    "jobs_cluster",
+    "outage_cluster",
+    "own_redis",
+    "persistent_redis",
+    "private_pg",
+    "private_postgres",
+}
+# Fixtures that drive a real Chromium.
+BROWSER_FIXTURES = {"chromium", "page"}
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that start real gunicorn servers are `slow`: `pytest -m "not slow"` leaves them out."""
+    """Tests that start real servers or processes are `slow`, browser tests are `browser` and `slow`:
+    `make test-fast` (`-m "not slow and not browser"`) leaves them all out. Marked here from the
+    fixtures a test takes, so a new test is marked by what it uses, not by remembering to."""
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & BROWSER_FIXTURES or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
+        elif fixtures & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
 
 
@@ -52,6 +72,25 @@ def fresh_state():
     cache.clear()
     config.invalidate()
     yield
+    config.invalidate()
+
+
+@pytest.fixture
+def production_timing(settings, transactional_db):
+    """Production's timing for one test, where tests/settings.py has 0 for both: the configuration
+    copy is checked every GATEWAY_CONFIG_TTL=1 s, and log rows are queued by the calls and written
+    in batches by the background writer every GATEWAY_LOG_FLUSH_SECONDS=0.5 s. Transactional: the
+    writer writes on a connection of its own, which sees only committed rows."""
+    from proxy import recording
+
+    settings.GATEWAY_CONFIG_TTL = 1
+    settings.GATEWAY_LOG_FLUSH_SECONDS = 0.5
+    config.invalidate()
+    # A writer started by an earlier test may sleep out that test's interval (some use 60 s):
+    # wake it so it takes this one. (The one private name here; a runtime object would offer it.)
+    recording._wake.set()
+    yield
+    recording.flush()  # rows still queued are this test's: written before its tables are emptied
     config.invalidate()
 
 

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import on_a_free_port
 
 AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
 
@@ -21,8 +21,11 @@ class PrivatePostgres:
         if AS_POSTGRES:
             shutil.chown(self.folder, "postgres")
         self.data = os.path.join(self.folder, "data")
-        self.port = free_port()
         self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.port = on_a_free_port(self._start_on)
+
+    def _start_on(self, port: int) -> None:
+        self.port = port
         self.start()
 
     def url(self, name: str = "postgres") -> str:

@@ -28,6 +28,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def on_a_free_port(start, attempts: int = 5) -> int:
+    """Start a server that cannot bind port 0 and tell its port (redis-server, PostgreSQL) on a
+    free port; when another process took that port in between (the start fails), on another.
+    `start(port)` raises when the server did not come up. Returns the port."""
+    for attempt in range(attempts):
+        port = free_port()
+        try:
+            start(port)
+            return port
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def wait_until_up(url: str, timeout: float = 20.0, process=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

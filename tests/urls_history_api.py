@@ -1,4 +1,4 @@
-"""A minimal DRF endpoint under /api/ for tests/test_history.py: it authenticates inside the view."""
+"""A minimal DRF endpoint under /api/ for tests/admin/test_history.py: it authenticates inside the view."""
 
 from django.urls import path
 from rest_framework.authentication import BasicAuthentication
