@@ -81,14 +81,14 @@ def production_timing(settings, transactional_db):
     copy is checked every GATEWAY_CONFIG_TTL=1 s, and log rows are queued by the calls and written
     in batches by the background writer every GATEWAY_LOG_FLUSH_SECONDS=0.5 s. Transactional: the
     writer writes on a connection of its own, which sees only committed rows."""
-    from proxy import recording
+    from proxy import recording, runtime
 
     settings.GATEWAY_CONFIG_TTL = 1
     settings.GATEWAY_LOG_FLUSH_SECONDS = 0.5
     config.invalidate()
     # A writer started by an earlier test may sleep out that test's interval (some use 60 s):
-    # wake it so it takes this one. (The one private name here; a runtime object would offer it.)
-    recording._wake.set()
+    # wake it so it takes this one.
+    runtime.current().log_writer.wake.set()
     yield
     recording.flush()  # rows still queued are this test's: written before its tables are emptied
     config.invalidate()
