@@ -109,7 +109,11 @@ def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
         assert submit_and_wait(gateway, secret)["status"] == "succeeded"
 
         private_postgres.stop()
-        time.sleep(6)  # a few backoff rounds, and keeper periods, without a database
+        # The worker notices at its next poll or beat; a loaded machine may take a while to get there.
+        deadline = time.monotonic() + 30
+        while "the database failed" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # a few backoff rounds without a database
         assert worker.poll() is None, log_path.read_text()
         assert "the database failed" in log_path.read_text()
         started = time.monotonic()
