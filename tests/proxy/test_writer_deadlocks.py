@@ -26,6 +26,7 @@ pytestmark = [
 class KeyStub:
     def __init__(self, key):
         self.id, self.prefix = key.id, key.prefix
+        self.team_name = ""  # the row names the key's team (spend)
 
 
 def row(key, request_id: str) -> dict:
