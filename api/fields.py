@@ -9,6 +9,9 @@ their shape in the schema, so that null or a list is refused in the documentatio
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+# Django refuses a NUL character in any text it is given (PostgreSQL cannot store one): stated.
+NO_NUL = "^[^\\x00]*$"
+
 
 def _is_number(data) -> bool:
     return isinstance(data, int | float) and not isinstance(data, bool)

@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from routes_admin.filtersets import STATUS_PATTERN, DecimalNumber, Moment, Number, StatusFilter, StatusNumber
 from routes_admin.models import APIKey, KeyUsage, ModelPrice, QuotaPlan, Route, Team
 
-from .schema import NO_NUL
+from .fields import NO_NUL
 
 # The schema states the bounds that Number enforces (an id past them is a 400, not an overflow).
 extend_schema_field({"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1})(Number)

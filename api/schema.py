@@ -3,8 +3,7 @@
 from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 
-# Django refuses a NUL character in any text it is given (PostgreSQL cannot store one): stated.
-NO_NUL = "^[^\\x00]*$"
+from .fields import NO_NUL
 
 ERROR_SCHEMA = {
     "type": "object",

@@ -17,6 +17,7 @@ from proxy.state import quota_state, reset_quotas
 
 from . import durations, history, shown_once
 from .admin_history import HistoryLinkMixin
+from .admin_parts import ReadOnlyAdmin, RevokedFilter
 from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
 from .models import APIKey, KeyUsage, QuotaPlan, Route, UpstreamTarget
 from .services import ServiceError, plans
@@ -181,21 +182,6 @@ class QuotaPlanAdmin(HistoryLinkMixin, admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for plan in queryset:
             plans.delete_plan(plan)
-
-
-class RevokedFilter(admin.SimpleListFilter):
-    """ "revoked: yes / no", in words (Django's empty-field filter says "Empty / Not empty")."""
-
-    title = "revoked"
-    parameter_name = "revoked"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "yes"), ("no", "no")]
-
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(revoked__isnull=self.value() == "no")
-        return queryset
 
 
 @admin.register(APIKey)
@@ -463,19 +449,6 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
             "start again from zero (the request log keeps the history).",
             messages.SUCCESS,
         )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Auditors' view: nobody adds, changes or deletes rows here."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(KeyUsage)

@@ -18,7 +18,7 @@ from django.core.paginator import Paginator
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from .admin import ReadOnlyAdmin
+from .admin_parts import ReadOnlyAdmin
 from .filtersets import RequestLogFilterSet
 from .models import ErrorType, RequestLog, Route
 

@@ -9,7 +9,7 @@ change history records them with who made them.
 from django.contrib import admin, messages
 
 from . import keys, roles
-from .admin import RevokedFilter
+from .admin_parts import RevokedFilter
 from .models import ManagementToken
 from .services import tokens
 
