@@ -15,8 +15,8 @@ it, and dropped unless BENCH_CONSOLE_KEEP=1; unset: a SQLite file in bench/resul
 BENCH_CONSOLE_ROWS (comma-separated sizes, default 1000000; each size starts from an empty log),
 BENCH_CONSOLE_REPEATS (timed runs per page after one warm-up, default 5; the table shows the median),
 BENCH_CONSOLE_REUSE=1 (with BENCH_CONSOLE_KEEP=1 before: time a kept database again, no new fill),
-BENCH_CONSOLE_PYTHON_FILL=1 (on PostgreSQL too, fill through COPY and proxy/rollups.py as the
-gateway writes, instead of generating the rows and their rollups in SQL: about 10x slower).
+BENCH_CONSOLE_PYTHON_FILL=1 (on PostgreSQL too, fill through COPY and proxy/rollups.py, as
+the gateway sums its rows, instead of generating the rows and their rollups in SQL: about 10x slower).
 On SQLite the rows are inserted in batches and the rollups written by proxy/rollups.py.
 """
 
@@ -144,15 +144,18 @@ def insert(rows: list) -> None:
     from django.db import connection
 
     from proxy import recording
-
-    if connection.vendor == "postgresql":
-        recording._insert(rows)  # COPY, as the gateway writes
-        return
     from routes_admin.models import RequestLog
 
     table = connection.ops.quote_name(RequestLog._meta.db_table)
     columns = recording.COLUMNS
     names = ", ".join(connection.ops.quote_name(RequestLog._meta.get_field(c).column) for c in columns)
+    json_columns = {f.attname for f in RequestLog._meta.concrete_fields if f.get_internal_type() == "JSONField"}
+    if connection.vendor == "postgresql":
+        # COPY: the fastest way in for millions of rows (the gateway writes its batches in one statement).
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([json.dumps(row[c]) if c in json_columns else row[c] for c in columns])
+        return
     sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
@@ -160,7 +163,7 @@ def insert(rows: list) -> None:
             sql,
             [
                 [
-                    adapt(row[c]) if c == "created" else json.dumps(row[c]) if c in recording.JSON_COLUMNS else row[c]
+                    adapt(row[c]) if c == "created" else json.dumps(row[c]) if c in json_columns else row[c]
                     for c in columns
                 ]
                 for row in rows

@@ -10,10 +10,14 @@
   was in the queue (the engine orders by due time and enqueue time, which do not change).
 Every worker's keeper looks for both, at start and then every third of the lease: work whose
 worker died runs again within GATEWAY_JOB_LEASE_SECONDS plus one keeper period, on any live worker.
+After a database outage a keeper waits one lease before it looks: every lease lapsed during the
+outage, and the live workers' keepers renew theirs in that time.
 """
 
 import logging
+import math
 import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -110,12 +114,22 @@ class Keeper(threading.Thread):
 
     def run(self) -> None:
         period = settings.GATEWAY_JOB_LEASE_SECONDS / 3
-        while True:  # a check at start too: a worker started after a crash recovers its jobs at once
+        # When the database answers again after an outage, every worker's leases and beat have
+        # lapsed meanwhile, the live ones' too. Recovering at once would run again a job whose
+        # worker is alive and holds its answer (jobs/running.py `keep`): the keeper only renews
+        # for a lease, which gives every live worker's keeper time to renew its own.
+        answering_since = -math.inf  # a check at start: a worker started after a crash recovers at once
+        while True:
             try:
                 renew(self.worker)
-                recover_lost()
-                recover_deliveries()
+                if answering_since is None:
+                    answering_since = time.monotonic()
+                    log.info("lease keeper: the database answers again; recovering lost work in %.0f s", 3 * period)
+                if time.monotonic() - answering_since >= 3 * period:
+                    recover_lost()
+                    recover_deliveries()
             except Exception as exc:
+                answering_since = None
                 log.warning("lease keeper: the database is unreachable (%s); trying again in %.1f s", exc, period)
             finally:
                 close_old_connections()

@@ -1,8 +1,9 @@
 """Usage rollups: the log rows of a batch summed per minute, hour and day (UTC) and status class,
 for all calls and by key, by route and by model; written with the rows.
 
-`add(rows)` runs inside the recorder's transaction (recording._save), so a batch's rows and its
-sums are saved together or not at all: for every period the log still holds, the rollups equal it.
+The recorder writes a batch's rows and its sums together or not at all (recording._save: in one
+statement on PostgreSQL, `upserts(rows)` its last part; `add(rows)` in its transaction on SQLite):
+for every period the log still holds, the rollups equal it.
 The batch is summed in Python first, then each distinct group is one upsert that adds to what is
 there (`INSERT ... ON CONFLICT DO UPDATE SET x = x + EXCLUDED.x`, on SQLite and PostgreSQL alike);
 Django's bulk_create(update_conflicts=True) can only overwrite, not add.
@@ -30,7 +31,8 @@ SUMS = (
     *LATENCY_BUCKETS,
 )
 FIRST_BUCKET = SUMS.index(LATENCY_BUCKETS[0])
-GROUPS_PER_STATEMENT = 500  # 2 parameters a group: well under SQLite's and PostgreSQL's limits
+GROUPS_PER_STATEMENT = 500  # 2 parameters a group: well under SQLite's limit (999 before 3.32)
+GROUPS_PER_POSTGRESQL_STATEMENT = 10_000  # PostgreSQL takes 65,535 parameters: a whole batch's groups at once
 
 _statements: dict = {}
 
@@ -86,23 +88,34 @@ def aggregate(rows) -> dict:
 
 def add(rows) -> None:
     """Add a batch of log rows to the rollups. Call it in the transaction that inserts the rows."""
+    with connection.cursor() as cursor:
+        for sql, params in upserts(rows):
+            cursor.execute(sql, params)
+
+
+def upserts(rows) -> list[tuple[str, list]]:
+    """The statements that add a batch of log rows to the rollups, as (sql, params): one unless the
+    batch has more groups than a statement takes (proxy/recording.py makes the first part of the
+    statement that writes the rows)."""
     groups = aggregate(rows)
     if not groups:
-        return
+        return []
     adapt = connection.ops.adapt_datetimefield_value
     head, tail = _statement()
+    per_statement = GROUPS_PER_STATEMENT if connection.vendor == "sqlite" else GROUPS_PER_POSTGRESQL_STATEMENT
     # Sorted, so two writers upserting the same groups lock them in the same order (no deadlock).
     items = sorted(groups.items())
-    with connection.cursor() as cursor:
-        for at in range(0, len(items), GROUPS_PER_STATEMENT):
-            values, params = [], []
-            for (period, dimension, start, value, status_class), sums in items[at : at + GROUPS_PER_STATEMENT]:
-                # Only the start and the value (a model name comes from the client) are parameters; the
-                # period, dimension and sums are the gateway's own words and numbers, written inline:
-                # binding 41 parameters a group cost more CPU than the rest of the write.
-                values.append(f"('{period}', '{dimension}', %s, %s, {status_class:d}, {', '.join(map(repr, sums))})")
-                params += [adapt(start), value]
-            cursor.execute(head + ", ".join(values) + tail, params)
+    statements = []
+    for at in range(0, len(items), per_statement):
+        values, params = [], []
+        for (period, dimension, start, value, status_class), sums in items[at : at + per_statement]:
+            # Only the start and the value (a model name comes from the client) are parameters; the
+            # period, dimension and sums are the gateway's own words and numbers, written inline:
+            # binding 41 parameters a group cost more CPU than the rest of the write.
+            values.append(f"('{period}', '{dimension}', %s, %s, {status_class:d}, {', '.join(map(repr, sums))})")
+            params += [adapt(start), value]
+        statements.append((head + ", ".join(values) + tail, params))
+    return statements
 
 
 def _statement() -> tuple[str, str]:

@@ -28,7 +28,8 @@ FILE_ROWS = 10_000  # rows per file: one replay transaction each
 SUFFIX = ".spool"
 
 
-def _encode(value):
+def json_default(value):
+    """json.dumps' `default` for the log's values that JSON lacks (dates, decimals, UUIDs)."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal | uuid.UUID):
@@ -63,7 +64,7 @@ class Spool:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(json.dumps({"columns": columns}) + "\n")
                 for row in chunk:
-                    out.write(json.dumps([row[name] for name in columns], default=_encode) + "\n")
+                    out.write(json.dumps([row[name] for name in columns], default=json_default) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, final)
