@@ -187,7 +187,7 @@ class KeySerializer(StrictModelSerializer):
             "quota_plan",
             *Limits.LIMIT_FIELDS,
             "team",
-            *Budgets.BUDGET_FIELDS,
+            *Budgets.SPEND_FIELDS,
             "expires",
             "revoked",
             "rotated",

@@ -10,6 +10,11 @@ def quota_state(key) -> list[Quota]:
     return quotas.live_state(key)
 
 
+def team_quota_state(team) -> list[Quota]:
+    """A team's limits as the cache counts them now (all its keys together). `team` is a Team."""
+    return quotas.team_live_state(team)
+
+
 def reset_quotas(key, routes=()) -> dict:
     """Forget a key's current windows and counters (and those on the given capped routes); returns
     what its deleted usage rows held."""

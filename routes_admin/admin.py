@@ -76,7 +76,7 @@ class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
             },
         ),
         ("Quota", {"fields": ["quota_plan"]}),
-        ("Spend", {"fields": ["budget_per_day", "budget_per_month", "default_max_tokens"]}),
+        ("Spend", {"fields": ["budget_per_day", "budget_per_month", "alert_thresholds", "default_max_tokens"]}),
         ("Jobs (asynchronous calls)", {"fields": ["processing_mode", "max_concurrent_jobs"]}),
     ]
 
@@ -234,7 +234,7 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
                 "description": "Limits set here override the plan's; empty means the plan's value.",
             },
         ),
-        ("Spend", {"fields": ["team", "budget_per_day", "budget_per_month"]}),
+        ("Spend", {"fields": ["team", "budget_per_day", "budget_per_month", "alert_thresholds"]}),
     ]
 
     def get_queryset(self, request):

@@ -27,10 +27,16 @@ from django import forms
 from django.db.models import Q
 from django_filters.fields import IsoDateTimeField
 
-from .models import APIKey, ErrorType, Limits, RequestLog, Route
+from .models import APIKey, Budgets, CallLimits, ErrorType, Limits, RequestLog, Route
 
 MAX_KEYS_MATCHED = 500  # a key search matching more names than this keeps the first ones
-LIMIT_NAMES = (*Limits.LIMIT_FIELDS, *(f"route_{name}" for name in Limits.LIMIT_FIELDS))
+# The names a refusing limit is logged under: the key's, a route's cap, its team's, and the budgets.
+LIMIT_NAMES = (
+    *Limits.LIMIT_FIELDS,
+    *(f"route_{name}" for name in Limits.LIMIT_FIELDS),
+    *(f"team_{name}" for name in CallLimits.LIMIT_FIELDS),
+    *(f"{owner}{name}" for owner in ("", "team_", "route_") for name in Budgets.BUDGET_FIELDS),
+)
 STATUS_HELP = "200, 429 or a class: 2xx, 4xx, 5xx"
 FIRST_ERROR_STATUS = 400  # log_error_status_idx's condition
 
