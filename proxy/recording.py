@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from routes_admin.models import APIKey, KeyUsage, RequestLog, Route, SpooledLogFile
 
-from . import database, metrics, rollups, runtime
+from . import alerts, database, metrics, rollups, runtime
 from .spool import Spool, database_folder
 from .storable import storable
 
@@ -345,6 +345,7 @@ def _save(rows: list) -> None:
         _insert(rows)
         _add_usage(_usage_increments(rows))
         rollups.add(rows)  # the dashboard's sums, saved with the rows they count
+        alerts.record(rows)  # budget thresholds the calls crossed (proxy/budgets.py), queued to be sent
 
 
 def _write(rows: list, writer: LogWriter) -> tuple[int, list]:
