@@ -274,3 +274,30 @@ def _note_crossings(call, counter: Counter, before: int, after: int) -> None:
                 "spent": str(from_picos(after)),
             }
         )
+
+
+def live_state(kind: str, owner) -> list[dict]:
+    """An owner's budgets as the shared counters hold them now (for the back office; consumes
+    nothing): per budget set, the period's spend (None when the counter is not there: no call
+    this period, or a restarted cache) and the reservations of calls in flight. `owner` is an
+    APIKey, Team or Route."""
+    now = timezone.now()
+    periods = token_quota.periods(now)
+    counters = [
+        Counter(kind, owner.pk, owner.name, name, getattr(owner, name), periods[PERIODS[name]])
+        for name in owner.BUDGET_FIELDS
+        if getattr(owner, name) is not None
+    ]
+    if not counters:
+        return []
+    values = cache.get_many([c.spent_key for c in counters] + [c.held_key for c in counters])
+    return [
+        {
+            "name": c.name,
+            "budget": c.budget,
+            "spent": None if values.get(c.spent_key) is None else from_picos(int(values[c.spent_key])),
+            "held": from_picos(max(0, int(values.get(c.held_key) or 0))),
+            "reset": c.period.seconds_left(now),
+        }
+        for c in counters
+    ]
