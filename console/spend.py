@@ -60,7 +60,8 @@ def teams_overview() -> list[dict]:
     spent = {period: spending.spent_by("team", names, start) for period, start in starts.items()}
     alerts = dict(
         BudgetAlert.objects.filter(scope="team", period_start__gte=starts["month"].date())
-        .values_list("owner_id")
+        .order_by()
+        .values("owner_id")
         .annotate(n=Count("id"))
         .values_list("owner_id", "n")
     )

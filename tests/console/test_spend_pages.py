@@ -63,6 +63,7 @@ def test_the_team_pages_show_spend_against_budgets_limits_keys_and_alerts(team_c
     listing = console.get("/console/teams/").content.decode()
     assert f'href="/console/teams/{team.id}/">acme</a>' in listing
     assert "0.008 USD" in listing and "of 0.01 USD (80 %)" in listing  # 4 calls of the team's 5
+    assert '<td class="num">1</td>\n  </tr>' in listing  # its alert this month (50 %)
     page = console.get(f"/console/teams/{team.id}/").content.decode()
     assert '<strong id="team-today">0.008 USD</strong>' in page
     assert 'Daily 0.01 USD</td><td class="num">0.008 USD</td><td class="num">80 %' in page
