@@ -9,7 +9,7 @@ from django import forms
 from drf_spectacular.utils import extend_schema_field
 
 from routes_admin.filtersets import STATUS_PATTERN, DecimalNumber, Moment, Number, StatusFilter, StatusNumber
-from routes_admin.models import APIKey, KeyUsage, ModelPrice, QuotaPlan, Route, Team
+from routes_admin.models import APIKey, BudgetAlert, KeyUsage, ModelPrice, QuotaPlan, Route, Team
 
 from .fields import NO_NUL
 
@@ -110,6 +110,18 @@ class KeyFilter(StrictFilterSet):
     class Meta:
         model = APIKey
         fields = ["name", "owner", "enabled", "all_routes", "quota_plan", "routes", "team", "revoked"]
+
+
+class BudgetAlertFilter(StrictFilterSet):
+    scope = filters.ChoiceFilter(choices=BudgetAlert.Scope.choices)
+    owner_id = Number(help_text="The key's, team's or route's id (with scope).")
+    state = filters.ChoiceFilter(choices=BudgetAlert.State.choices)
+    after = Moment(field_name="created", lookup_expr="gte")
+    before = Moment(field_name="created", lookup_expr="lt")
+
+    class Meta:
+        model = BudgetAlert
+        fields = ["scope", "owner_id", "state"]
 
 
 class UsageFilter(StrictFilterSet):

@@ -15,6 +15,7 @@ from routes_admin.models import (
     RESERVED_AREAS,
     RESERVED_ENDPOINTS,
     APIKey,
+    BudgetAlert,
     Budgets,
     KeyUsage,
     Limits,
@@ -198,7 +199,7 @@ class KeySerializer(StrictModelSerializer):
             "quota_plan",
             *Limits.LIMIT_FIELDS,
             "team",
-            *Budgets.BUDGET_FIELDS,
+            *Budgets.SPEND_FIELDS,
             "expires",
             "revoked",
             "rotated",
@@ -264,6 +265,56 @@ class RequestLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = RequestLog
         fields = [f.name for f in RequestLog._meta.fields]
+
+
+class LogGroupSerializer(serializers.Serializer):
+    value = serializers.CharField(
+        help_text="The team's or route's name, the model, or the key's id; empty for calls without one."
+    )
+    name = serializers.CharField(allow_null=True, help_text="The key's name (grouped by key), else null.")
+    calls = serializers.IntegerField()
+    errors = serializers.IntegerField(help_text="Calls that ended with a gateway error type.")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    cost = serializers.CharField(allow_null=True, help_text="A decimal string; null when no call of it had a price.")
+    unpriced = serializers.IntegerField(help_text="Calls of a model without a price (not in cost).")
+
+
+class LogSummarySerializer(serializers.Serializer):
+    by = serializers.CharField()
+    currency = serializers.CharField(help_text="GATEWAY_CURRENCY: the cost's currency.")
+    groups = LogGroupSerializer(many=True, help_text="Biggest cost first; at most 1000.")
+
+
+class BudgetAlertSerializer(serializers.ModelSerializer):
+    currency = serializers.SerializerMethodField(help_text="GATEWAY_CURRENCY: amount and spent are in it.")
+
+    class Meta:
+        model = BudgetAlert
+        fields = [
+            "id",
+            "scope",
+            "owner_id",
+            "owner_name",
+            "budget",
+            "threshold",
+            "period_start",
+            "amount",
+            "spent",
+            "currency",
+            "request_id",
+            "created",
+            "state",
+            "attempts",
+            "webhook_status",
+            "webhook_sent",
+            "email_sent",
+            "error",
+        ]
+
+    def get_currency(self, alert) -> str:
+        return settings.GATEWAY_CURRENCY
 
 
 class TokenSerializer(StrictModelSerializer):

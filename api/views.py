@@ -7,6 +7,7 @@ needs, rather than inheriting the proxy's REST_FRAMEWORK settings.
 from datetime import timedelta
 
 from auditlog.models import LogEntry
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -21,9 +22,10 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from proxy.state import quota_state
-from routes_admin.filtersets import RequestLogFilterSet
+from routes_admin.filtersets import GROUPS, RequestLogFilterSet, summarize
 from routes_admin.models import (
     APIKey,
+    BudgetAlert,
     ErrorType,
     KeyUsage,
     ManagementToken,
@@ -238,6 +240,37 @@ class RequestLogViewSet(ManagementViewSet, viewsets.ReadOnlyModelViewSet):
     queryset = RequestLog.objects.all()
     serializer_class = api.RequestLogSerializer
     filterset_class = RequestLogFilterSet  # the console's explorer uses the same one
+    pagination_class = LogPagination
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "by", str, enum=list(GROUPS), required=True, description="Sum the calls per team, key, route or model."
+            )
+        ],
+        responses={200: api.LogSummarySerializer},
+    )
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def summary(self, request):
+        """The filtered calls (the log list's filters) summed per group: calls, errors, tokens and
+        cost, biggest cost first, as the console's explorer shows them "per team" and exports them."""
+        by = request.query_params.getlist("by")
+        if len(by) != 1 or by[0] not in GROUPS:
+            raise serializers.ValidationError({"by": [f"Give one of: {', '.join(GROUPS)}."]})
+        groups = summarize(self.filter_queryset(self.get_queryset()), by[0])
+        for group in groups:
+            group["value"] = str(group["value"])
+            group["name"] = group.get("name")
+            group["cost"] = None if group["cost"] is None else str(group["cost"])
+        return Response({"by": by[0], "currency": settings.GATEWAY_CURRENCY, "groups": groups})
+
+
+class BudgetAlertViewSet(ManagementViewSet, viewsets.ReadOnlyModelViewSet):
+    """Budget alerts, newest first: one per budget, threshold and period, and how its sending went."""
+
+    queryset = BudgetAlert.objects.all()
+    serializer_class = api.BudgetAlertSerializer
+    filterset_class = filters.BudgetAlertFilter
     pagination_class = LogPagination
 
 

@@ -16,6 +16,9 @@ LEFT, RIGHT, TOP, BOTTOM = 44, 10, 36, 28
 STATUS_COLORS = {2: ("2xx", "#2f855a"), 3: ("3xx", "#3182ce"), 4: ("4xx", "#d69e2e"), 5: ("5xx", "#c53030")}
 LEFT_COLOR = ("client left", "#718096")
 LINE_COLORS = {"p50": "#2b6cb0", "p95": "#d69e2e", "p99": "#c53030"}
+# The spend chart's spenders, biggest first, then "others" in grey (colour-blind safe: Okabe-Ito).
+SPEND_LEFT = 62  # amounts such as 0.0075 need a wider axis than counts
+SPEND_COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#a0aec0")
 
 
 def nice_ceiling(value: float) -> float:
@@ -46,8 +49,9 @@ def _time_label(moment, step: timedelta, span: timedelta) -> str:
     return local.strftime("%H:%M")
 
 
-def _frame(title: str, unit: str, top: float, legend: list, labels: list) -> list:
+def _frame(title: str, unit: str, top: float, legend: list, labels: list, tick=None, left: int = LEFT) -> list:
     """Axes, grid, tick labels, the unit and the legend."""
+    tick = tick or _number
     plot_h = HEIGHT - TOP - BOTTOM
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
@@ -57,11 +61,11 @@ def _frame(title: str, unit: str, top: float, legend: list, labels: list) -> lis
     for i in range(5):
         value = top * i / 4
         y = TOP + plot_h - plot_h * i / 4
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_number(value)}</text>')
+        parts.append(f'<line class="grid" x1="{left}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick(value)}</text>')
     parts.append(f'<text class="unit" x="2" y="{TOP - 16}">{escape(unit)}</text>')
-    parts.append(f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}"/>')
-    parts.append(f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}"/>')
+    parts.append(f'<line class="axis" x1="{left}" x2="{left}" y1="{TOP}" y2="{TOP + plot_h}"/>')
+    parts.append(f'<line class="axis" x1="{left}" x2="{WIDTH - RIGHT}" y1="{TOP + plot_h}" y2="{TOP + plot_h}"/>')
     for x, text in labels:
         parts.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(text)}</text>')
     x = WIDTH - RIGHT
@@ -143,3 +147,47 @@ def latency_chart(points: list, series_starts: list, step: timedelta) -> str:
                 )
     parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def _amount(value: float) -> str:
+    """An axis amount: three significant digits, never in exponent form."""
+    if value == 0:
+        return "0"
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def spend_chart(series: list, labels: list[str], step: timedelta, unit: str) -> str:
+    """Stacked bars: spend per step, one colour per spender (`labels`, biggest first, then
+    "others"), from picos. The legend is the page's (spend_legend), so long names fit."""
+    left = SPEND_LEFT
+    plot_w, plot_h = WIDTH - left - RIGHT, HEIGHT - TOP - BOTTOM
+    units = [[picos / 1e12 for picos in parts] for _, parts in series]
+    top = nice_ceiling(max((sum(parts) for parts in units), default=0))
+    slot = plot_w / max(1, len(series))
+    x_labels = _x_labels([moment for moment, _ in series], step, lambda i: left + slot * (i + 0.5))
+    parts = _frame("Spend over time", unit, top, [], x_labels, tick=_amount, left=left)
+    for i, ((moment, _), amounts) in enumerate(zip(series, units, strict=True)):
+        y = TOP + plot_h
+        when = timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+        for index, amount in enumerate(amounts):
+            if not amount:
+                continue
+            height = plot_h * amount / top
+            y -= height
+            color = SPEND_COLORS[min(index, len(SPEND_COLORS) - 1)]
+            name = labels[index] if index < len(labels) else "others"
+            parts.append(
+                f'<rect x="{left + slot * i + slot * 0.1:.2f}" y="{y:.2f}" width="{max(slot * 0.8, 0.5):.2f}" '
+                f'height="{height:.2f}" fill="{color}"><title>{when}: {escape(name)} {_amount(amount)}</title></rect>'
+            )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))
+
+
+def spend_legend(labels: list[str], others: bool) -> list[tuple[str, str]]:
+    """(colour, name) of each spender the chart names."""
+    found = [(SPEND_COLORS[i], label) for i, label in enumerate(labels)]
+    if others:
+        found.append((SPEND_COLORS[-1], "others"))
+    return found

@@ -134,6 +134,8 @@ def explain(row) -> Explanation:
 
     if row.model or row.cost is not None:
         steps.append(("Cost", cost_sentence(row)))
+    for crossing in detail.get("budget_alerts") or ():
+        steps.append(("Budget alert", alert_sentence(crossing)))
 
     # The page ends the sentence itself: a message that already ends with one would double it.
     return Explanation(outcome=_outcome(row, detail, attempts).rstrip(" ."), steps=steps)
@@ -171,3 +173,17 @@ def cost_sentence(row) -> str:
     if row.cost is not None and row.usage_estimated:
         text += " (estimated: the answer was cut before the upstream reported its usage)"
     return text
+
+
+def alert_sentence(crossing: dict) -> str:
+    """ "its cost carried the team acme's spend to 8.1 USD, past 80 % of its daily budget of 10 USD"."""
+    try:
+        period = "daily" if crossing["budget"] == "budget_per_day" else "monthly"
+        currency = settings.GATEWAY_CURRENCY
+        return (
+            f"its cost carried the {crossing['scope']} {crossing['owner_name']}'s spend to "
+            f"{pricing.plain(crossing['spent'])} {currency}, past {crossing['threshold']} % of its {period} "
+            f"budget of {pricing.plain(crossing['amount'])} {currency}"
+        )
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return "its cost crossed a budget's alert threshold"

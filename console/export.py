@@ -44,26 +44,31 @@ class _Line:
         return text
 
 
-def _values(rows):
-    rows = rows.annotate(**KEY_COLUMNS).order_by("-created", "-id")
+ORDERINGS = {"": ("-created", "-id"), "cost": ("-cost", "-created", "-id")}
+
+
+def _values(rows, order: str = ""):
+    if order == "cost":
+        rows = rows.filter(cost__isnull=False)  # as the explorer sorts them: priced calls only
+    rows = rows.annotate(**KEY_COLUMNS).order_by(*ORDERINGS[order])
     for row in rows.values_list(*COLUMNS).iterator(chunk_size=CHUNK):
         values = dict(zip(COLUMNS, row, strict=True))
         values["job_id"] = str(values["job_id"]) if values["job_id"] else None
         yield values
 
 
-def _csv_lines(rows):
+def _csv_lines(rows, order: str = ""):
     writer = csv.writer(_Line())
     yield writer.writerow(COLUMNS)
-    for row in _values(rows):
+    for row in _values(rows, order):
         row["created"] = row["created"].isoformat()
         row["targets_tried"] = json.dumps(row["targets_tried"])
         row["detail"] = json.dumps(row["detail"], separators=(",", ":"))
         yield writer.writerow([neutralised(row[name]) for name in COLUMNS])
 
 
-def _json_lines(rows):
-    for row in _values(rows):
+def _json_lines(rows, order: str = ""):
+    for row in _values(rows, order):
         row["created"] = row["created"].isoformat()
         if row["cost"] is not None:
             row["cost"] = str(row["cost"])  # a decimal string, exact; null: no price
@@ -76,9 +81,39 @@ FORMATS = {
 }
 
 
-def response(rows, fmt: str, filename: str) -> StreamingHttpResponse:
-    content_type, lines = FORMATS[fmt]
-    answer = StreamingHttpResponse(lines(rows), content_type=content_type)
+def _attachment(answer: StreamingHttpResponse, filename: str, fmt: str) -> StreamingHttpResponse:
     answer["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
     answer["Cache-Control"] = "no-store"
     return answer
+
+
+def response(rows, fmt: str, filename: str, order: str = "") -> StreamingHttpResponse:
+    content_type, lines = FORMATS[fmt]
+    return _attachment(StreamingHttpResponse(lines(rows, order), content_type=content_type), filename, fmt)
+
+
+# A grouped export (the explorer's "per team", ...): one line per group, as routes_admin.filtersets.summarize sums them.
+GROUP_COLUMNS = (
+    "calls", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "unpriced",
+)  # fmt: skip
+
+
+def _group_lines(groups: list[dict], by: str, fmt: str):
+    head = (by, *(("key_name",) if by == "key" else ()), *GROUP_COLUMNS)
+    writer = csv.writer(_Line())
+    if fmt == "csv":
+        yield writer.writerow(head)
+    for group in groups:
+        line = {by: group["value"], **({"key_name": group["name"]} if by == "key" else {})}
+        line.update({name: group[name] for name in GROUP_COLUMNS})
+        if line["cost"] is not None:
+            line["cost"] = str(line["cost"])  # a decimal string, exact; null: no call of the group had a price
+        if fmt == "csv":
+            yield writer.writerow([neutralised(line[name]) for name in head])
+        else:
+            yield json.dumps(line, separators=(",", ":")) + "\n"
+
+
+def groups_response(groups: list[dict], by: str, fmt: str, filename: str) -> StreamingHttpResponse:
+    content_type, _ = FORMATS[fmt]
+    return _attachment(StreamingHttpResponse(_group_lines(groups, by, fmt), content_type=content_type), filename, fmt)

@@ -8,10 +8,12 @@ LATENCY_EDGES_MS in routes_admin/models.py).
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.db.models import Q, Sum
 
 from routes_admin.models import LATENCY_BUCKETS, LATENCY_EDGES_MS, APIKey, UsageRollup
+from routes_admin.pricing import from_picos
 
 STEPS = (
     ("minute", timedelta(minutes=1), timedelta(hours=3)),
@@ -20,6 +22,8 @@ STEPS = (
 )
 STATUS_CLASSES = (2, 3, 4, 5, 0)
 TOP = 10
+SPEND_DIMENSIONS = ("key", "team", "route", "model")
+SERIES_VALUES = 5  # the spend chart names this many of the biggest spenders; the rest are "others"
 
 
 @dataclass
@@ -38,7 +42,15 @@ class Figures:
     by_key: list = field(default_factory=list)
     by_route: list = field(default_factory=list)
     by_model: list = field(default_factory=list)
+    by_team: list = field(default_factory=list)
     top_keys: list = field(default_factory=list)  # by calls
+    spend: Decimal = Decimal(0)  # in GATEWAY_CURRENCY, from the rollups' exact picos
+    unpriced: int = 0  # calls whose model has no price: not in `spend`
+    spenders: dict = field(default_factory=dict)  # dimension -> items ranked by spend
+    spend_by: str = "key"  # the dimension the spend series is split by
+    spend_series: list = field(default_factory=list)  # (start, [picos of each spend_values item..., others])
+    spend_values: list = field(default_factory=list)  # the spenders the series names, biggest first
+    spend_others: bool = False  # the series' last column (others) is not all zero
 
     @property
     def error_rate(self) -> float | None:
@@ -86,19 +98,30 @@ def _sums(*names):
     return {name: Sum(name) for name in names}
 
 
-def compute(start: datetime, end: datetime) -> Figures:
+def compute(start: datetime, end: datetime, spend_by: str = "key") -> Figures:
     period, step = step_for(start, end)
     first = floor(start, period)
     figures = Figures(start=first, end=end, period=period, step=step)
+    figures.spend_by = spend_by if spend_by in SPEND_DIMENSIONS else "key"
     rows = UsageRollup.objects.filter(period=period, start__gte=first, start__lt=end).order_by()
     everything = rows.filter(dimension="all")
 
     # One pass for the series, the latency histogram and the token totals (by step and class) ...
-    sums = ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms", *LATENCY_BUCKETS)
+    sums = (
+        "calls",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "latency_sum_ms",
+        "cost_picos",
+        "unpriced",
+        *LATENCY_BUCKETS,
+    )
     per_class: dict = {}
     per_step: dict = {}
     histogram = [0] * len(LATENCY_BUCKETS)
-    totals = dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms"), 0)
+    names = ("prompt_tokens", "completion_tokens", "total_tokens", "latency_sum_ms", "cost_picos", "unpriced")
+    totals = dict.fromkeys(names, 0)
     for item in everything.values("start", "status_class").annotate(**_sums(*sums)):
         per_class.setdefault(item["start"], {})[item["status_class"]] = item["calls"]
         counts = [item[name] or 0 for name in LATENCY_BUCKETS]
@@ -120,21 +143,61 @@ def compute(start: datetime, end: datetime) -> Figures:
     figures.latency_mean = totals["latency_sum_ms"] / figures.calls
     figures.latency_series = [(m, percentiles(per_step[m])) for m, _ in figures.series if m in per_step]
     figures.tokens = {name: totals[name] for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    figures.spend, figures.unpriced = from_picos(totals["cost_picos"]), totals["unpriced"]
 
-    # ... and one per ranking (keys ranked twice: by tokens and by calls).
-    for attribute, dimension in (("by_key", "key"), ("by_route", "route"), ("by_model", "model")):
+    # ... and one per ranking (keys ranked three times: by tokens, by calls and by spend).
+    for dimension in SPEND_DIMENSIONS:
         ranked = [
-            dict(item, name=item["value"])
+            dict(item, name=item["value"], spent=from_picos(item["cost_picos"] or 0))
             for item in rows.filter(dimension=dimension)
             .values("value")
-            .annotate(**_sums("calls", "total_tokens", "errors"))
+            .annotate(**_sums("calls", "total_tokens", "errors", "cost_picos", "unpriced"))
         ]
         if dimension == "key":
             ranked = by_key_identity(ranked)
-        setattr(figures, attribute, sorted(ranked, key=lambda i: (-(i["total_tokens"] or 0), -i["calls"]))[:TOP])
+        setattr(
+            figures, f"by_{dimension}", sorted(ranked, key=lambda i: (-(i["total_tokens"] or 0), -i["calls"]))[:TOP]
+        )
         if dimension == "key":
             figures.top_keys = sorted(ranked, key=lambda i: -i["calls"])[:TOP]
+        spenders = [item for item in ranked if item["cost_picos"]]
+        figures.spenders[dimension] = sorted(spenders, key=lambda i: (-i["cost_picos"], -i["calls"]))[:TOP]
+    spend_series(figures, rows)
     return figures
+
+
+def spend_series(figures: Figures, rows) -> None:
+    """Spend per step split by one dimension: the range's biggest spenders each (figures.spend_values,
+    in the order of figures.spenders), the rest summed last as others. A key's rows under several
+    values (before and after keys were summed by id) are one key."""
+    named = figures.spenders[figures.spend_by][:SERIES_VALUES]
+    if not named:
+        return
+    found = list(
+        rows.filter(dimension=figures.spend_by, cost_picos__gt=0)
+        .values("start", "value")
+        .annotate(picos=Sum("cost_picos"))
+    )
+    if figures.spend_by == "key":
+        by_prefix = prefixes_of({item["value"] for item in found})
+        wanted = {item["key_id"] or item["value"]: index for index, item in enumerate(named)}
+
+        def identity(value):
+            return key_id_of(value, by_prefix) or value
+    else:
+        wanted = {item["value"]: index for index, item in enumerate(named)}
+
+        def identity(value):
+            return value
+
+    per_step: dict = {}
+    for item in found:
+        step = per_step.setdefault(item["start"], [0] * (len(named) + 1))
+        step[wanted.get(identity(item["value"]), len(named))] += item["picos"]
+    figures.spend_values = named
+    figures.spend_others = any(step[-1] for step in per_step.values())
+    empty = [0] * (len(named) + 1)
+    figures.spend_series = [(moment, per_step.get(moment, empty)) for moment, _ in figures.series]
 
 
 def key_id_of(value: str, by_prefix: dict) -> int | None:
@@ -145,10 +208,10 @@ def key_id_of(value: str, by_prefix: dict) -> int | None:
     return by_prefix.get(value)
 
 
-def by_key_identity(items: list[dict]) -> list[dict]:
-    """One item per key, whatever prefixes its calls were made with (a rotation changes the
-    prefix, not the key): each item gets `key_id` (None for calls without a known key)."""
-    prefixes = {item["value"] for item in items if item["value"] and not item["value"].startswith("#")}
+def prefixes_of(values) -> dict:
+    """prefix -> key id, for the rollup values that are prefixes (rows summed before keys were
+    kept by id), by the key's prefix now or before its last rotation."""
+    prefixes = {value for value in values if value and not value.startswith("#")}
     by_prefix: dict = {}
     if prefixes:
         known = APIKey.objects.filter(Q(prefix__in=prefixes) | Q(previous_prefix__in=prefixes))
@@ -156,6 +219,13 @@ def by_key_identity(items: list[dict]) -> list[dict]:
             by_prefix[prefix] = key_id
             if previous:
                 by_prefix[previous] = key_id
+    return by_prefix
+
+
+def by_key_identity(items: list[dict]) -> list[dict]:
+    """One item per key, whatever prefixes its calls were made with (a rotation changes the
+    prefix, not the key): each item gets `key_id` (None for calls without a known key)."""
+    by_prefix = prefixes_of({item["value"] for item in items})
     merged: dict = {}
     for item in items:
         key_id = key_id_of(item["value"], by_prefix)
@@ -163,6 +233,9 @@ def by_key_identity(items: list[dict]) -> list[dict]:
         if identity not in merged:
             merged[identity] = {**item, "key_id": key_id}
             continue
-        for name in ("calls", "total_tokens", "errors"):
-            merged[identity][name] = (merged[identity][name] or 0) + (item[name] or 0)
+        for name in ("calls", "total_tokens", "errors", "cost_picos", "unpriced"):
+            if name in item:
+                merged[identity][name] = (merged[identity][name] or 0) + (item[name] or 0)
+        if "cost_picos" in item:
+            merged[identity]["spent"] = from_picos(merged[identity]["cost_picos"] or 0)
     return list(merged.values())

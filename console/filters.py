@@ -8,12 +8,14 @@ page is an index range (log_created_idx, or the filter's own index), never an OF
 import base64
 import binascii
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from django import forms
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from routes_admin.filtersets import RequestLogFilterSet
+from routes_admin.filtersets import GROUPS, RequestLogFilterSet
 from routes_admin.models import RequestLog
 
 PAGE_SIZE = 50
@@ -55,36 +57,88 @@ def shown_fields(filterset: RequestLogFilterSet) -> list:
     return [form[name] for name in (*SHOWN, *extra)]
 
 
-def encode_cursor(row) -> str:
+class ViewForm(forms.Form):
+    """How the explorer shows the filtered calls: newest first or by cost (within a period), one
+    row per call or one per group (team, key, route, model)."""
+
+    order = forms.ChoiceField(
+        choices=[("", "newest first"), ("cost", "most expensive first")],
+        required=False,
+        label="Sort",
+        help_text="By cost: within a period (give From); calls without a price are left out.",
+    )
+    group = forms.ChoiceField(
+        choices=[("", "each call"), *((name, f"per {name}") for name in GROUPS)],
+        required=False,
+        label="Show",
+        help_text="Calls summed per team, key, route or model.",
+    )
+
+    def __init__(self, data, filterset: RequestLogFilterSet):
+        super().__init__(data)
+        self.filterset = filterset
+
+    def clean(self):
+        data = super().clean()
+        if data.get("order") == "cost" and not self.filterset.data.get("created_after"):
+            self.add_error("order", "Sorting by cost works within a period: give From (and Until, or until now).")
+        return data
+
+    def chosen(self) -> dict:
+        """The options in use, for links and the export."""
+        return {name: self.data[name] for name in self.fields if self.data.get(name)}
+
+
+def encode_cursor(row, order: str = "") -> str:
     text = f"{row.created.isoformat()}|{row.pk}"
+    if order == "cost":
+        text = f"{row.cost}|{text}"
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
-    """The (created, id) a cursor names, or None when it is not one this page made: undecodable,
-    a time without its offset or outside what the database holds, an id out of range."""
+def decode_cursor(cursor: str, order: str = "") -> tuple | None:
+    """The (created, id) a cursor names (with order=cost: (cost, created, id)), or None when it is
+    not one this page made: undecodable, a time without its offset or outside what the database
+    holds, an id out of range, a cost that is not a number."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, pk = text.split("|")
+        parts = text.split("|")
+        cost = None
+        if order == "cost":
+            cost = Decimal(parts.pop(0))
+            if not cost.is_finite():
+                return None
+        created, pk = parts
         moment, number = datetime.fromisoformat(created), int(pk)
         if moment.tzinfo is None or not 0 < number <= MAX_ID:
             return None
-        return moment.astimezone(UTC), number
-    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError):
+        found = (moment.astimezone(UTC), number)
+        return (cost, *found) if order == "cost" else found
+    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, InvalidOperation):
         return None
 
 
-def page(rows, after: tuple[datetime, int] | None = None) -> tuple[list, str]:
-    """Up to PAGE_SIZE rows, newest first, after the cursor's (created, id); and the cursor of the
-    next page ("" at the end)."""
-    if after:
-        created, pk = after
-        # (created, id) < (cursor): the range stays on the created index; ties are broken by id.
-        rows = rows.filter(created__lte=created).exclude(created=created, id__gte=pk)
-    found = list(rows.select_related("api_key").order_by("-created", "-id")[: PAGE_SIZE + 1])
+def page(rows, after: tuple | None = None, order: str = "") -> tuple[list, str]:
+    """Up to PAGE_SIZE rows, newest first (order "cost": most expensive first, then newest), after
+    the cursor's place; and the cursor of the next page ("" at the end)."""
+    if order == "cost":
+        rows = rows.filter(cost__isnull=False)
+        if after:
+            cost, created, pk = after
+            rows = rows.filter(
+                Q(cost__lt=cost) | Q(cost=cost, created__lt=created) | Q(cost=cost, created=created, id__lt=pk)
+            )
+        ordering = ("-cost", "-created", "-id")
+    else:
+        if after:
+            created, pk = after
+            # (created, id) < (cursor): the range stays on the created index; ties are broken by id.
+            rows = rows.filter(created__lte=created).exclude(created=created, id__gte=pk)
+        ordering = ("-created", "-id")
+    found = list(rows.select_related("api_key").order_by(*ordering)[: PAGE_SIZE + 1])
     more = len(found) > PAGE_SIZE
     found = found[:PAGE_SIZE]
-    return found, encode_cursor(found[-1]) if more else ""
+    return found, encode_cursor(found[-1], order) if more else ""
 
 
 class RangeForm(forms.Form):

@@ -25,10 +25,11 @@ def recorded_filters(filterset) -> dict:
     return given
 
 
-def record_export(request, fmt: str, filterset) -> LogEntry:
+def record_export(request, fmt: str, filterset, chosen: dict | None = None) -> LogEntry:
+    """`chosen`: the explorer's view choices that shape the file (its order, its grouping)."""
     user = request.user
     zone = timezone.get_current_timezone_name()
-    given = recorded_filters(filterset)
+    given = {**recorded_filters(filterset), **(chosen or {})}
     described = ", ".join(f"{name}={value}" for name, value in given.items()) or "all calls"
     return LogEntry.objects.create(
         content_type=ContentType.objects.get_for_model(RequestLog),

@@ -1,5 +1,7 @@
 """Console pages: thin views over figures.py, filters.py, explain.py and export.py. Read-only."""
 
+from django.conf import settings
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -7,9 +9,10 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from routes_admin import filtersets
-from routes_admin.models import APIKey, RequestLog, Route
+from routes_admin.models import APIKey, BudgetAlert, RequestLog, Route, Team
+from routes_admin.pricing import plain
 
-from . import charts, export, figures, filters, history, live
+from . import charts, export, figures, filters, history, live, spend
 from .access import console_page
 from .explain import explain
 
@@ -27,11 +30,17 @@ def _dashboard_range(request):
     return now - RANGES[chosen], now, chosen, form
 
 
+SPEND_BY = {"key": "keys", "team": "teams", "route": "routes", "model": "models"}
+
+
 @console_page
 def dashboard(request):
     start, end, chosen, form = _dashboard_range(request)
-    shown = figures.compute(start, end)
+    spend_by = request.GET.get("spend_by") if request.GET.get("spend_by") in SPEND_BY else "key"
+    shown = figures.compute(start, end, spend_by)
     _label(shown)
+    spend_labels = [item["label"] for item in shown.spend_values]
+    unit = f"{settings.GATEWAY_CURRENCY} / {shown.period}"
     context = {
         "figures": shown,
         "range": chosen,
@@ -39,9 +48,17 @@ def dashboard(request):
         "form": form,
         "start": start,
         "end": end,
+        "range_query": urlencode({k: v for k, v in request.GET.items() if k in ("range", "start", "end")}),
+        "spend_by": spend_by,
+        "spend_choices": SPEND_BY,
         "calls_chart": charts.calls_chart(shown.series, shown.step, STEP_UNITS[shown.period]),
         "latency_chart": charts.latency_chart(shown.latency_series, [m for m, _ in shown.series], shown.step),
+        "spend_chart": charts.spend_chart(shown.spend_series, spend_labels, shown.step, unit)
+        if shown.spend_series
+        else "",
+        "spend_legend": charts.spend_legend(spend_labels, shown.spend_others),
         "near_limits": live.keys_near_a_limit(),
+        "near_budgets": spend.near_a_budget(),
         "breakers": live.breakers_not_closed(),
         "any_call": shown.calls > 0 or RequestLog.objects.exists(),
     }
@@ -51,9 +68,10 @@ def dashboard(request):
 def _label(shown) -> None:
     """Each ranked item's label (a key's name, not only its prefix) and its explorer link. A key is
     linked by its id, so its calls before and after a rotation are one list."""
-    ids = {item["key_id"] for item in shown.by_key + shown.top_keys if item["key_id"]}
+    keys = shown.by_key + shown.top_keys + shown.spenders.get("key", [])
+    ids = {item["key_id"] for item in keys if item["key_id"]}
     names = dict(APIKey.objects.filter(id__in=ids).values_list("id", "name"))
-    for item in shown.by_key + shown.top_keys:
+    for item in keys:
         key_id, prefix = item["key_id"], item["name"]
         if key_id:
             item["label"] = names.get(key_id, f"deleted key #{key_id}")
@@ -61,7 +79,12 @@ def _label(shown) -> None:
         else:
             item["label"] = f"gw_{prefix}_…" if prefix else "no key"
             item["link"] = urlencode({"key_prefix": prefix}) if prefix else ""
-    for items, param, nobody in ((shown.by_route, "route_name", "no route"), (shown.by_model, "model", "no model")):
+    others = (
+        (shown.by_route + shown.spenders.get("route", []), "route_name", "no route"),
+        (shown.by_model + shown.spenders.get("model", []), "model", "no model"),
+        (shown.by_team + shown.spenders.get("team", []), "team", "no team"),
+    )
+    for items, param, nobody in others:
         for item in items:
             value = item["name"]
             item["label"] = value or nobody
@@ -71,16 +94,27 @@ def _label(shown) -> None:
 @console_page
 def calls(request):
     found = filters.explorer_filters(request.GET)
+    view = filters.ViewForm(request.GET, found)
+    valid = found.is_valid() and view.is_valid()
+    order, group = (view.cleaned_data["order"], view.cleaned_data["group"]) if valid else ("", "")
     cursor = request.GET.get("cursor", "")
-    after = filters.decode_cursor(cursor) if cursor else None
-    rows, next_cursor = [], ""
-    if found.is_valid():
-        rows, next_cursor = filters.page(found.qs, after)
-    active = filters.active(found)
+    after = filters.decode_cursor(cursor, order) if cursor else None
+    rows, groups, next_cursor = [], [], ""
+    if valid and group:
+        groups = _grouped(filtersets.summarize(found.qs, group), group)
+    elif valid:
+        rows, next_cursor = filters.page(found.qs, after, order)
+        for row in rows:
+            row.cost_text = _cost_text(row)
+    active = {**filters.active(found), **view.chosen()}
     context = {
         "form": found.form,
+        "view": view,
         "fields": filters.shown_fields(found),
         "rows": rows,
+        "groups": groups,
+        "group": group,
+        "order": order,
         "active": active,
         "presets": filters.presets(active),
         "query": urlencode(active),
@@ -90,9 +124,28 @@ def calls(request):
         "admin_link": _admin_link(active),
         "limit_names": filtersets.LIMIT_NAMES,
         "routes": Route.objects.order_by("name").values_list("name", flat=True),
-        "any_call": bool(rows) or RequestLog.objects.exists(),
+        "any_call": bool(rows) or bool(groups) or RequestLog.objects.exists(),
     }
-    return render(request, "console/calls.html", context, status=200 if found.is_valid() else 400)
+    return render(request, "console/calls.html", context, status=200 if valid else 400)
+
+
+def _cost_text(row) -> str:
+    if row.cost is None:
+        return ""
+    return plain(row.cost) + (" (estimated)" if row.usage_estimated else "")
+
+
+GROUP_LINKS = {"team": "team", "key": "api_key", "route": "route_name", "model": "model"}
+NOBODY = {"team": "no team", "key": "no key", "route": "no route", "model": "no model"}
+
+
+def _grouped(groups: list[dict], by: str) -> list[dict]:
+    """Each group's label and the explorer link to its calls."""
+    for item in groups:
+        value = item["value"]
+        item["label"] = (item.get("name") if by == "key" else value) or NOBODY[by]
+        item["link"] = urlencode({GROUP_LINKS[by]: value}) if value not in ("", None) else ""
+    return groups
 
 
 def _admin_link(active: dict) -> tuple[str, str] | None:
@@ -138,9 +191,51 @@ def export_calls(request, fmt: str):
     if fmt not in export.FORMATS:
         raise Http404("unknown export format")
     found = filters.explorer_filters(request.GET)
-    if not found.is_valid():
-        context = {"form": found.form, "fields": filters.shown_fields(found), "rows": [], "any_call": True}
+    view = filters.ViewForm(request.GET, found)
+    if not (found.is_valid() and view.is_valid()):
+        context = {
+            "form": found.form,
+            "view": view,
+            "fields": filters.shown_fields(found),
+            "rows": [],
+            "any_call": True,
+        }
         return render(request, "console/calls.html", context, status=400)
-    history.record_export(request, fmt, found)
+    history.record_export(request, fmt, found, view.chosen())
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return export.response(found.qs, fmt, f"calls-{stamp}")
+    group = view.cleaned_data["group"]
+    if group:
+        return export.groups_response(filtersets.summarize(found.qs, group), group, fmt, f"calls-per-{group}-{stamp}")
+    return export.response(found.qs, fmt, f"calls-{stamp}", order=view.cleaned_data["order"])
+
+
+@console_page
+def teams(request):
+    return render(request, "console/teams.html", {"teams": spend.teams_overview()})
+
+
+@console_page
+def team(request, pk: int):
+    context = spend.team_page(get_object_or_404(Team, pk=pk))
+    context["can_change"] = request.user.has_perm("routes_admin.change_team")
+    return render(request, "console/team.html", context)
+
+
+ALERTS_PER_PAGE = 100
+ALERT_SCOPES = {choice for choice, _ in BudgetAlert.Scope.choices}
+
+
+@console_page
+def budget_alerts(request):
+    """Every budget alert, newest first; ?scope=key|team|route and ?owner=<id> narrow it."""
+    alerts = BudgetAlert.objects.all()
+    scope, owner = request.GET.get("scope", ""), request.GET.get("owner", "")
+    if scope in ALERT_SCOPES:
+        alerts = alerts.filter(scope=scope)
+        if owner.isdigit() and len(owner) < 19:
+            alerts = alerts.filter(owner_id=int(owner))
+    number = request.GET.get("page", "1")
+    page = Paginator(alerts, ALERTS_PER_PAGE).get_page(number if number.isdigit() else 1)
+    page.object_list = spend.with_links(list(page.object_list))
+    narrowed = urlencode({name: value for name, value in (("scope", scope), ("owner", owner)) if value})
+    return render(request, "console/alerts.html", {"page": page, "narrowed": narrowed})

@@ -77,6 +77,8 @@ RANGES = {
     "GATEWAY_WEBHOOK_MAX_ATTEMPTS": ("GATEWAY_WEBHOOK_MAX_ATTEMPTS", AT_LEAST_ONE),
     "GATEWAY_WEBHOOK_BACKOFF_SECONDS": ("GATEWAY_WEBHOOK_BACKOFF_SECONDS", NOT_NEGATIVE),
     "GATEWAY_WEBHOOK_TIMEOUT": ("GATEWAY_WEBHOOK_TIMEOUT", POSITIVE),
+    "EMAIL_PORT": ("EMAIL_PORT", AT_LEAST_ONE),
+    "EMAIL_TIMEOUT": ("EMAIL_TIMEOUT", POSITIVE),
     "GATEWAY_WORKERS": ("GATEWAY_WORKERS", AT_LEAST_ONE),
     "TRUSTED_PROXY_COUNT": ("TRUSTED_PROXY_COUNT", NOT_NEGATIVE),
 }
@@ -92,6 +94,8 @@ SWITCHES = (
     "HTTPS",
     "SECURE_SSL_REDIRECT",
     "BEHIND_PROXY",
+    "EMAIL_USE_TLS",
+    "EMAIL_USE_SSL",
 )
 SWITCH_WORDS = ("1", "0", "true", "false", "on", "off", "yes", "no")
 
@@ -155,6 +159,32 @@ def check_setting_values(app_configs=None, **kwargs) -> list:
             wanted = "a whole number"
         if wanted:
             errors.append(_range_error(variable, word, wanted))
+    return errors + _budget_alert_errors()
+
+
+def _budget_alert_errors() -> list:
+    """The alert thresholds parse; the alert webhook is on the webhook allow-list (else every alert
+    would fail to send, found out only when a budget is spent)."""
+    from django.core.exceptions import ValidationError
+
+    from jobs import callbacks
+    from routes_admin.pricing import parse_thresholds
+
+    errors = []
+    try:
+        parse_thresholds(settings.GATEWAY_BUDGET_ALERT_THRESHOLDS)
+    except ValidationError as exc:
+        errors.append(
+            _range_error("GATEWAY_BUDGET_ALERT_THRESHOLDS", settings.GATEWAY_BUDGET_ALERT_THRESHOLDS, exc.messages[0])
+        )
+    if settings.GATEWAY_BUDGET_ALERT_WEBHOOK:
+        try:
+            callbacks.parse(settings.GATEWAY_BUDGET_ALERT_WEBHOOK)
+        except callbacks.Refused as exc:
+            message = str(exc).replace("X-Callback-URL", "GATEWAY_BUDGET_ALERT_WEBHOOK")
+            errors.append(Error(message, id="gateway.E005"))
+    if settings.EMAIL_USE_TLS and settings.EMAIL_USE_SSL:
+        errors.append(Error("EMAIL_USE_TLS and EMAIL_USE_SSL are both on; set at most one.", id="gateway.E006"))
     return errors
 
 

@@ -332,6 +332,22 @@ if GATEWAY_WEBHOOK_HOSTS and not GATEWAY_WEBHOOK_SECRET:
 GATEWAY_WEBHOOK_MAX_ATTEMPTS = env.int("GATEWAY_WEBHOOK_MAX_ATTEMPTS", default=6)
 GATEWAY_WEBHOOK_BACKOFF_SECONDS = env.float("GATEWAY_WEBHOOK_BACKOFF_SECONDS", default=5.0)
 GATEWAY_WEBHOOK_TIMEOUT = env.float("GATEWAY_WEBHOOK_TIMEOUT", default=10.0)
+# Budget alerts (docs/spend.md): the percentages of a budget whose crossing sends an alert, unless
+# a key, team or route sets its own ("none": no alerts); where alerts go: a webhook (on
+# GATEWAY_WEBHOOK_HOSTS, signed with a secret derived from GATEWAY_WEBHOOK_SECRET) and/or email
+# addresses (through the mail settings below). Sent by the jobs workers, retried like webhooks.
+GATEWAY_BUDGET_ALERT_THRESHOLDS = env.str("GATEWAY_BUDGET_ALERT_THRESHOLDS", default="50,80,100")
+GATEWAY_BUDGET_ALERT_WEBHOOK = env.str("GATEWAY_BUDGET_ALERT_WEBHOOK", default="")
+GATEWAY_BUDGET_ALERT_EMAILS = env.list("GATEWAY_BUDGET_ALERT_EMAILS", default=[])
+# Outgoing mail (Django's own settings): budget alerts by email.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = secret("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ai-gateway@localhost")
 
 LOGGING = {
     "version": 1,

@@ -10,7 +10,8 @@ class JobsConfig(AppConfig):
         above the proxy, so the proxy learns of jobs only through these hooks."""
         from proxy import jobs_api
 
+        from .alerts import schedule
         from .metrics import JobCollector
         from .submission import check, submit
 
-        jobs_api.register(runtime, submit, check, JobCollector())
+        jobs_api.register(runtime, submit, check, JobCollector(), send_alerts=schedule)

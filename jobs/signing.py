@@ -10,6 +10,10 @@ the key's owner can fetch it whenever a receiver is set up (GET /jobs/webhook-se
 key). Rotating the key changes its prefix and so its signing secret; rotating
 GATEWAY_WEBHOOK_SECRET changes every key's.
 
+Budget alerts (jobs/alerts.py) belong to no key: they are signed the same way with a secret of
+their own, derived alike from the server secret (`alert_secret`, shown by `manage.py
+alert_webhook_secret`).
+
 The signature covers the timestamp (receivers refuse old ones: replays) and the destination
 (callback URL as the job shows it): a delivery captured at one receiver does not verify at another.
 """
@@ -27,6 +31,14 @@ def key_secret(key_id: int, prefix: str) -> str:
     if not settings.GATEWAY_WEBHOOK_SECRET:  # settings.py requires it with GATEWAY_WEBHOOK_HOSTS
         raise ImproperlyConfigured("GATEWAY_WEBHOOK_SECRET is not set: webhooks cannot be signed.")
     message = f"webhook-signing-secret\n{key_id}\n{prefix}".encode()
+    return "whsec_" + hmac.new(settings.GATEWAY_WEBHOOK_SECRET.encode(), message, hashlib.sha256).hexdigest()
+
+
+def alert_secret() -> str:
+    """The budget alerts' signing secret (a webhook receiver set up for them verifies with it)."""
+    if not settings.GATEWAY_WEBHOOK_SECRET:
+        raise ImproperlyConfigured("GATEWAY_WEBHOOK_SECRET is not set: budget alert webhooks cannot be signed.")
+    message = b"budget-alert-signing-secret"
     return "whsec_" + hmac.new(settings.GATEWAY_WEBHOOK_SECRET.encode(), message, hashlib.sha256).hexdigest()
 
 

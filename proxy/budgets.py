@@ -19,6 +19,13 @@ largest estimate of one call; a call that costs more than its estimate (an input
 its byte count / 4 tokens, or no max_tokens and more output than the route's default) adds its
 excess. tests/proxy/test_budgets_concurrency.py measures it with 50 concurrent calls at two instances.
 
+Alerts: settle reads the spend counter's new value from its atomic increment; a call whose cost
+carries it across one of the budget's alert thresholds (50, 80, 100 % unless set otherwise) notes
+the crossing in its detail, and the log writer records it as a BudgetAlert (proxy/alerts.py),
+which the jobs workers send. Exactly one call crosses each threshold of a counter, whatever the
+number of processes and instances; the alert's unique constraint covers a counter reseeded from
+the log. No query and no extra cache round trip on the call path.
+
 Counters live in the shared cache (Redis in production), in picos of GATEWAY_CURRENCY, so every
 worker and instance shares them; `spent` is seeded from the request log when missing (a new
 period, a restarted cache). A reservation whose call never settles (a killed process) stays until
@@ -36,7 +43,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from routes_admin.models import ErrorType, RequestLog
-from routes_admin.pricing import from_picos, plain, to_picos
+from routes_admin.pricing import crossed, from_picos, plain, to_picos
 
 from . import cache_policy, token_quota
 from .errors import CacheUnavailable, RateLimited
@@ -56,17 +63,30 @@ class BudgetExceeded(RateLimited):
 class Counter:
     """One budget of one scope in the current period."""
 
-    __slots__ = ("kind", "owner_id", "label", "name", "budget", "period", "spent_key", "held_key")
+    __slots__ = (
+        "kind",
+        "owner_id",
+        "owner_name",
+        "label",
+        "name",
+        "budget",
+        "period",
+        "thresholds",
+        "spent_key",
+        "held_key",
+    )
 
-    def __init__(self, kind: str, owner_id: int, label: str, name: str, budget, period):
-        self.kind, self.owner_id, self.label, self.name, self.budget, self.period = (
+    def __init__(self, kind: str, owner_id: int, owner_name: str, name: str, budget, period, thresholds=()):
+        self.kind, self.owner_id, self.owner_name, self.name, self.budget, self.period = (
             kind,
             owner_id,
-            label,
+            owner_name,
             name,
             budget,
             period,
         )
+        self.label = f"{kind} {owner_name}"
+        self.thresholds = thresholds  # percentages of the budget whose crossing is an alert
         self.spent_key = f"budget:spent:{kind}{owner_id}:{period.tag}"
         self.held_key = f"budget:held:{kind}{owner_id}:{period.tag}"
 
@@ -86,14 +106,14 @@ class Hold:
 def counters_for(key, route, now: datetime) -> list[Counter]:
     periods = token_quota.periods(now)
     found = []
-    scopes = [("key", key.id, f"key {key.name}", key.budgets)]
+    scopes = [("key", key.id, key.name, key.budgets, key.alert_thresholds)]
     if key.team_id is not None:
-        scopes.append(("team", key.team_id, f"team {key.team_name}", key.team_budgets))
+        scopes.append(("team", key.team_id, key.team_name, key.team_budgets, key.team_alert_thresholds))
     if route is not None:
-        scopes.append(("route", route.id, f"route {route.name}", route.budgets))
-    for kind, owner_id, label, budgets in scopes:
+        scopes.append(("route", route.id, route.name, route.budgets, route.alert_thresholds))
+    for kind, owner_id, owner_name, budgets, thresholds in scopes:
         for name, budget in budgets.items():
-            found.append(Counter(kind, owner_id, label, name, budget, periods[PERIODS[name]]))
+            found.append(Counter(kind, owner_id, owner_name, name, budget, periods[PERIODS[name]], thresholds))
     return found
 
 
@@ -211,7 +231,13 @@ def seed(counter: Counter, now: datetime) -> int:
 
 
 def settle(call) -> None:
-    """Add the call's real cost to its budgets' spend and give back its reservation. Never raises."""
+    """Add the call's real cost to its budgets' spend and give back its reservation. Never raises.
+
+    The spend counter's atomic increment answers its new value: when the call's cost carried it
+    across one of the budget's alert thresholds, the crossing goes into the call's detail
+    ("budget_alerts"), and the log writer records it as a BudgetAlert with the call's row
+    (proxy/alerts.py). Exactly one call crosses each threshold, however many processes share the
+    counter; no query is made here."""
     hold = call.budget_hold
     if hold is None or hold.settled:
         return
@@ -222,11 +248,56 @@ def settle(call) -> None:
         try:
             if picos:
                 try:
-                    cache.incr(counter.spent_key, picos)
+                    after = cache.incr(counter.spent_key, picos)
                 except ValueError:  # missing: seed it (this call is not in the log yet), then add
                     seed(counter, now)
-                    cache.incr(counter.spent_key, picos)
+                    after = cache.incr(counter.spent_key, picos)
+                if counter.thresholds:
+                    _note_crossings(call, counter, after - picos, after)
             if hold.picos:
                 cache.decr(counter.held_key, hold.picos)
         except Exception as exc:  # the log still has the cost: a restarted cache reseeds from it
             log.warning("could not settle the budget %s of call %s: %r", counter.spent_key, call.request_id, exc)
+
+
+def _note_crossings(call, counter: Counter, before: int, after: int) -> None:
+    for threshold in crossed(before, after, to_picos(counter.budget), counter.thresholds):
+        call.detail.setdefault("budget_alerts", []).append(
+            {
+                "scope": counter.kind,
+                "owner_id": counter.owner_id,
+                "owner_name": counter.owner_name,
+                "budget": counter.name,
+                "amount": str(counter.budget),
+                "threshold": threshold,
+                "period_start": counter.period.start.isoformat(),
+                "spent": str(from_picos(after)),
+            }
+        )
+
+
+def live_state(kind: str, owner) -> list[dict]:
+    """An owner's budgets as the shared counters hold them now (for the back office; consumes
+    nothing): per budget set, the period's spend (None when the counter is not there: no call
+    this period, or a restarted cache) and the reservations of calls in flight. `owner` is an
+    APIKey, Team or Route."""
+    now = timezone.now()
+    periods = token_quota.periods(now)
+    counters = [
+        Counter(kind, owner.pk, owner.name, name, getattr(owner, name), periods[PERIODS[name]])
+        for name in owner.BUDGET_FIELDS
+        if getattr(owner, name) is not None
+    ]
+    if not counters:
+        return []
+    values = cache.get_many([c.spent_key for c in counters] + [c.held_key for c in counters])
+    return [
+        {
+            "name": c.name,
+            "budget": c.budget,
+            "spent": None if values.get(c.spent_key) is None else from_picos(int(values[c.spent_key])),
+            "held": from_picos(max(0, int(values.get(c.held_key) or 0))),
+            "reset": c.period.seconds_left(now),
+        }
+        for c in counters
+    ]

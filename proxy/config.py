@@ -25,8 +25,8 @@ from django.db import InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from routes_admin.models import APIKey, ConfigGeneration, ModelPrice, Route, split_list
-from routes_admin.pricing import DEFAULT_MAX_TOKENS, Price, PriceList
+from routes_admin.models import APIKey, ConfigGeneration, ModelPrice, Route, Team, split_list
+from routes_admin.pricing import DEFAULT_MAX_TOKENS, Price, PriceList, parse_thresholds
 
 from . import database, runtime
 from .errors import ConfigUnavailable
@@ -72,6 +72,7 @@ class RouteInfo:
     max_concurrent_jobs: int | None = None  # cap on this route's running jobs (jobs/)
     budgets: dict = field(default_factory=dict)  # budget_per_day / budget_per_month set on the route
     default_max_tokens: int = 1000  # output a budget reserves when a call sets no max_tokens
+    alert_thresholds: tuple = ()  # percentages of its budgets that send an alert (proxy/budgets.py)
 
     @property
     def conditions(self) -> int:
@@ -104,6 +105,9 @@ class KeyInfo:
     team_id: int | None = None
     team_name: str = ""
     team_budgets: dict = field(default_factory=dict)  # its team's budgets, shared by the team's keys
+    team_limits: dict = field(default_factory=dict)  # its team's call limits that are set, counted per team
+    alert_thresholds: tuple = ()  # percentages of the key's budgets that send an alert
+    team_alert_thresholds: tuple = ()  # and of its team's
 
     def may_call(self, route: RouteInfo) -> bool:
         return self.all_routes or route.id in self.route_ids
@@ -147,11 +151,24 @@ def _route_info(route: Route) -> RouteInfo:
         max_concurrent_jobs=route.max_concurrent_jobs,
         budgets=_budgets(route),
         default_max_tokens=route.default_max_tokens or DEFAULT_MAX_TOKENS,
+        alert_thresholds=_thresholds(route),
     )
 
 
 def _budgets(owner) -> dict:
     return {name: getattr(owner, name) for name in owner.BUDGET_FIELDS if getattr(owner, name) is not None}
+
+
+def _thresholds(owner) -> tuple:
+    """The owner's alert thresholds, else the gateway's default; none without a budget."""
+    if not _budgets(owner):
+        return ()
+    own = parse_thresholds(owner.alert_thresholds)
+    return own if own is not None else parse_thresholds(settings.GATEWAY_BUDGET_ALERT_THRESHOLDS) or ()
+
+
+def _team_limits(team) -> dict:
+    return {name: getattr(team, name) for name in Team.LIMIT_FIELDS if getattr(team, name) is not None}
 
 
 def _key_info(key: APIKey, prefix: str | None = None) -> KeyInfo:
@@ -173,6 +190,9 @@ def _key_info(key: APIKey, prefix: str | None = None) -> KeyInfo:
         team_id=key.team_id,
         team_name=key.team.name if key.team_id else "",
         team_budgets=_budgets(key.team) if key.team_id else {},
+        team_limits=_team_limits(key.team) if key.team_id else {},
+        alert_thresholds=_thresholds(key),
+        team_alert_thresholds=_thresholds(key.team) if key.team_id else (),
     )
 
 

@@ -43,11 +43,14 @@ __all__ = [
 ]
 
 
-def register(runtime, submit, check, collector) -> None:
+def register(runtime, submit, check, collector, send_alerts=None) -> None:
     """The jobs app's hooks, added to a process's runtime as it is built: how an admitted call
-    becomes a job (`submit`, after `check` passed before admission) and its /metrics collector."""
+    becomes a job (`submit`, after `check` passed before admission), its /metrics collector, and
+    how budget alerts recorded by the log writer are queued for delivery (`send_alerts`)."""
     runtime.set_job_submitter(submit, check)
     runtime.add_collector(collector)
+    if send_alerts is not None:
+        runtime.set_alert_sender(send_alerts)
 
 
 def start_runtime() -> None:

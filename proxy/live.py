@@ -35,6 +35,7 @@ class Runtime:
         self.job_submitter: Callable | None = None
         self.job_check: Callable | None = None
         self.collectors: list = []  # scraped with the proxy's metrics at /metrics
+        self.alert_sender: Callable | None = None  # queues the delivery of new budget alerts (proxy/alerts.py)
         for app in apps.get_app_configs():
             extend = getattr(app, "extend_runtime", None)
             if extend is not None:
@@ -45,6 +46,11 @@ class Runtime:
         Answer-like object: status, reason, headers, body when iterated, close() ends the call).
         `check(incoming)` raises a GatewayError for what a job cannot take (run before admission)."""
         self.job_submitter, self.job_check = submit, check
+
+    def set_alert_sender(self, send: Callable) -> None:
+        """`send(alert_ids)` queues the delivery of budget alerts just recorded, in the log writer's
+        transaction (so an alert and its delivery commit together)."""
+        self.alert_sender = send
 
     def add_collector(self, collector) -> None:
         """Serve a collector of a layer above the proxy (its collect() runs at each scrape)."""

@@ -1,8 +1,10 @@
 """Step 4: admit a call under its key's limits and its route's cap, or refuse it with a 429.
 
-Two scopes can limit a call: the key (its plan with the key's overrides) and the key on the
+Three scopes can limit a call: the key (its plan with the key's overrides), the key on the
 route it matched (the route's plan, a cap that applies to every key on that route, counted per
-key). Only the limits that are set cost anything; a key without limits costs no cache round trip.
+key) and the key's team (the team's own limits, counted once for all its keys: counters named
+"t<team id>", so they hold across processes and instances like the others). Only the limits
+that are set cost anything; a key without limits costs no cache round trip.
 
 The checks, in this order, all in the shared Django cache (Redis when REDIS_URL is set):
 1. tokens: this period's counters are read in one get_many (proxy/token_quota.py); refuse when
@@ -44,21 +46,36 @@ SLOT_PREFIX = "quota:slots:"  # a scope's slots (proxy/slots.py); not the old co
 
 
 class Scope:
-    """Whose counters a limit uses: the key, or the key on one capped route."""
+    """Whose counters a limit uses: the key, the key on one capped route, or the key's team (all
+    its keys together)."""
 
-    __slots__ = ("value", "prefix", "key_id", "route_id", "route_name", "limits")
+    __slots__ = ("value", "prefix", "key_id", "route_id", "route_name", "team_id", "team_name", "limits")
 
-    def __init__(self, key_id: int, limits: dict, route=None):
+    def __init__(self, key_id: int, limits: dict, route=None, team: tuple[int, str] | None = None):
         self.key_id = key_id
         self.route_id = route.id if route is not None else None
         self.route_name = route.name if route is not None else ""
-        self.value = f"k{key_id}" if route is None else f"k{key_id}:r{route.id}"
-        self.prefix = "" if route is None else "route_"
+        self.team_id, self.team_name = team if team is not None else (None, "")
+        if team is not None:
+            self.value, self.prefix = f"t{self.team_id}", "team_"
+        elif route is not None:
+            self.value, self.prefix = f"k{key_id}:r{route.id}", "route_"
+        else:
+            self.value, self.prefix = f"k{key_id}", ""
         self.limits = limits
 
-    def describe(self, limit: str, amount: int) -> str:
+    def has_used(self, limit: str, amount: int) -> str:
+        """The start of the refusal's message: who has used what."""
         what = f"{amount} {limit.replace('_', ' ')}"
-        return f"the cap of {what} on route {self.route_name}" if self.route_id else f"its limit of {what}"
+        if self.team_id is not None:
+            return f"The team {self.team_name} of this API key has used its limit of {what}"
+        if self.route_id is not None:
+            return f"This API key has used the cap of {what} on route {self.route_name}"
+        return f"This API key has used its limit of {what}"
+
+    def seed_args(self) -> dict:
+        """Where a missing token counter restarts from (token_quota.used_in_database)."""
+        return {"key_id": self.key_id, "route_id": self.route_id, "team_id": self.team_id}
 
 
 def scopes_for(key, route) -> list[Scope]:
@@ -71,6 +88,8 @@ def scopes_for(key, route) -> list[Scope]:
         limits = {name: value for name, value in route.limits.items() if value is not None}
         if limits:
             scopes.append(Scope(key.id, limits, route))
+    if key.team_limits:  # only the limits that are set (proxy/config.py)
+        scopes.append(Scope(key.id, key.team_limits, team=(key.team_id, key.team_name)))
     return scopes
 
 
@@ -201,7 +220,7 @@ def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: li
     for (scope, name), key in zip(counters, keys, strict=True):
         period, limit = periods[name], scope.limits[name]
         used = values.get(key)
-        used = int(used) if used is not None else token_quota.seed(key, scope.key_id, scope.route_id, period, now)
+        used = int(used) if used is not None else token_quota.seed(key, period, now, **scope.seed_args())
         quota = Quota(scope.prefix + name, limit, limit - used, period.seconds_left(now), period.length, "tokens")
         quotas.append(quota)
         if used >= limit and refused is None:
@@ -211,8 +230,7 @@ def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: li
         _refuse(
             quotas,
             quota,
-            f"This API key has used {scope.describe(quota.name.removeprefix('route_'), quota.limit)}; "
-            f"retry in {quota.reset} seconds.",
+            f"{scope.has_used(quota.name.removeprefix(scope.prefix), quota.limit)}; retry in {quota.reset} seconds.",
         )
 
 
@@ -227,13 +245,13 @@ def _take_slots(admission: Admission, scopes: list[Scope], quotas: list[Quota]) 
         if token is None:
             quota = Quota(name, limit, 0, 1, unit="concurrent-requests")
             quotas.append(quota)
-            _refuse(
-                quotas,
-                quota,
-                f"This API key already has {limit} calls in flight"
-                + (f" on route {scope.route_name}, the route's cap" if scope.route_id else ", its limit")
-                + " (max_concurrent); retry when one finishes.",
-            )
+            if scope.team_id is not None:
+                who = f"The team {scope.team_name} of this API key already has {limit} calls in flight, its limit"
+            else:
+                who = f"This API key already has {limit} calls in flight" + (
+                    f" on route {scope.route_name}, the route's cap" if scope.route_id else ", its limit"
+                )
+            _refuse(quotas, quota, who + " (max_concurrent); retry when one finishes.")
         admission.slots.append((key, token))
         quotas.append(Quota(name, limit, limit - in_flight, 0, unit="concurrent-requests"))
 
@@ -259,11 +277,7 @@ def _count_request(scopes: list[Scope], quotas: list[Quota]) -> None:
             quota = Quota(scope.prefix + name, limit, limit - usage["count"], usage["time_left"], window)
             quotas.append(quota)
             if usage["should_limit"]:
-                _refuse(
-                    quotas,
-                    quota,
-                    f"This API key has used {scope.describe(name, limit)}; retry in {max(1, quota.reset)} seconds.",
-                )
+                _refuse(quotas, quota, f"{scope.has_used(name, limit)}; retry in {max(1, quota.reset)} seconds.")
 
 
 def _add_tokens(scopes: list[Scope], call) -> None:
@@ -278,7 +292,7 @@ def _add_tokens(scopes: list[Scope], call) -> None:
                 period = periods[name]
                 try:
                     token_quota.add(
-                        token_quota.counter_key(scope.value, period), tokens, scope.key_id, scope.route_id, period, now
+                        token_quota.counter_key(scope.value, period), tokens, period, now, **scope.seed_args()
                     )
                 except cache_policy.UNREACHABLE as exc:  # the database still has them (KeyUsage): a restart reseeds
                     log.warning("could not add %d tokens of call %s to %s: %r", tokens, call.request_id, name, exc)
@@ -286,7 +300,17 @@ def _add_tokens(scopes: list[Scope], call) -> None:
 
 def live_state(key) -> list[Quota]:
     """The key's own limits as the cache counts them now (for the admin); consumes nothing."""
-    scope = Scope(key.id, {name: value for name, value in key.effective_limits().items() if value is not None})
+    limits = {name: value for name, value in key.effective_limits().items() if value is not None}
+    return _live(Scope(key.id, limits))
+
+
+def team_live_state(team) -> list[Quota]:
+    """A team's limits as the cache counts them now (all its keys together); consumes nothing."""
+    limits = {name: getattr(team, name) for name in team.LIMIT_FIELDS if getattr(team, name) is not None}
+    return _live(Scope(0, limits, team=(team.id, team.name)))
+
+
+def _live(scope: Scope) -> list[Quota]:
     now = timezone.now()
     state = []
     for name, window, period in RATE_LIMITS:
@@ -303,7 +327,7 @@ def live_state(key) -> list[Quota]:
         if limit is not None:
             used = cache.get(token_quota.counter_key(scope.value, periods[name]))
             if used is None:  # no call yet this period (or the cache restarted): what the next call will see
-                used = token_quota.used_in_database(key.id, None, periods[name])
+                used = token_quota.used_in_database(periods[name], **scope.seed_args())
             state.append(Quota(name, limit, limit - int(used), periods[name].seconds_left(now), periods[name].length))
     if "max_concurrent" in scope.limits:
         limit = scope.limits["max_concurrent"]

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from routes_admin.models import APIKey, KeyUsage, RequestLog, Route, SpooledLogFile
 
-from . import database, metrics, rollups, runtime
+from . import alerts, database, metrics, rollups, runtime
 from .spool import Spool, database_folder, json_default
 from .storable import storable
 
@@ -340,6 +340,7 @@ def _save(rows: list) -> None:
         RequestLog.objects.bulk_create([RequestLog(**row) for row in rows])
         _add_usage(_usage_increments(rows))
         rollups.add(rows)  # the dashboard's sums, saved with the rows they count
+        alerts.record(rows)  # budget thresholds the calls crossed (proxy/budgets.py), queued to be sent
 
 
 def _save_in_one_statement(rows: list) -> None:

@@ -1,13 +1,24 @@
 """The proxy's live state, for the back office (admin, console, management API): the one module
-they import from the proxy. Quota counters and breaker states live in the shared cache."""
+they import from the proxy. Quota counters, budget counters and breaker states live in the shared cache."""
 
-from . import breaker, quotas
+from . import breaker, budgets, quotas
 from .ratelimit_headers import Quota
 
 
 def quota_state(key) -> list[Quota]:
     """A key's own limits as the cache counts them now; consumes nothing. `key` is an APIKey."""
     return quotas.live_state(key)
+
+
+def team_quota_state(team) -> list[Quota]:
+    """A team's limits as the cache counts them now (all its keys together). `team` is a Team."""
+    return quotas.team_live_state(team)
+
+
+def budget_state(kind: str, owner) -> list[dict]:
+    """A key's, team's or route's budgets as the live counters hold them now: spent (None: no
+    counter this period), held by calls in flight. `kind` is "key", "team" or "route"."""
+    return budgets.live_state(kind, owner)
 
 
 def reset_quotas(key, routes=()) -> dict:

@@ -1,10 +1,10 @@
 """Token quotas: per-day and per-month counters in the shared cache, seeded from the database.
 
-A counter is the tokens a scope (a key, or a key on a capped route) used in one calendar period
+A counter is the tokens a scope (a key, a key on a capped route, or a team: all its keys) used in one calendar period
 (the server's local day or month, TIME_ZONE). Before forwarding the counters are read in one
 round trip; after the call its tokens are added with the cache's atomic incr. When a counter is
 missing (first call of the period, or the cache was restarted or flushed) it is seeded from the
-database: KeyUsage for a key, the request log for a key on a route. The database lags by at most
+database: KeyUsage for a key (and for the keys of a team), the request log for a key on a route. The database lags by at most
 GATEWAY_LOG_FLUSH_SECONDS of calls, which is all a cache restart can lose.
 
 Over-admission: a call is refused once the counter has reached the limit, and tokens are only
@@ -76,28 +76,32 @@ def counter_key(scope_value: str, period: Period) -> str:
     return f"quota:tokens:{scope_value}:{period.tag}"
 
 
-def used_in_database(key_id: int, route_id: int | None, period: Period) -> int:
-    """The durable total a counter restarts from."""
-    if route_id is None:
+def used_in_database(period: Period, *, key_id: int, route_id: int | None = None, team_id: int | None = None) -> int:
+    """The durable total a counter restarts from: the key's KeyUsage, the team's keys' KeyUsage, or
+    the request log of a key on a route."""
+    if team_id is not None:
+        rows = KeyUsage.objects.filter(api_key__team_id=team_id, day__gte=period.start, day__lt=period.end.date())
+    elif route_id is None:
         rows = KeyUsage.objects.filter(api_key_id=key_id, day__gte=period.start, day__lt=period.end.date())
     else:
         rows = RequestLog.objects.filter(api_key_id=key_id, route_id=route_id, created__gte=_midnight(period.start))
     return rows.aggregate(total=Sum("total_tokens"))["total"] or 0
 
 
-def seed(key: str, key_id: int, route_id: int | None, period: Period, now: datetime) -> int:
-    """Create a missing counter from the database; another process may win the race, then use its value."""
-    used = used_in_database(key_id, route_id, period)
+def seed(key: str, period: Period, now: datetime, **owner) -> int:
+    """Create a missing counter from the database; another process may win the race, then use its value.
+    `owner`: key_id, route_id, team_id as used_in_database takes them."""
+    used = used_in_database(period, **owner)
     if cache.add(key, used, period.seconds_left(now) + GRACE_SECONDS):
         return used
     value = cache.get(key)
     return used if value is None else int(value)
 
 
-def add(key: str, tokens: int, key_id: int, route_id: int | None, period: Period, now: datetime) -> None:
+def add(key: str, tokens: int, period: Period, now: datetime, **owner) -> None:
     """Add a finished call's tokens to one counter, atomically."""
     try:
         cache.incr(key, tokens)
     except ValueError:  # missing: seed it (this call is not in the database yet), then add
-        seed(key, key_id, route_id, period, now)
+        seed(key, period, now, **owner)
         cache.incr(key, tokens)

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
@@ -14,13 +15,14 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from proxy.state import quota_state, reset_quotas
+from proxy.state import budget_state, quota_state, reset_quotas
 
-from . import durations, history, shown_once
+from . import durations, history, shown_once, spending
 from .admin_history import HistoryLinkMixin
 from .admin_parts import ReadOnlyAdmin, RevokedFilter
 from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
-from .models import APIKey, KeyUsage, QuotaPlan, Route, UpstreamTarget
+from .models import APIKey, BudgetAlert, KeyUsage, QuotaPlan, Route, UpstreamTarget
+from .pricing import plain
 from .services import ServiceError, plans
 from .services import keys as key_service
 from .services import routes as route_service
@@ -77,7 +79,7 @@ class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
             },
         ),
         ("Quota", {"fields": ["quota_plan"]}),
-        ("Spend", {"fields": ["budget_per_day", "budget_per_month", "default_max_tokens"]}),
+        ("Spend", {"fields": ["budget_per_day", "budget_per_month", "alert_thresholds", "default_max_tokens"]}),
         ("Jobs (asynchronous calls)", {"fields": ["processing_mode", "max_concurrent_jobs"]}),
     ]
 
@@ -130,6 +132,10 @@ def against(used: int | None, limit: int | None) -> str:
         return f"{used:,} (no limit)"
     percent = 100 * used / limit if limit else 100
     return f"{used:,} of {limit:,} ({percent:.0f}%)"
+
+
+def money(amount) -> str:
+    return f"{plain(amount)} {settings.GATEWAY_CURRENCY}"
 
 
 def live_line(quota) -> str:
@@ -222,7 +228,15 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_select_related = ["quota_plan", "user"]
     raw_id_fields = ["user"]
     filter_horizontal = ["routes"]
-    readonly_fields = ["display_prefix", "secret_rotation", "created", "revoked", "usage_against_limits"]
+    readonly_fields = [
+        "display_prefix",
+        "secret_rotation",
+        "created",
+        "revoked",
+        "usage_against_limits",
+        "spend_against_budgets",
+        "budget_alerts",
+    ]
     actions = ["revoke", "reset_quota_counters"]
     fieldsets = [
         (
@@ -249,7 +263,19 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
                 "description": "Limits set here override the plan's; empty means the plan's value.",
             },
         ),
-        ("Spend", {"fields": ["team", "budget_per_day", "budget_per_month"]}),
+        (
+            "Spend",
+            {
+                "fields": [
+                    "team",
+                    "budget_per_day",
+                    "budget_per_month",
+                    "alert_thresholds",
+                    "spend_against_budgets",
+                    "budget_alerts",
+                ]
+            },
+        ),
     ]
 
     def get_queryset(self, request):
@@ -303,6 +329,79 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
             "The “Now” lines are the live counters that admit or refuse calls; request windows are fixed "
             "periods with their own reset time.</p>",
             body,
+        )
+
+    @admin.display(description="Spend against the budgets")
+    def spend_against_budgets(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        spend = spending.owner_spend("key", obj)
+        rows = [
+            ("Spent today", money(spend["today"].spent)),
+            ("Spent this month", money(spend["month"].spent)),
+        ]
+        for line in spending.against_budgets(obj, spend):
+            what = "Daily budget" if line["period"] == "today" else "Monthly budget"
+            rows.append((what, f"{money(line['spent'])} of {money(line['budget'])} ({line['percent']:.0f}%)"))
+        try:
+            for line in budget_state("key", obj):
+                period = "today" if line["name"] == "budget_per_day" else "this month"
+                spent = "no call counted yet" if line["spent"] is None else f"{money(line['spent'])} spent"
+                rows.append(
+                    (
+                        f"Now, {period}",
+                        f"{spent}, {money(line['held'])} reserved by calls in flight; "
+                        f"resets in {durations.in_words(line['reset'])}",
+                    )
+                )
+        except Exception:  # the admin page must not fail with the cache
+            rows.append(("Now", "unknown: the cache is unreachable"))
+        if spend["month"].unpriced:
+            rows.append(("Without a price", f"{spend['month'].unpriced} call(s) this month, not in the spend"))
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        team = ""
+        if obj.team_id:
+            team = format_html(
+                ' Its team\'s budgets and limits: <a href="{}">team {}</a>.',
+                reverse("console:team", args=[obj.team_id]),
+                obj.team.name,
+            )
+        return format_html(
+            '<table id="key-spend">{}</table><p class="help">Spend is summed from the usage rollups, a few seconds '
+            "behind the calls, per calendar day and month in the server's time zone. The “Now” lines are "
+            "the live counters that admit or refuse calls.{}</p>",
+            body,
+            team,
+        )
+
+    @admin.display(description="Budget alerts")
+    def budget_alerts(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        alerts = list(BudgetAlert.objects.filter(scope="key", owner_id=obj.pk)[:10])
+        link = reverse("console:alerts") + f"?scope=key&owner={obj.pk}"
+        if not alerts:
+            return format_html('None yet. <a href="{}">Alerts in the console</a>', link)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{} % of the {} budget of {}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    timezone.localtime(alert.created).strftime("%Y-%m-%d %H:%M"),
+                    alert.threshold,
+                    "daily" if alert.budget == "budget_per_day" else "monthly",
+                    money(alert.amount),
+                    money(alert.spent),
+                    alert.get_state_display(),
+                )
+                for alert in alerts
+            ),
+        )
+        return format_html(
+            '<table id="key-alerts"><tr><th>Crossed</th><th>Threshold</th><th>Spent</th><th>Sent</th></tr>{}</table>'
+            '<p class="help"><a href="{}">All its alerts in the console</a></p>',
+            rows,
+            link,
         )
 
     def save_model(self, request, obj, form, change):

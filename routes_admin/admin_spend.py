@@ -2,6 +2,8 @@
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
+from django.db import models
 
 from .admin_history import HistoryLinkMixin
 from .models import ModelPrice, Team
@@ -44,17 +46,29 @@ class ModelPriceAdmin(HistoryLinkMixin, admin.ModelAdmin):
             spend.delete_price(price)
 
 
+WIDE_NUMBERS = {models.PositiveIntegerField: {"widget": AdminBigIntegerFieldWidget}}
+
+
 @admin.register(Team)
 class TeamAdmin(HistoryLinkMixin, admin.ModelAdmin):
     list_display = ["name", "budget_per_day", "budget_per_month", "created"]
     search_fields = ["name"]
     readonly_fields = ["created"]
+    formfield_overrides = WIDE_NUMBERS
     fieldsets = [
         (None, {"fields": ["name", "created"]}),
         (
+            "Limits",
+            {
+                "fields": list(Team.LIMIT_FIELDS),
+                "description": "Counted once for all the team's keys together (each key's own limits still "
+                "apply). Empty: no limit.",
+            },
+        ),
+        (
             "Budgets",
             {
-                "fields": ["budget_per_day", "budget_per_month"],
+                "fields": ["budget_per_day", "budget_per_month", "alert_thresholds"],
                 "description": "In the gateway's currency, per calendar day and month; they hold across all the "
                 "team's keys together. Empty: no budget.",
             },

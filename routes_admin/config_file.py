@@ -13,7 +13,7 @@ new target whose variable is unset is an error. A target whose URL moves to anot
 host or port loses the stored credential unless the variable is set (the rule of the service
 layer).
 
-Teams (name and budgets) are whole like plans: one missing from a file that has a `teams` list is
+Teams (name, call limits, budgets and alert thresholds) are whole like plans: one missing from a file that has a `teams` list is
 deleted (its keys stay, without a team); a file without `teams` leaves them alone. Keys' team
 membership is not in the file (keys are not). Prices are a history, not a state: each price of the
 file (model, optional target as "route/target", amounts, valid_from) is added, or changed when one
@@ -51,7 +51,8 @@ PLAN_FIELDS = ("name", *Limits.LIMIT_FIELDS)
 ROUTE_FIELDS = Route.SETTINGS
 ROUTE_LINKS = ("fallback", "quota_plan")  # by name in the file
 TARGET_FIELDS = ("name", "url", "weight", "position", "enabled", "credential_header", "model_aliases")
-TEAM_FIELDS = ("name", *Budgets.BUDGET_FIELDS)
+TEAM_FIELDS = spend.TEAM_FIELDS
+TEAM_SETTINGS = TEAM_FIELDS[1:]  # all but the name
 PRICE_FIELDS = spend.PRICE_COLUMNS
 DECIMAL_FIELDS = (*Budgets.BUDGET_FIELDS, "input_per_million", "output_per_million", "per_call")
 
@@ -83,7 +84,7 @@ def _plain(value):
 
 def _export_spend() -> dict:
     teams = [
-        {name: _plain(getattr(team, name)) for name in TEAM_FIELDS if getattr(team, name) is not None}
+        {name: _plain(getattr(team, name)) for name in TEAM_FIELDS if getattr(team, name) not in (None, "")}
         for team in Team.objects.order_by("name")
     ]
     prices = []
@@ -292,7 +293,8 @@ def _load_team(item: Located, desired: Desired) -> None:
     name = _name(item, "team", desired.teams)
     try:
         budgets = spend.check_budgets(dict(_decimals(item)))  # the service layer's budget rules
-        team = Team(name=name, **budgets)
+        others = {key: item[key] for key in TEAM_SETTINGS if key in item and key not in budgets}
+        team = Team(name=name, **others, **budgets)
         team.clean_fields(exclude=["created"])
     except ValidationError as exc:
         _raise_for(exc, item, f"team {name}")
@@ -444,10 +446,10 @@ def _spend_changes(desired: Desired) -> list[Change]:
         teams = {team.name: team for team in Team.objects.all()}
         for name, wanted in desired.teams.items():
             current = teams.get(name)
-            fields = _fields(wanted, Budgets.BUDGET_FIELDS)
+            fields = _fields(wanted, TEAM_SETTINGS)
             if current is None:
                 found.append(Change("create", f"team {name}", apply=_team_saver(None, name, fields)))
-            elif details := _differences(current, wanted, Budgets.BUDGET_FIELDS):
+            elif details := _differences(current, wanted, TEAM_SETTINGS):
                 found.append(Change("update", f"team {name}", details, _team_saver(current, name, fields)))
         for name, team in teams.items():
             if name not in desired.teams:

@@ -23,16 +23,24 @@ shows).
 """
 
 from datetime import UTC
+from decimal import Decimal
 
 import django_filters as filters
 from django import forms
-from django.db.models import Q
+from django.db.models import Count, F, Q, Sum
 from django_filters.fields import IsoDateTimeField
 
-from .models import APIKey, ErrorType, Limits, RequestLog, Route
+from .models import APIKey, Budgets, CallLimits, ErrorType, Limits, RequestLog, Route
+from .pricing import PICO
 
 MAX_KEYS_MATCHED = 500  # a key search matching more names than this keeps the first ones
-LIMIT_NAMES = (*Limits.LIMIT_FIELDS, *(f"route_{name}" for name in Limits.LIMIT_FIELDS))
+# The names a refusing limit is logged under: the key's, a route's cap, its team's, and the budgets.
+LIMIT_NAMES = (
+    *Limits.LIMIT_FIELDS,
+    *(f"route_{name}" for name in Limits.LIMIT_FIELDS),
+    *(f"team_{name}" for name in CallLimits.LIMIT_FIELDS),
+    *(f"{owner}{name}" for owner in ("", "team_", "route_") for name in Budgets.BUDGET_FIELDS),
+)
 STATUS_HELP = "200, 429 or a class: 2xx, 4xx, 5xx"
 FIRST_ERROR_STATUS = 400  # log_error_status_idx's condition
 
@@ -248,3 +256,45 @@ class RequestLogFilterSet(filters.FilterSet):
 
     def by_limit(self, rows, name, value):
         return rows.filter(limit=value.strip()).exclude(limit="")  # log_limit_idx's condition
+
+
+# --- Grouping: the filtered calls summed per team, key, route or model -----------------------------
+
+# group name -> the log column its groups are told apart by
+GROUPS = {"team": "team_name", "key": "api_key_id", "route": "route_name", "model": "model"}
+MAX_GROUPS = 1000
+
+
+def summarize(rows, by: str) -> list[dict]:
+    """The filtered rows summed per group, biggest spend first: value, calls, errors, tokens, cost
+    (None when no call of the group had a price) and unpriced (calls of a model without a price).
+    The explorer, its export and the API's /api/logs/summary/ all sum through here."""
+    column = GROUPS[by]
+    summed = (
+        rows.order_by()
+        .values(column)
+        .annotate(
+            calls=Count("id"),
+            errors=Count("id", filter=~Q(error_type="")),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            total_tokens=Sum("total_tokens"),
+            spent=Sum("cost"),  # not named "cost": an annotation must not shadow the column it sums
+            unpriced=Count("id", filter=Q(cost__isnull=True) & ~Q(model="")),
+        )
+        .order_by(F("spent").desc(nulls_last=True), "-calls", column)[:MAX_GROUPS]
+    )
+    found = []
+    for item in summed:
+        value = item.pop(column)
+        spent = item.pop("spent")
+        # Quantized to the column's places: SQLite sums decimals as floats (PostgreSQL exactly).
+        item["cost"] = None if spent is None else Decimal(spent).quantize(PICO)
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            item[name] = item[name] or 0
+        found.append({"value": "" if value is None else value, **item})
+    if by == "key":
+        names = dict(APIKey.objects.filter(id__in=[g["value"] for g in found if g["value"]]).values_list("id", "name"))
+        for group in found:
+            group["name"] = names.get(group["value"], f"deleted key #{group['value']}") if group["value"] else ""
+    return found

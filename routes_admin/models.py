@@ -17,6 +17,7 @@ from .pricing import (
     COST_PLACES,
     PRICE_DIGITS,
     PRICE_PLACES,
+    check_alert_thresholds,
     check_budget,
     check_price,
 )
@@ -35,8 +36,8 @@ def split_list(text: str) -> list[str]:
     return [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
 
 
-class Limits(models.Model):
-    """Quota limits; an empty value means no limit."""
+class CallLimits(models.Model):
+    """Limits on calls: requests per window, tokens per calendar period, calls at once. Empty: no limit."""
 
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     requests_per_hour = models.PositiveIntegerField(null=True, blank=True)
@@ -44,10 +45,6 @@ class Limits(models.Model):
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     max_concurrent = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
-    # Counted per key (jobs/submission.py); empty: GATEWAY_JOB_MAX_QUEUED. Not a route cap.
-    max_queued_jobs = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Jobs waiting or running at once, per key (empty: the gateway's default)."
-    )
 
     LIMIT_FIELDS = (
         "requests_per_minute",
@@ -56,8 +53,21 @@ class Limits(models.Model):
         "tokens_per_day",
         "tokens_per_month",
         "max_concurrent",
-        "max_queued_jobs",
     )
+
+    class Meta:
+        abstract = True
+
+
+class Limits(CallLimits):
+    """Quota limits of a key or a plan: the call limits, and the queued jobs a key may have."""
+
+    # Counted per key (jobs/submission.py); empty: GATEWAY_JOB_MAX_QUEUED. Not a route cap.
+    max_queued_jobs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs waiting or running at once, per key (empty: the gateway's default)."
+    )
+
+    LIMIT_FIELDS = (*CallLimits.LIMIT_FIELDS, "max_queued_jobs")
 
     class Meta:
         abstract = True
@@ -73,14 +83,25 @@ class Budgets(models.Model):
         max_digits=BUDGET_DIGITS, decimal_places=BUDGET_PLACES, null=True, blank=True, validators=[check_budget]
     )
 
+    # Alerts when a period's spend crosses these percentages of a budget (budgets/alerts: proxy/budgets.py).
+    alert_thresholds = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[check_alert_thresholds],
+        help_text="Percentages of each budget that send an alert, e.g. 50,80,100. Empty: the gateway's default "
+        "(GATEWAY_BUDGET_ALERT_THRESHOLDS); none: no alerts.",
+    )
+
     BUDGET_FIELDS = ("budget_per_day", "budget_per_month")
+    SPEND_FIELDS = (*BUDGET_FIELDS, "alert_thresholds")
 
     class Meta:
         abstract = True
 
 
-class Team(Budgets):
-    """Keys grouped for spending: the team's budgets hold across all its keys together."""
+class Team(CallLimits, Budgets):
+    """Keys grouped for spending and limits: the team's limits and budgets hold across all its keys
+    together (counted per team, not per key)."""
 
     name = models.CharField(max_length=100, unique=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -215,6 +236,7 @@ class Route(Budgets):
         "max_concurrent_jobs",
         "budget_per_day",
         "budget_per_month",
+        "alert_thresholds",
         "default_max_tokens",
     )
 
@@ -557,6 +579,73 @@ class ModelPrice(models.Model):
         where = f" on {self.target}" if self.target_id else ""
         start = self.valid_from.strftime("%Y-%m-%d %H:%M") if hasattr(self.valid_from, "strftime") else self.valid_from
         return f"{self.model}{where} from {start}"
+
+
+class BudgetAlert(models.Model):
+    """A period's spend crossed one of a budget's alert thresholds: recorded once, then sent.
+
+    Found when a call settles its cost (proxy/budgets.py compares the shared spend counter before
+    and after the call's cost, so across every process and instance exactly one call crosses each
+    threshold) and saved by the log writer with that call's row (proxy/alerts.py); the unique
+    constraint keeps it to one row per budget, threshold and period whatever happens to the
+    counters. The jobs workers send it (jobs/alerts.py): to GATEWAY_BUDGET_ALERT_WEBHOOK, signed like
+    job webhooks, and/or by email to GATEWAY_BUDGET_ALERT_EMAILS, retried with backoff up to
+    GATEWAY_WEBHOOK_MAX_ATTEMPTS times. The owner is kept by kind, id and name, so the alert
+    outlives a deleted key, team or route.
+    """
+
+    class Scope(models.TextChoices):
+        KEY = "key"
+        TEAM = "team"
+        ROUTE = "route"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting to be sent"
+        SENT = "sent", "sent"
+        FAILED = "failed", "not sent: gave up"
+        UNSENT = "unsent", "recorded only: no destination set"
+
+    scope = models.CharField(max_length=5, choices=Scope.choices)
+    owner_id = models.PositiveBigIntegerField(help_text="The key's, team's or route's id.")
+    owner_name = models.CharField(max_length=100)
+    budget = models.CharField(max_length=20, help_text="budget_per_day or budget_per_month.")
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the budget.")
+    period_start = models.DateField(help_text="The day, or the month's first day, in TIME_ZONE.")
+    amount = models.DecimalField(max_digits=BUDGET_DIGITS, decimal_places=BUDGET_PLACES, help_text="The budget.")
+    spent = models.DecimalField(
+        max_digits=COST_DIGITS, decimal_places=COST_PLACES, help_text="The period's spend when it crossed."
+    )
+    request_id = models.CharField(max_length=128, blank=True, help_text="The call whose cost crossed it.")
+    created = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=7, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    webhook_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The receiver's last answer.")
+    webhook_sent = models.DateTimeField(null=True, blank=True)
+    email_sent = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True, help_text="Why the last attempt failed.")
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            # One alert per budget, threshold and period, however many processes see the crossing.
+            models.UniqueConstraint(
+                fields=["scope", "owner_id", "budget", "threshold", "period_start"], name="alert_once_per_period"
+            ),
+        ]
+        indexes = [
+            # The console's list, newest first.
+            models.Index(fields=["created"], name="alert_created_idx"),
+            # A key's or team's page: its alerts, newest first.
+            models.Index(fields=["scope", "owner_id", "created"], name="alert_owner_idx"),
+        ]
+
+    def __str__(self) -> str:
+        period = "daily" if self.budget == "budget_per_day" else "monthly"
+        return f"{self.scope} {self.owner_name}: {self.threshold} % of the {period} budget ({self.period_start})"
+
+    @property
+    def period(self) -> str:
+        return "day" if self.budget == "budget_per_day" else "month"
 
 
 class KeyUsage(models.Model):

@@ -88,6 +88,43 @@ def check_budget(value) -> None:
         )
 
 
+NO_ALERTS = "none"
+MAX_THRESHOLDS = 10
+
+
+def parse_thresholds(text: str | None) -> tuple[int, ...] | None:
+    """Alert thresholds as written on a key, team or route: "50, 80,100" -> (50, 80, 100), sorted,
+    each once; "" -> None (the gateway's default, GATEWAY_BUDGET_ALERT_THRESHOLDS); "none" -> ()."""
+    text = "" if text is None else str(text).strip()
+    if not text:
+        return None
+    if text.lower() == NO_ALERTS:
+        return ()
+    found = set()
+    for item in text.replace(";", ",").split(","):
+        item = item.strip().removesuffix("%").strip()
+        if not item.isdigit() or not 1 <= int(item) <= 100:
+            raise ValidationError(
+                f"Alert thresholds are whole percentages from 1 to 100, separated by commas (like 50,80,100), "
+                f"or {NO_ALERTS}; {item!r} is not one."
+            )
+        found.add(int(item))
+    if len(found) > MAX_THRESHOLDS:
+        raise ValidationError(f"At most {MAX_THRESHOLDS} alert thresholds.")
+    return tuple(sorted(found))
+
+
+def check_alert_thresholds(value) -> None:
+    """Model field validator: see parse_thresholds."""
+    parse_thresholds(value)
+
+
+def crossed(before: int, after: int, budget: int, thresholds) -> list[int]:
+    """The thresholds (percent) a spend going from `before` to `after` crossed (picos; budget > 0):
+    each T with before < T % of the budget <= after. Integers only: exact at every size."""
+    return [t for t in thresholds if before * 100 < t * budget <= after * 100]
+
+
 @dataclass(frozen=True)
 class Price:
     """One price list entry as the proxy holds it (proxy/config.py)."""

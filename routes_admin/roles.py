@@ -32,6 +32,7 @@ RECORDS = [
     "routes_admin.requestlog",
     "routes_admin.keyusage",
     "routes_admin.usagerollup",
+    "routes_admin.budgetalert",
     "auditlog.logentry",
     "jobs.job",
     "jobs.webhookdelivery",

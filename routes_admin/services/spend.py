@@ -260,11 +260,12 @@ def check_budgets(data: dict) -> dict:
     return checked
 
 
-TEAM_FIELDS = ("name", *Budgets.BUDGET_FIELDS)
+TEAM_FIELDS = ("name", *Team.LIMIT_FIELDS, *Budgets.SPEND_FIELDS)
 
 
 def check_team(team: Team | None, fields: dict) -> Team:
-    """The team as it will be saved: `team` (or a new one) with `fields` applied, checked."""
+    """The team as it will be saved: `team` (or a new one) with `fields` applied, checked: its call
+    limits (whole numbers, empty for none), budgets and alert thresholds."""
     unknown = set(fields) - set(TEAM_FIELDS)
     if unknown:
         raise ServiceError({name: ["Not a field of a team."] for name in sorted(unknown)})

@@ -227,3 +227,52 @@ def test_import_prices_saves_through_the_service_layer_with_history(tmp_path):
     price = ModelPrice.objects.get()
     entry = LogEntry.objects.get_for_object(price).get()
     assert entry.action == LogEntry.Action.CREATE
+
+
+# --- Team limits and alert thresholds -------------------------------------------------------------
+
+
+def test_team_limits_and_alert_thresholds_through_the_api():
+    token = token_for("operator")
+    answer = send(
+        "post",
+        "/api/teams/",
+        token,
+        {"name": "acme", "requests_per_minute": 100, "tokens_per_day": 50000, "alert_thresholds": "50,90"},
+    )
+    assert answer.status_code == 201, answer.content
+    body = answer.json()
+    assert (body["requests_per_minute"], body["tokens_per_day"], body["alert_thresholds"]) == (100, 50000, "50,90")
+    bad = send("patch", f"/api/teams/{body['id']}/", token, {"alert_thresholds": "50,120"})
+    assert bad.status_code == 400 and "from 1 to 100" in json.dumps(bad.json())
+    key, _ = make_key(name="k", all_routes=True)
+    refused = send("patch", f"/api/keys/{key.id}/", token, {"alert_thresholds": "eighty"})
+    assert refused.status_code == 400 and "'eighty' is not one" in json.dumps(refused.json())
+    assert send("patch", f"/api/keys/{key.id}/", token, {"alert_thresholds": "none"}).status_code == 200
+    team = Team.objects.get(id=body["id"])
+    assert team.alert_thresholds == "50,90" and history_of(team) == [LogEntry.Action.CREATE]
+
+
+def test_team_limits_round_trip_through_the_file(tmp_path):
+    spend.save_team("acme", requests_per_day=500, max_concurrent=4, alert_thresholds="80")
+    text = export()
+    assert "requests_per_day: 500" in text and "alert_thresholds: '80'" in text
+    Team.objects.all().delete()
+    apply(tmp_path, text, "--yes")
+    team = Team.objects.get(name="acme")
+    assert (team.requests_per_day, team.max_concurrent, team.alert_thresholds) == (500, 4, "80")
+    changed = apply(tmp_path, text.replace("requests_per_day: 500", "requests_per_day: 600"))
+    assert "update team acme" in changed and "requests_per_day: 500 -> 600" in changed
+    with pytest.raises(CommandError, match="team acme"):
+        apply(tmp_path, text.replace("alert_thresholds: '80'", "alert_thresholds: 'often'"), "--yes")
+
+
+def test_the_admin_saves_team_limits():
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    page = client.get("/admin/routes_admin/team/add/").content.decode()
+    data = form_values(page, "team_form")
+    data.update(name="ops", tokens_per_month="1000000", alert_thresholds="75")
+    assert client.post("/admin/routes_admin/team/add/", data).status_code == 302
+    team = Team.objects.get(name="ops")
+    assert (team.tokens_per_month, team.alert_thresholds) == (1000000, "75")
