@@ -198,3 +198,47 @@ def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream,
             worker.kill()
             worker.wait()
         cluster.close()
+
+
+def test_job_submissions_and_polls_answer_503_at_once_while_the_database_is_away(
+    private_postgres, upstream, tmp_path, monkeypatch
+):
+    """With the database away, a job submission, a poll of a job and the webhook secret answer 503
+    in the JSON shape, within GATEWAY_CONFIG_DB_TIMEOUT rather than the pool's timeout (here 120 s,
+    longer than the client waits). Before, a poll answered 500 after DATABASE_POOL_TIMEOUT and a
+    submission its 503 after it (a fault run: 11 polls answered 500, 503s took 11 s)."""
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    cluster = GatewayCluster(
+        tmp_path, DATABASE_POOL_TIMEOUT=120, GATEWAY_WEBHOOK_HOSTS="127.0.0.1:9", GATEWAY_WEBHOOK_SECRET="s", **FAST
+    )
+    try:
+        secret = cluster.route_and_key(upstream.url)
+        gateway = cluster.start()
+        headers = {"Authorization": f"Bearer {secret}"}
+
+        def submit():
+            return requests.post(
+                f"{gateway.url}/v1/chat/completions",
+                json={"model": "m", "messages": []},
+                headers={**headers, "Prefer": "respond-async"},
+                timeout=30,
+            )
+
+        job_id = submit().json()["id"]
+        private_postgres.stop()
+        answers = {
+            "submission": submit(),
+            "poll": requests.get(f"{gateway.url}/jobs/{job_id}", headers=headers, timeout=30),
+            "secret": requests.get(f"{gateway.url}/jobs/webhook-secret", headers=headers, timeout=30),
+        }
+        for name, answer in answers.items():
+            assert answer.status_code == 503, (name, answer.status_code, answer.text)
+            assert answer.json()["error"]["type"] == "service_unavailable", name
+        private_postgres.start()
+        deadline = time.monotonic() + 30  # the pool connects again: a bound, not a measurement
+        while (poll := requests.get(f"{gateway.url}/jobs/{job_id}", headers=headers, timeout=30)).status_code == 503:
+            assert time.monotonic() < deadline, "polls never answered again"
+            time.sleep(0.5)
+        assert poll.status_code == 200 and poll.json()["id"] == job_id
+    finally:
+        cluster.close()
