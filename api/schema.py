@@ -94,3 +94,23 @@ def state_rules(result, generator, request, public):
             "The key must keep naming its routes, or all_routes: a change that would leave it neither is a 400."
         )
     return result
+
+
+def state_no_nul_in_text_filters(result, generator, request, public):
+    """Every text query parameter refuses a NUL character (Django's form fields do): stated on each
+    one here, after the filters' own schemas are built, so none loses its maxLength or format."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if (
+                    parameter.get("in") == "query"
+                    and schema.get("type") == "string"
+                    and not schema.keys()
+                    & {
+                        "pattern",
+                        "enum",
+                    }
+                ):
+                    schema["pattern"] = NO_NUL
+    return result

@@ -146,9 +146,14 @@ class RouteSerializer(StrictModelSerializer):
         required=False, help_text='JSON body fields that must match, e.g. {"stream": true}; dotted paths allowed.'
     )
 
+    warnings = serializers.SerializerMethodField(
+        help_text="What is saved but cannot work as meant: no enabled target, or another enabled route with the "
+        "same prefix, priority and conditions (one of them never serves a call). Empty when all is well."
+    )
+
     class Meta:
         model = Route
-        fields = ["id", *Route.SETTINGS, "fallback", "quota_plan", "targets", "created", "updated"]
+        fields = ["id", *Route.SETTINGS, "fallback", "quota_plan", "targets", "warnings", "created", "updated"]
         extra_kwargs = {
             "path_prefix": {"validators": [PATH_PREFIX]},
             "retry_statuses": {"validators": [RETRY_STATUSES]},
@@ -161,6 +166,12 @@ class RouteSerializer(StrictModelSerializer):
     def update(self, route, validated_data):
         targets = validated_data.pop("targets", None)
         return routes.save_route(route, validated_data, targets).route
+
+    def get_warnings(self, route) -> list[str]:
+        # Once per answer, after its write (a list of routes reads the configuration once).
+        if "route_warnings" not in self.context:
+            self.context["route_warnings"] = routes.configuration_warnings()
+        return self.context["route_warnings"].get(route.name, [])
 
 
 class KeySerializer(StrictModelSerializer):

@@ -12,14 +12,18 @@ before it). JSON lines are data for programs and stay exact.
 import csv
 import json
 
+from django.db.models import F
 from django.http import StreamingHttpResponse
 
 COLUMNS = (
-    "created", "request_id", "key_prefix", "route_name", "method", "path", "model", "upstream_model",
-    "status", "latency_ms", "upstream_ms", "target", "targets_tried", "attempts", "fallback_from",
-    "streamed", "bytes_in", "bytes_out", "prompt_tokens", "completion_tokens", "total_tokens",
-    "error_type", "limit", "client_ip", "detail", "cost", "team_name",
+    "created", "request_id", "job_id", "key_prefix", "key_name", "key_owner", "route_name", "method", "path",
+    "model", "upstream_model", "status", "latency_ms", "upstream_ms", "target", "targets_tried", "attempts",
+    "fallback_from", "streamed", "bytes_in", "bytes_out", "prompt_tokens", "completion_tokens", "total_tokens",
+    "usage_estimated", "error_type", "limit", "client_ip", "detail", "cost", "team_name",
 )  # fmt: skip
+# The key as it is now (its name and owner; empty for a call without a key or of a deleted key):
+# the row keeps only the prefix the call used.
+KEY_COLUMNS = {"key_name": F("api_key__name"), "key_owner": F("api_key__owner")}
 CHUNK = 2000
 
 
@@ -41,8 +45,11 @@ class _Line:
 
 
 def _values(rows):
-    for row in rows.order_by("-created", "-id").values_list(*COLUMNS).iterator(chunk_size=CHUNK):
-        yield dict(zip(COLUMNS, row, strict=True))
+    rows = rows.annotate(**KEY_COLUMNS).order_by("-created", "-id")
+    for row in rows.values_list(*COLUMNS).iterator(chunk_size=CHUNK):
+        values = dict(zip(COLUMNS, row, strict=True))
+        values["job_id"] = str(values["job_id"]) if values["job_id"] else None
+        yield values
 
 
 def _csv_lines(rows):

@@ -7,9 +7,11 @@ page is an index range (log_created_idx, or the filter's own index), never an OF
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django import forms
+from django.utils import timezone
+from django.utils.http import urlencode
 
 from routes_admin.filtersets import RequestLogFilterSet
 from routes_admin.models import RequestLog
@@ -19,9 +21,11 @@ MAX_ID = 2**63 - 1  # the largest id the database holds: a larger one in a curso
 # The filters the explorer's form shows, in this order; the FilterSet's other filters (the API's
 # ids, method, status bounds) still apply when a link gives them.
 SHOWN = (
-    "created_after", "created_before", "key", "route_name", "model", "status", "min_latency", "min_cost", "team",
-    "request_id", "error_type", "limit",
+    "created_after", "created_before", "key", "route_contains", "model_contains", "status", "min_latency", "min_cost",
+    "team", "request_id", "error_type", "limit",
 )  # fmt: skip
+# The time ranges offered at once: the dashboard's presets, and the explorer's links that set its range.
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 
 
 def explorer_filters(query) -> RequestLogFilterSet:
@@ -31,6 +35,17 @@ def explorer_filters(query) -> RequestLogFilterSet:
 def active(filterset: RequestLogFilterSet) -> dict:
     """The filters in use (name -> value as typed), for links and the export."""
     return {name: filterset.data[name] for name in filterset.form.fields if filterset.data.get(name)}
+
+
+def presets(active_filters: dict) -> list[tuple[str, str]]:
+    """(name, query) for each of RANGES: the filters in use, from that long ago until now. The
+    start is written in the current time zone, as the form's date-time inputs show it."""
+    kept = {name: value for name, value in active_filters.items() if name not in ("created_after", "created_before")}
+    now = timezone.localtime()
+    return [
+        (name, urlencode({**kept, "created_after": (now - span).strftime("%Y-%m-%dT%H:%M:%S")}))
+        for name, span in RANGES.items()
+    ]
 
 
 def shown_fields(filterset: RequestLogFilterSet) -> list:

@@ -1,7 +1,5 @@
 """Console pages: thin views over figures.py, filters.py, explain.py and export.py. Read-only."""
 
-from datetime import timedelta
-
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -15,7 +13,7 @@ from . import charts, export, figures, filters, history, live
 from .access import console_page
 from .explain import explain
 
-RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+RANGES = filters.RANGES
 STEP_UNITS = {"minute": "calls / minute", "hour": "calls / hour", "day": "calls / day"}
 
 
@@ -84,6 +82,7 @@ def calls(request):
         "fields": filters.shown_fields(found),
         "rows": rows,
         "active": active,
+        "presets": filters.presets(active),
         "query": urlencode(active),
         "next_query": urlencode({**active, "cursor": next_cursor}) if next_cursor else "",
         "paged": bool(after),
@@ -142,6 +141,6 @@ def export_calls(request, fmt: str):
     if not found.is_valid():
         context = {"form": found.form, "fields": filters.shown_fields(found), "rows": [], "any_call": True}
         return render(request, "console/calls.html", context, status=400)
-    history.record_export(request, fmt, filters.active(found))
+    history.record_export(request, fmt, found)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     return export.response(found.qs, fmt, f"calls-{stamp}")

@@ -225,6 +225,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.document_errors",
         "api.schema.state_rules",
+        "api.schema.state_no_nul_in_text_filters",
     ],
 }
 

@@ -62,8 +62,8 @@ class ModelList:
     status = 200
     reason = "OK"
 
-    def __init__(self, call, document: dict, headers: list):
-        self.call = call
+    def __init__(self, call, document: dict, headers: list, finish):
+        self.call, self.finish = call, finish
         self.body = json.dumps(document).encode()
         self.headers = [("Content-Type", "application/json"), *headers]
         call.status = 200
@@ -73,19 +73,19 @@ class ModelList:
         yield self.body
 
     def close(self) -> None:
-        from . import pipeline
-
-        pipeline.finish(self.call)
+        self.finish(self.call)
 
 
-def answer(call, incoming, snapshot):
-    """The model list for an authenticated call, or None when the call should go on as any other."""
+def answer(call, incoming, snapshot, admit, forward, finish):
+    """The model list for an authenticated call, or None when the call should go on as any other.
+
+    The pipeline hands its own steps in (admit, forward, finish): this module never imports it back."""
     if not asks(incoming):
         return None
     own = configured(call.key, snapshot)
     if not own:
         return None
-    from . import pipeline, quotas
+    from . import quotas
 
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner} for model, owner in own.items()]
     headers = []
@@ -93,22 +93,20 @@ def answer(call, incoming, snapshot):
     call.detail["match"] = "the model list (configured models of the key's routes)"
     if route is not None:
         call.route = route
-        pipeline.admit(call)  # the key's limits hold as for any call (429 is the key's answer)
+        admit(call)  # the key's limits hold as for any call (429 is the key's answer)
         headers += quotas.answer_headers(call.admission)
-        reported, why = upstream_models(call, incoming, snapshot)
+        reported, why = upstream_models(call, incoming, snapshot, forward)
         if why:
             call.detail["models_upstream"] = why
         listed = set(own)
         data += [entry for entry in reported if entry["id"] not in listed]
-    return ModelList(call, {"object": "list", "data": data}, headers)
+    return ModelList(call, {"object": "list", "data": data}, headers, finish)
 
 
-def upstream_models(call, incoming, snapshot) -> tuple[list[dict], str]:
+def upstream_models(call, incoming, snapshot, forward) -> tuple[list[dict], str]:
     """What the forwarding route's upstream lists, and why nothing when it failed."""
-    from . import pipeline
-
     try:
-        upstream = pipeline.forward(call, incoming, snapshot, b"", None)
+        upstream = forward(call, incoming, snapshot, b"", None)
     except (UpstreamUnavailable, UpstreamTimeout, CircuitOpen) as exc:
         return [], f"{exc.status_code} {exc.error_type}: {exc.detail}"
     try:

@@ -100,7 +100,8 @@ def run(incoming: Incoming, live: Runtime | None = None) -> Answer:
         snapshot = live.config.current()
         call.prices = snapshot.prices
         call.key = authenticate(incoming, snapshot)
-        listed = models_list.answer(call, incoming, snapshot)  # GET /v1/models: the key's models
+        # GET /v1/models: the key's models, an answer of the pipeline's own that runs its steps.
+        listed = models_list.answer(call, incoming, snapshot, admit=admit, forward=forward, finish=finish)
         if listed is not None:
             return listed
         body, document = match(call, incoming, snapshot)

@@ -41,6 +41,7 @@ access_log = logging.getLogger("gateway.access")
 
 COLUMNS = [field.attname for field in RequestLog._meta.concrete_fields if not field.primary_key]
 MAX_PENDING = 200_000  # beyond this (database down for long), the oldest rows are dropped and reported
+STOP_FLUSH_ROUNDS = 10  # at stop, flushes in a row while calls finishing meanwhile still queue rows
 STOP_LOCK_TIMEOUT = 5.0  # at stop, how long to wait for a flush in progress before spooling the rest
 IDLE_WRITER_SECONDS = 1.0  # how often the writer looks for spooled rows when the calls write their own
 REPLAY_RETRY_SECONDS = 5.0  # a spool replay that failed (the database is still away) is tried again after this
@@ -81,6 +82,8 @@ class LogWriter:
             self.pending_rows.append(row)
             if self.oldest_queued is None:
                 self.oldest_queued = time.monotonic()
+        if self.stopping:
+            self.wake.set()  # a stopping process may be killed at the graceful timeout: write it now
         self.ensure_started()
 
     def flush(self, lock_timeout: float = 60) -> int:
@@ -149,8 +152,18 @@ class LogWriter:
                 self.flush_lock.release()
 
     def flush_or_spool(self) -> tuple[int, int]:
-        """At exit: write what is queued, spool what the database does not take. (written, spooled)"""
-        written = self.flush(STOP_LOCK_TIMEOUT)
+        """At stop and exit: write what is queued, rows queued meanwhile included; spool only what
+        the database did not take (or what a stuck flush still holds). (written, spooled)
+
+        One flush writes the rows queued when it starts; calls finishing while it writes queue
+        more. Spooling those would send rows of a healthy database to disk, where only a later
+        process replays them, so the flushes go on while they make progress."""
+        written = 0
+        for _ in range(STOP_FLUSH_ROUNDS):
+            saved = self.flush(STOP_LOCK_TIMEOUT)
+            written += saved
+            if not saved or self.failing or not self.pending_rows:
+                break
         return written, self.spool_pending()
 
     def stop(self) -> None:
@@ -182,7 +195,7 @@ class LogWriter:
             self.wake.clear()
             try:
                 self.flush()
-                if self.stopping:
+                if self.stopping and self.failing:  # the database is away: keep the rows on disk now
                     self.spool_pending()
                 else:
                     self.replay_if_due()

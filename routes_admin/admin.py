@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
@@ -99,6 +100,20 @@ class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
         saved = route_service.save_route(form.instance, fields, targets.given() if targets else None)
         if targets:
             targets.record(saved)
+        for warning in route_service.route_warnings(saved.route):
+            messages.warning(request, warning)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The route's warnings whenever its page is opened, but once: after "Save and continue"
+        # the save's own warnings are already waiting to be shown.
+        route = self.get_object(request, unquote(object_id)) if request.method == "GET" else None
+        warnings = route_service.route_warnings(route) if route is not None else []
+        if warnings:
+            waiting = {str(message) for message in messages.get_messages(request)}
+            for warning in warnings:
+                if warning not in waiting:
+                    messages.warning(request, warning)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def delete_model(self, request, obj):
         route_service.delete_route(obj)

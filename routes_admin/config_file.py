@@ -565,8 +565,23 @@ def _linker(route_name: str, fallback: str | None, plan: str | None):
     return link
 
 
-def apply(found: list[Change]) -> None:
-    """Every change or none: one transaction. Each object is saved on its own (signals fire)."""
+def apply(found: list[Change]) -> list[str]:
+    """Every change or none: one transaction. Each object is saved on its own (signals fire).
+    Returns the saved configuration's warnings (the service layer's), one line each."""
     with transaction.atomic():
         for change in found:
             change.apply()
+    return _warning_lines(route_service.configuration_warnings())
+
+
+def warnings(desired: Desired) -> list[str]:
+    """The file's configuration's warnings, before it is applied (the file holds every route)."""
+    routes = (
+        (route, sum(1 for target, _ in targets if target.enabled))
+        for route, _fallback, _plan, targets, _item in desired.routes.values()
+    )
+    return _warning_lines(route_service.warnings_for(routes))
+
+
+def _warning_lines(found: dict[str, list[str]]) -> list[str]:
+    return [f"route {name}: {warning}" for name in sorted(found) for warning in found[name]]

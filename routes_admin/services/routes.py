@@ -8,13 +8,23 @@ The rules every surface gets from here:
 - the names of a route's targets are unique (log rows and breakers know targets by name);
 - a route's methods are HTTP method tokens (RFC 9110: letters, digits and !#$%&'*+-.^_`|~), and
   its name has no control characters (it is shown in pages, logs and error messages).
+
+What is saved but cannot work as meant is a warning, not a refusal (`warnings_for`,
+`route_warnings`): an enabled route with no enabled target, and enabled routes that shadow each
+other. A route and its targets are often saved one after the other (the configuration file, the
+API's route then its targets), so refusing the first step would refuse a valid end state; every
+surface shows the warnings instead (the admin's change page, the API's `warnings`, apply_config).
 """
 
+import json
 import re
 import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Count, Q
 
 from ..models import Route, UpstreamTarget
 from ..validators import default_target_name, origin
@@ -127,6 +137,69 @@ def _only(fields: dict, allowed) -> None:
     unknown = set(fields) - set(allowed)
     if unknown:  # a caller's mistake, not the user's
         raise TypeError(f"not a field here: {', '.join(sorted(unknown))}")
+
+
+# --- Warnings (saved, but not working as meant) ------------------------------------------------
+
+NO_USABLE_TARGET = (
+    "This route is enabled but has no enabled target: the calls it matches fail with 502 "
+    "(or go to its fallback route). Add or enable a target, or disable the route."
+)
+
+
+def _precedence(route: Route) -> tuple:
+    """What orders routes on a path besides their name (proxy/config.py sorts on the same): prefix,
+    priority and conditions, written so that two routes matching the same calls compare equal."""
+    return (
+        route.path_prefix.rstrip("/"),
+        route.priority,
+        frozenset(route.method_list),
+        frozenset(route.model_list),
+        frozenset((name.lower(), str(value)) for name, value in (route.match_headers or {}).items()),
+        json.dumps(route.match_body or {}, sort_keys=True, default=str),
+    )
+
+
+def warnings_for(routes: Iterable[tuple[Route, int]]) -> dict[str, list[str]]:
+    """Warnings by route name for a whole configuration, given as (route, its enabled targets).
+
+    Only enabled routes are looked at. Two enabled routes with the same prefix, priority and
+    conditions (methods, models, headers, body fields) match the same calls, and the one whose
+    name sorts first takes them all: both are flagged.
+    """
+    found: dict[str, list[str]] = defaultdict(list)
+    alike = defaultdict(list)
+    for route, usable_targets in routes:
+        if not route.enabled:
+            continue
+        if not usable_targets:
+            found[route.name].append(NO_USABLE_TARGET)
+        alike[_precedence(route)].append(route.name)
+    for names in alike.values():
+        if len(names) < 2:
+            continue
+        first, *rest = sorted(names)
+        found[first].append(
+            f"Same prefix, priority and conditions as {', '.join(rest)}: this route takes all of their calls "
+            "(the name breaks the tie). Change a priority or a condition, or disable one of them."
+        )
+        for name in rest:
+            found[name].append(
+                f"Same prefix, priority and conditions as {first}, which comes first by name: this route never "
+                "serves a call. Change a priority or a condition, or disable one of them."
+            )
+    return dict(found)
+
+
+def configuration_warnings() -> dict[str, list[str]]:
+    """Warnings by route name for the saved configuration (one query)."""
+    routes = Route.objects.enabled().annotate(usable_targets=Count("targets", filter=Q(targets__enabled=True)))
+    return warnings_for((route, route.usable_targets) for route in routes)
+
+
+def route_warnings(route: Route) -> list[str]:
+    """The saved route's warnings (none while it is disabled)."""
+    return configuration_warnings().get(route.name, []) if route.enabled else []
 
 
 # --- Writes ---------------------------------------------------------------------------------------

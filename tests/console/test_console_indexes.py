@@ -16,6 +16,9 @@ CASES = {
     # the statistics earlier tests left): an index either way.
     "key": ("key", "alice", "log_key_created_idx|requestlog_api_key_id_"),
     "route name": ("route_name", "chat", "log_route_created_idx|requestlog_route_id_"),
+    "part of a route name": ("route_contains", "CH", "log_route_created_idx|requestlog_route_id_"),
+    # No index holds part of a name: newest first on the time index, bounded by the time range.
+    "part of a model name": ("model_contains", "m1", "log_created_idx"),
     "key prefix": ("key_prefix", "PREFIX", "log_key_created_idx|requestlog_api_key_id_"),
     "status from 500": ("status_min", "500", "log_error_status_idx|log_errors_idx"),  # either partial index
     "model": ("model", "m1", "log_model_created_idx"),

@@ -1,7 +1,8 @@
 """Graceful shutdown and worker restarts: calls in flight finish and every call keeps its log row.
 
 Log rows are batched in memory (proxy/recording.py); these servers flush only every 60 s, so
-every row found here was written by the shutdown path itself (gunicorn's worker_exit hook).
+every row found here was written by the shutdown path itself: the writer, woken for each row once
+the worker is stopping, and gunicorn's worker_exit hook.
 """
 
 import json
@@ -88,7 +89,6 @@ def test_sigterm_lets_calls_and_streams_in_flight_finish_and_log(cluster, upstre
     logged = rows(cluster)
     assert set(logged) == {f"plain-{i}" for i in range(6)} | {f"stream-{i}" for i in range(5)}
     assert all(status == 200 and error == "" and size > 0 for status, error, size in logged.values())
-    assert "wrote" in gateway.log()  # the worker_exit hook flushed the queued rows
 
 
 def test_worker_restarts_lose_no_log_row(cluster, upstream):

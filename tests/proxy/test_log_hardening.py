@@ -219,3 +219,25 @@ def test_a_model_name_with_nul_and_any_length_is_stored(client, batched, secret)
     row = RequestLog.objects.exclude(request_id="after").get()
     assert row.model == "gpt?x"  # NUL removed, the lone surrogate replaced
     assert "\\u0000" not in json.dumps(row.detail)
+
+
+def test_a_stopping_writer_writes_rows_queued_during_its_flush_instead_of_spooling_them(batched, settings, tmp_path):
+    """Calls that finish while a stopping worker's flush is writing queue more rows; with the
+    database up they are written too. Spooled, they reached the database only when a later process
+    replayed them: a restarted worker's last rows went missing from the log until then."""
+    settings.GATEWAY_LOG_SPOOL_DIR = str(tmp_path)
+    batched.queue(queued_row("first"))
+    late = []
+
+    def finish_a_call_meanwhile(execute, sql, params, many, context):
+        if not late:
+            late.append(sql)
+            batched.queue(queued_row("late"))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(finish_a_call_meanwhile):
+        batched.stop()
+    assert late  # the second row was queued while the first was being written
+    assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == ["first", "late"]
+    assert batched.pending() == 0
+    assert not list(tmp_path.rglob("*.spool"))

@@ -49,10 +49,13 @@ class CountingUpstream(UpstreamServer):
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             time.sleep(self.delay)
-            handler.send_json(200, {"ok": True})
         finally:
+            # Counted until the answer starts, not until it is sent: the gateway may free the slot
+            # and send the next call as soon as it has the answer, before this thread runs again
+            # (50 client threads share the GIL here). A call is counted only while its slot is held.
             with self.lock:
                 self.in_flight -= 1
+        handler.send_json(200, {"ok": True})
 
 
 @pytest.fixture(scope="module")

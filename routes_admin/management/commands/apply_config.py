@@ -29,14 +29,22 @@ class Command(RecordedCommand):
             raise CommandError(f"{path}, {str(exc).rstrip('.')}. Nothing was changed.") from None
         if not found:
             self.stdout.write("No changes: the database matches the file.")
+            self.warn(config_file.warnings(desired))
             return
         for change in found:
             self.stdout.write(str(change))
         if not options["yes"]:
+            self.warn(config_file.warnings(desired))
             self.stdout.write(f"{len(found)} change(s) not applied: run again with --yes to apply them.")
             return
         try:
-            config_file.apply(found)
+            warnings = config_file.apply(found)
         except Exception as exc:  # a database rule the checks missed: the transaction rolled back
             raise CommandError(f"Applying failed, nothing was changed: {exc}") from None
+        self.warn(warnings)
         self.stdout.write(self.style.SUCCESS(f"Applied {len(found)} change(s)."))
+
+    def warn(self, warnings: list[str]) -> None:
+        """Configuration that is valid but cannot work as meant (routes_admin/services/routes.py)."""
+        for line in warnings:
+            self.stdout.write(self.style.WARNING(f"warning: {line}"))
