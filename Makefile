@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
-.PHONY: run test test-fast lint format bench bench-instructions bench-console soak migrate clean lock audit
+.PHONY: run test test-fast lint format bench bench-instructions bench-console soak faults migrate clean lock audit
 
 # Installs exactly the locked versions, each checked against its hash, with the locked pip first
 # (scripts/install_locked.sh says why). A failed install leaves no stamp, so the next make retries.
@@ -79,6 +79,11 @@ bench-console: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py
+
+# Faults under load on a private PostgreSQL and Redis: a worker killed, the database stopped twice,
+# an instance stopped during an outage; prints the counts and checks them (see bench/faults.py).
+faults: $(STAMP)
+	$(BIN)/python bench/faults.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache staticfiles

@@ -109,6 +109,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "min_size": env.int("DATABASE_POOL_MIN", default=1),
         "max_size": env.int("DATABASE_POOL_MAX", default=10),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        # psycopg_pool retries a failed connection after 1, 2, 4, 8 ... s: after a 20 s outage a
+        # process could wait 11 s more for its connection, long enough for another jobs worker to
+        # take its jobs for lost (a fault run). Giving up after 1 s leaves the next try to the next
+        # caller (each asks every second or so), so the pool connects as soon as the database is back.
+        "reconnect_timeout": 1.0,
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool reuses connections; Django must not hold them too
 else:

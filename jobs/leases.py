@@ -26,6 +26,8 @@ from django.db.models import F
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from proxy.jobs_api import connect_database
+
 from .models import Job, Status, WorkerBeat
 from .outcomes import fail
 from .webhooks import WEBHOOK_QUEUE
@@ -84,9 +86,12 @@ def recover_lost(now=None) -> int:
 
 
 def recover_deliveries(now=None) -> int:
-    """Put back in the queue the webhook deliveries claimed by workers that stopped beating."""
+    """Put back in the queue the webhook deliveries claimed by workers that stopped beating, and
+    those claimed longer ago than a delivery can take: a live worker lost them (its database went
+    away between the claim and the delivery's end, and the engine could not mark them)."""
     now = now or timezone.now()
     stale = now - lease()
+    abandoned = stale - timedelta(seconds=settings.GATEWAY_WEBHOOK_TIMEOUT)
     alive = set(WorkerBeat.objects.filter(seen__gte=stale).values_list("worker", flat=True))
     recovered = 0
     with transaction.atomic():
@@ -95,7 +100,7 @@ def recover_deliveries(now=None) -> int:
         )[:100]
         for task in claimed:
             worker = task.worker_ids[-1] if task.worker_ids else ""
-            if worker in alive:
+            if worker in alive and task.started_at >= abandoned:
                 continue  # a long delivery on a live worker
             log.warning("webhook task %s: worker %s lost; queued again in its place", task.id, worker)
             DBTaskResult.objects.filter(id=task.id).update(status="READY", started_at=None)
@@ -114,22 +119,27 @@ class Keeper(threading.Thread):
 
     def run(self) -> None:
         period = settings.GATEWAY_JOB_LEASE_SECONDS / 3
-        # When the database answers again after an outage, every worker's leases and beat have
-        # lapsed meanwhile, the live ones' too. Recovering at once would run again a job whose
-        # worker is alive and holds its answer (jobs/running.py `keep`): the keeper only renews
-        # for a lease, which gives every live worker's keeper time to renew its own.
-        answering_since = -math.inf  # a check at start: a worker started after a crash recovers at once
+        last_renewed = None  # time.monotonic() of this keeper's last renewal
+        failed = False  # its last round could not reach the database
+        recover_from = -math.inf  # a check at start: a worker started after a crash recovers at once
         while True:
             try:
+                connect_database(settings.GATEWAY_CONFIG_DB_TIMEOUT)  # an outage noticed in 1 s, not the pool's 10 s
                 renew(self.worker)
-                if answering_since is None:
-                    answering_since = time.monotonic()
+                now = time.monotonic()
+                if failed or (last_renewed is not None and now - last_renewed > 2 * period):
+                    # Cut off from the database (an outage): every lease lapsed meanwhile, the live
+                    # workers' too. Recovering at once would run again a job whose worker is alive
+                    # and holds its answer (jobs/outages.py): first give every live worker's keeper
+                    # a lease to renew its own.
+                    recover_from = now + 3 * period
                     log.info("lease keeper: the database answers again; recovering lost work in %.0f s", 3 * period)
-                if time.monotonic() - answering_since >= 3 * period:
+                last_renewed, failed = now, False
+                if now >= recover_from:
                     recover_lost()
                     recover_deliveries()
             except Exception as exc:
-                answering_since = None
+                failed = True
                 log.warning("lease keeper: the database is unreachable (%s); trying again in %.1f s", exc, period)
             finally:
                 close_old_connections()

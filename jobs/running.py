@@ -16,37 +16,25 @@ An answer is kept by the first run to finish (a worker whose lease lapsed may st
 first); failures and requeues apply only while this worker still holds the job (leases.py).
 
 A run's outcome that cannot be written because the database is away is kept, and written once
-the database answers (`keep`): the worker still holds the job (its keeper renews the lease when
-the database is back), so the job is not run again, which would call the upstream twice. Seen
-in a fault run (bench/faults.py): 3 of 47 jobs whose answers came during a 20 s outage ran twice.
+the database answers (jobs/outages.py): the job is not run again, which would call the upstream
+twice.
 """
 
 import logging
-import time
 
 from django.conf import settings
-from django.db import Error as DatabaseError
-from django.db import close_old_connections, connection
 from requests.structures import CaseInsensitiveDict
 
-from proxy.jobs_api import (
-    CircuitOpen,
-    GatewayError,
-    Incoming,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-    connect_database,
-    run_job,
-)
+from proxy.jobs_api import CircuitOpen, GatewayError, Incoming, UpstreamTimeout, UpstreamUnavailable, run_job
 from routes_admin.models import ErrorType
 
 from . import leases
 from .models import Job
+from .outages import keep
 from .outcomes import fail, give_back, succeed
 
 log = logging.getLogger("gateway.jobs")
 ANSWER_TOO_LARGE = "upstream_answer_too_large"
-KEEP_FIRST_WAIT, KEEP_LAST_WAIT = 0.5, 2.0  # between two tries to write an outcome while the database is away
 
 
 class WorkerStopping(BaseException):
@@ -90,24 +78,25 @@ def execute(job: Job, worker: str) -> None:
     except CircuitOpen as exc:
         wait = retry_after_seconds(exc.headers.get("Retry-After", "1"))
         log.info("job %s waits %.0f s: every target of its route is failing", job.id, wait)
-        keep(give_back, job, worker, wait, used_attempt=False)
+        keep(f"job {job.id}", give_back, job, worker, wait, used_attempt=False)
         return
     except (UpstreamUnavailable, UpstreamTimeout) as exc:
-        keep(retry_or_fail, job, worker, f"{exc.status_code} {exc.error_type}: {exc.detail}")
+        keep(f"job {job.id}", retry_or_fail, job, worker, f"{exc.status_code} {exc.error_type}: {exc.detail}")
         return
     except GatewayError as exc:
-        keep(fail, job, f"{exc.status_code} {exc.error_type}: {exc.detail}", worker=worker)
+        keep(f"job {job.id}", fail, job, f"{exc.status_code} {exc.error_type}: {exc.detail}", worker=worker)
         return
     except WorkerStopping:
         give_back(job, worker, 0, used_attempt=True)
         raise
     except Exception as exc:  # a bug, or the database gone mid-run: another attempt, with the reason
         log.exception("job %s: run failed", job.id)
-        keep(retry_or_fail, job, worker, f"500 internal_error: {type(exc).__name__}")
+        keep(f"job {job.id}", retry_or_fail, job, worker, f"500 internal_error: {type(exc).__name__}")
         return
     if body is None:  # another run would read the same endless answer: fail now, with why
         limit = settings.GATEWAY_JOB_MAX_ANSWER_BYTES
         keep(
+            f"job {job.id}",
             fail,
             job,
             f"502 {ANSWER_TOO_LARGE}: the upstream's answer is larger than this gateway keeps for a job "
@@ -116,9 +105,9 @@ def execute(job: Job, worker: str) -> None:
         )
         return
     if answer.call.error_type == ErrorType.UPSTREAM_STREAM_ERROR:
-        keep(retry_or_fail, job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
+        keep(f"job {job.id}", retry_or_fail, job, worker, "502 upstream_stream_error: the upstream stopped mid-answer.")
         return
-    keep(succeed, job, answer.status, answer.headers, body)
+    keep(f"job {job.id}", succeed, job, answer.status, answer.headers, body)
     log.info(
         "job %s ran: model %s, route %s, answered %s after %.0f ms in the queue",
         job.id,
@@ -127,34 +116,6 @@ def execute(job: Job, worker: str) -> None:
         answer.status,
         queued_ms,
     )
-
-
-def keep(write, job: Job, *args, **kwargs) -> None:
-    """Write a run's outcome; while the database is away, keep it and try again until it is written.
-
-    A database error while the database answers (a refused write) is raised, as before."""
-    wait = KEEP_FIRST_WAIT
-    while True:
-        try:
-            write(job, *args, **kwargs)
-            return
-        except DatabaseError as exc:
-            if database_answers():
-                raise
-            log.warning("job %s: the database is away (%s); its outcome is kept, again in %.1f s", job.id, exc, wait)
-        time.sleep(wait)
-        wait = min(KEEP_LAST_WAIT, wait * 2)
-
-
-def database_answers() -> bool:
-    try:
-        close_old_connections()  # a connection the outage broke is not reused
-        connect_database(settings.GATEWAY_CONFIG_DB_TIMEOUT)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return True
-    except DatabaseError:
-        return False
 
 
 def read_answer(answer, limit: int) -> bytes | None:

@@ -105,6 +105,9 @@ def submit(call, incoming: Incoming, body: bytes) -> Accepted:
         callback = webhooks.check_url(callback)  # stored as rebuilt from its checked parts
     idempotency_key = incoming.headers.get("Idempotency-Key", "").strip()
     try:
+        # A database that is away answers 503 within GATEWAY_CONFIG_DB_TIMEOUT, not the pool's
+        # DATABASE_POOL_TIMEOUT (10 s), which also held a stopping worker that long.
+        jobs_api.connect_database(settings.GATEWAY_CONFIG_DB_TIMEOUT)
         job, replayed = create(call, incoming, body, callback, idempotency_key)
     except IntegrityError:
         # The same Idempotency-Key submitted twice at once: the other submission made the job.

@@ -2,18 +2,29 @@
 GET /jobs/webhook-secret (the key's webhook signing secret).
 
 Authenticated with the same gateway API keys as proxied calls; a job is visible only to the key
-that created it: any other key, an unknown id and a malformed id all get the same 404.
+that created it: any other key, an unknown id and a malformed id all get the same 404. With the
+database away they answer 503 in the gateway's JSON shape within GATEWAY_CONFIG_DB_TIMEOUT, not
+a 500 after the pool's DATABASE_POOL_TIMEOUT (a fault run saw 11 such 500s after 10 s each).
 """
 
+import functools
 import uuid
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from proxy.jobs_api import GatewayError, InvalidAPIKey, describe, error_response, key_from_request
+from proxy.jobs_api import (
+    GatewayError,
+    InvalidAPIKey,
+    connect_database,
+    describe,
+    error_response,
+    key_from_request,
+)
 from routes_admin.models import ErrorType
 
 from . import signing
@@ -30,8 +41,24 @@ def _not_found(request):
     return error_response(404, ErrorType.NOT_FOUND, "No such job for this API key.", request.request_id)
 
 
+def database_or_503(view):
+    """The view with its database reads bounded: 503 when the database does not answer."""
+
+    @functools.wraps(view)
+    def bounded(request, *args, **kwargs):
+        try:
+            connect_database(settings.GATEWAY_CONFIG_DB_TIMEOUT)
+            return view(request, *args, **kwargs)
+        except DatabaseError:
+            message = "The job store is unavailable right now; try again shortly."
+            return error_response(503, ErrorType.SERVICE_UNAVAILABLE, message, request.request_id)
+
+    return bounded
+
+
 @csrf_exempt  # API keys, not cookies: nothing for a cross-site form to ride on
 @require_http_methods(["GET", "DELETE"])
+@database_or_503
 def job_detail(request, job_id: str):
     try:
         key = key_from_request(request.headers)
@@ -63,6 +90,7 @@ def job_detail(request, job_id: str):
 
 
 @require_http_methods(["GET"])
+@database_or_503
 def webhook_secret(request):
     """The secret this key's webhooks are signed with (jobs/signing.py), for the key's owner to
     set up a receiver. Whoever holds the key may queue jobs with callbacks anyway; the secret

@@ -33,6 +33,7 @@ from proxy.jobs_api import InvalidRequest, PinnedAdapter, host_key
 from . import callbacks, signing
 from .documents import job_document
 from .models import Job, WebhookDelivery
+from .outages import keep
 
 WEBHOOK_QUEUE = "webhooks"  # the django-tasks queue of webhook deliveries
 
@@ -133,14 +134,21 @@ def deliver(job_id: str, attempt: int) -> None:
         error, final = f"refused: {exc}"[:500], True
     except (OSError, requests.RequestException) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
-    with transaction.atomic():  # the attempt's record and the next attempt commit together
+    # Written even when the database went away during the POST (the receiver has it): a delivery
+    # not recorded would be sent again by another worker.
+    keep(f"webhook of job {job.id}", record, job, attempt, status, error, final, time.perf_counter() - started)
+
+
+def record(job: Job, attempt: int, status: int | None, error: str, final: bool, seconds: float) -> None:
+    """The attempt's record, and the next attempt when it failed: they commit together."""
+    with transaction.atomic():
         delivery = WebhookDelivery.objects.create(
             job=job,
             attempt=attempt,
             created=timezone.now(),
             status=status,
             error=error,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            duration_ms=round(seconds * 1000, 3),
         )
         if delivery.delivered:
             return

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.servers import ROOT, GatewayCluster, free_port
-from tests.upstream import json_reply
+from tests.upstream import UpstreamServer, json_reply
 
 pytestmark = pytest.mark.slow
 
@@ -191,10 +191,119 @@ def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream,
         assert document.json()["status"] == "succeeded", document.json()
         assert document.json()["response"]["body"] == {"id": "once"}
         assert len(upstream.requests) == 1, logs
-        assert "its outcome is kept" in logs
+        assert "kept, written when it is back" in logs
         assert all(worker.poll() is None for worker in workers)
     finally:
         for worker in workers:
             worker.kill()
             worker.wait()
         cluster.close()
+
+
+def test_job_submissions_and_polls_answer_503_at_once_while_the_database_is_away(
+    private_postgres, upstream, tmp_path, monkeypatch
+):
+    """With the database away, a job submission, a poll of a job and the webhook secret answer 503
+    in the JSON shape, within GATEWAY_CONFIG_DB_TIMEOUT rather than the pool's timeout (here 120 s,
+    longer than the client waits). Before, a poll answered 500 after DATABASE_POOL_TIMEOUT and a
+    submission its 503 after it (a fault run: 11 polls answered 500, 503s took 11 s)."""
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    cluster = GatewayCluster(
+        tmp_path, DATABASE_POOL_TIMEOUT=120, GATEWAY_WEBHOOK_HOSTS="127.0.0.1:9", GATEWAY_WEBHOOK_SECRET="s", **FAST
+    )
+    try:
+        secret = cluster.route_and_key(upstream.url)
+        gateway = cluster.start()
+        headers = {"Authorization": f"Bearer {secret}"}
+
+        def submit():
+            return requests.post(
+                f"{gateway.url}/v1/chat/completions",
+                json={"model": "m", "messages": []},
+                headers={**headers, "Prefer": "respond-async"},
+                timeout=30,
+            )
+
+        job_id = submit().json()["id"]
+        private_postgres.stop()
+        answers = {
+            "submission": submit(),
+            "poll": requests.get(f"{gateway.url}/jobs/{job_id}", headers=headers, timeout=30),
+            "secret": requests.get(f"{gateway.url}/jobs/webhook-secret", headers=headers, timeout=30),
+        }
+        for name, answer in answers.items():
+            assert answer.status_code == 503, (name, answer.status_code, answer.text)
+            assert answer.json()["error"]["type"] == "service_unavailable", name
+        private_postgres.start()
+        deadline = time.monotonic() + 30  # the pool connects again: a bound, not a measurement
+        while (poll := requests.get(f"{gateway.url}/jobs/{job_id}", headers=headers, timeout=30)).status_code == 503:
+            assert time.monotonic() < deadline, "polls never answered again"
+            time.sleep(0.5)
+        assert poll.status_code == 200 and poll.json()["id"] == job_id
+    finally:
+        cluster.close()
+
+
+def test_a_webhook_delivered_during_an_outage_is_recorded_once_the_database_is_back(
+    private_postgres, upstream, tmp_path, monkeypatch
+):
+    """A webhook whose receiver answers while the database is away: the worker keeps the attempt's
+    record and writes it once the database is back, so the job shows it delivered and the receiver
+    gets it once. Before, the record was lost and the delivery's task stayed RUNNING for ever (its
+    worker kept beating), so the job showed no delivery at all."""
+    arrived, answer = threading.Event(), threading.Event()
+    receiver = UpstreamServer()
+
+    def receive(handler):
+        arrived.set()
+        answer.wait(60)  # until the database is down
+        handler.send_json(200, {})
+
+    receiver.reply = receive
+    upstream.reply = json_reply({"id": "done"})
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    hooks = {"GATEWAY_WEBHOOK_HOSTS": f"127.0.0.1:{receiver.port}", "GATEWAY_WEBHOOK_SECRET": "outage-secret"}
+    cluster = GatewayCluster(tmp_path, **FAST, **hooks)
+    workers = []
+    try:
+        secret = cluster.route_and_key(upstream.url)
+        gateway = cluster.start()
+        for n in range(2):
+            log = open(tmp_path / f"worker-{n}.log", "wb")
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", "jobs_worker"], cwd=ROOT, env=cluster.env, stdout=log, stderr=log
+                )
+            )
+        headers = {"Authorization": f"Bearer {secret}"}
+        accepted = requests.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={"model": "m", "messages": []},
+            headers={**headers, "Prefer": "respond-async", "X-Callback-URL": f"{receiver.url}/hook"},
+            timeout=10,
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert arrived.wait(30), "the webhook never came"
+        private_postgres.stop()
+        answer.set()
+        time.sleep(2 * float(FAST["GATEWAY_JOB_LEASE_SECONDS"]) + 1)
+        private_postgres.start()
+        deadline = time.monotonic() + 60  # a bound, not a measurement
+        while True:
+            try:
+                poll = requests.get(f"{gateway.url}/jobs/{accepted.json()['id']}", headers=headers, timeout=10)
+                deliveries = poll.json().get("webhook_deliveries") if poll.status_code == 200 else None
+            except requests.RequestException:
+                deliveries = None
+            if deliveries:
+                break
+            assert time.monotonic() < deadline, "the delivery was never recorded"
+            time.sleep(0.5)
+        assert [(d["attempt"], d["delivered"], d["status"]) for d in deliveries] == [(1, True, 200)]
+        assert len(receiver.requests) == 1
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+        cluster.close()
+        receiver.stop()

@@ -72,6 +72,22 @@ def test_a_delivery_held_by_a_live_worker_is_left_alone(client, with_webhook, re
     assert DBTaskResult.objects.get(queue_name="webhooks").status == "RUNNING"
 
 
+def test_a_delivery_a_live_worker_lost_comes_back_once_no_delivery_can_take_that_long(
+    client, with_webhook, receiver, settings
+):
+    """A live worker whose database went away between claiming a delivery and its end could not
+    mark it: it stayed RUNNING for ever, as its worker kept beating. Past the lease plus the
+    webhook timeout no delivery is still running, so it goes back to the queue."""
+    submit(client, with_webhook, HTTP_X_CALLBACK_URL=f"{receiver.url}/hook")
+    work_off(max_tasks=1)
+    claim_delivery("live-worker")
+    much_later = timezone.now() + LATER + timedelta(seconds=settings.GATEWAY_WEBHOOK_TIMEOUT)
+    WorkerBeat.objects.create(worker="live-worker", seen=much_later)  # it still beats
+    assert leases.recover_deliveries(now=much_later) == 1
+    work_off()
+    assert len(receiver.requests) == 1 and Job.objects.get().deliveries.get().delivered
+
+
 def test_an_attempt_already_recorded_is_not_posted_again(client, with_webhook, receiver):
     """A worker that recorded its attempt and died before marking its task done: the rerun is a no-op."""
     submit(client, with_webhook, HTTP_X_CALLBACK_URL=f"{receiver.url}/hook")
