@@ -7,6 +7,7 @@ calls are written by the background writer, each once, with rollups equal to the
 
 import time
 
+import pytest
 from django.test import override_settings
 from django.utils import timezone
 
@@ -37,6 +38,7 @@ def written_by_the_writer(within: float = 15.0) -> bool:
     return recording.flush() == 0
 
 
+@pytest.mark.slow  # waits out a real 1 s TTL
 def test_a_change_made_by_another_process_is_served_within_the_ttl_not_before(client, upstream, production_timing):
     route = make_route(upstream.url)
     key, secret = make_key(routes=[route])
@@ -91,6 +93,7 @@ def test_a_row_is_queued_by_its_call_and_written_by_the_writer(client, upstream,
     assert RequestLog.objects.get().request_id == "queued"
 
 
+@pytest.mark.slow  # watches the writer for a real 1.5 s
 def test_an_idle_writer_does_not_spin_when_calls_write_their_own_rows(db, settings, monkeypatch):
     """GATEWAY_LOG_FLUSH_SECONDS=0 (calls write their own rows) with the writer running, as in a
     gunicorn worker (gunicorn.conf.py starts it to replay the spool): it wakes about once a second,
