@@ -30,6 +30,7 @@ CASES = {
     "limit": ("limit", "requests_per_minute", "log_limit_idx"),
     "team": ("team", "red", "log_team_idx"),
     "min cost": ("min_cost", "0.5", "log_cost_idx"),
+    "method": ("method", "GET", "log_method_idx"),
 }
 
 
