@@ -44,6 +44,9 @@ def test_a_change_made_by_another_process_is_served_within_the_ttl_not_before(cl
     key, secret = make_key(routes=[route])
     loaded = time.monotonic()  # the copy this call loads is checked at or after this
     assert status(client, secret) == 200
+    # In-memory SQLite takes one writer at a time and refuses a second at once ("table is
+    # locked"): the change below waits until the writer has written this call's row.
+    assert written_by_the_writer()
 
     # Another process revokes the key: it changes the row and bumps the generation; this
     # process's copy is not told (a queryset update sends no signal).
@@ -64,6 +67,7 @@ def test_a_change_made_in_this_process_is_served_at_once(client, upstream, produ
     route = make_route(upstream.url)
     key, secret = make_key(routes=[route])
     assert status(client, secret) == 200
+    assert written_by_the_writer()  # one writer at a time on in-memory SQLite: the call's row first
     key.revoke()  # saved here: this process forgets its copy when the change commits
     assert status(client, secret) == 401
 
