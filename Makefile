@@ -50,13 +50,23 @@ run: $(STAMP) .env
 	$(BIN)/python scripts/run_local.py
 
 # The suite in parallel, one process per core (TEST_WORKERS=0 runs it in this process).
+# Property tests run Hypothesis' `fast` profile; HYPOTHESIS_PROFILE=ci runs ten times the examples
+# (tests/examples.py; .ci/run sets it).
 TEST_WORKERS ?= auto
+# Where writing bytecode is turned off (PYTHONDONTWRITEBYTECODE), every test process, and every
+# server a test starts, would compile the gateway's modules and rewrite the tests' asserts again:
+# about 5 s of CPU each. The tests keep their bytecode under .pytest_cache/ instead, never next
+# to the sources or in the venv.
+ifneq ($(PYTHONDONTWRITEBYTECODE),)
+TEST_ENV := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.pytest_cache/pycache
+endif
 test: $(STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(TEST_ENV) $(BIN)/pytest -n $(TEST_WORKERS)
 
-# Everything that needs no real server, process or browser (tests marked `slow` or `browser` are out).
+# Everything that needs no real server, process, browser or wait of a second or more (tests marked
+# `slow` or `browser` are out).
 test-fast: $(STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not browser"
+	$(TEST_ENV) $(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -127,15 +128,15 @@ def measure(env: dict, tmp: Path, secret: str, calls: int) -> tuple[int, Path]:
 
 
 def main() -> None:
-    from tests.servers import free_port, wait_until_up
+    from tests.servers import reported_url, wait_until_up
 
     tmp = Path(tempfile.mkdtemp(prefix="gateway-instructions-"))
     env = environment(tmp)
-    port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "demo_upstream", "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "demo_upstream", "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
+        port = urlsplit(reported_url(demo, "demo upstream listening on")).port
         wait_until_up(f"http://127.0.0.1:{port}/health", process=demo)
         manage = [sys.executable, "manage.py"]
         subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)

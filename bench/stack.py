@@ -11,11 +11,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import GatewayCluster, free_port, wait_until_up  # noqa: E402
+from tests.servers import GatewayCluster, free_port, reported_url, wait_until_up  # noqa: E402
 
 # The bench key's quota plan, a typical one: a request rate and a daily token budget, far above
 # the load so every call is checked and admitted. BENCH_PLAN overrides it.
@@ -70,13 +71,14 @@ def rss_bytes(pid: int) -> int:
 class Stack:
     def __init__(self, plan: str = "", **gateway_env):
         self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-        self.demo_port = free_port()
         self.demo = subprocess.Popen(
-            [sys.executable, "-m", "demo_upstream", "--port", str(self.demo_port)],
+            [sys.executable, "-m", "demo_upstream", "--port", "0"],
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=open(self.tmp / "demo.log", "wb"),
+            text=True,
         )
+        self.demo_port = urlsplit(reported_url(self.demo, "demo upstream listening on")).port
         wait_until_up(f"http://127.0.0.1:{self.demo_port}/health", process=self.demo)
         # The slow scenarios' upstream (see bench/slow_upstream.py), behind the route /slow.
         self.slow_port = free_port()

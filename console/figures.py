@@ -1,7 +1,10 @@
 """The dashboard's figures, read from the usage rollups only (never a scan of the request log).
 
 A range is read from the coarsest rollup that still draws it in enough points: minutes up to
-3 hours, hours up to 8 days, days beyond. Percentiles come from the rollups' latency histogram,
+3 hours, hours up to 8 days, days beyond. The rankings (by key, route, model) draw no points: over
+a range read by the hour they sum its whole days from the daily rollups and only the hours at
+either end from the hourly ones (a 7-day ranking reads about half the rows, each a page of its own
+on a big table). Percentiles come from the rollups' latency histogram,
 interpolated inside a bucket, so they are exact to within one bucket (edges step by at most 1.5x:
 LATENCY_EDGES_MS in routes_admin/models.py).
 """
@@ -146,10 +149,11 @@ def compute(start: datetime, end: datetime, spend_by: str = "key") -> Figures:
     figures.spend, figures.unpriced = from_picos(totals["cost_picos"]), totals["unpriced"]
 
     # ... and one per ranking (keys ranked three times: by tokens, by calls and by spend).
+    ranking_rows = coarsest_rows(period, first, end)
     for dimension in SPEND_DIMENSIONS:
         ranked = [
             dict(item, name=item["value"], spent=from_picos(item["cost_picos"] or 0))
-            for item in rows.filter(dimension=dimension)
+            for item in ranking_rows.filter(dimension=dimension)
             .values("value")
             .annotate(**_sums("calls", "total_tokens", "errors", "cost_picos", "unpriced"))
         ]
@@ -198,6 +202,24 @@ def spend_series(figures: Figures, rows) -> None:
     figures.spend_others = any(step[-1] for step in per_step.values())
     empty = [0] * (len(named) + 1)
     figures.spend_series = [(moment, per_step.get(moment, empty)) for moment, _ in figures.series]
+
+
+def coarsest_rows(period: str, first: datetime, end: datetime):
+    """The rollup rows that sum to [first, end) with the fewest rows: read by the hour, its whole
+    days from the daily rollups and the hours before the first midnight and from the last one
+    from the hourly ones (both are written together for every call, so the sums are the same)."""
+    rows = UsageRollup.objects.order_by()
+    whole_days_from = floor(first, "day")
+    if whole_days_from < first:
+        whole_days_from += timedelta(days=1)
+    whole_days_until = floor(end, "day")
+    if period != "hour" or whole_days_until <= whole_days_from:
+        return rows.filter(period=period, start__gte=first, start__lt=end)
+    return rows.filter(
+        Q(period="day", start__gte=whole_days_from, start__lt=whole_days_until)
+        | Q(period="hour", start__gte=first, start__lt=whole_days_from)
+        | Q(period="hour", start__gte=whole_days_until, start__lt=end)
+    )
 
 
 def key_id_of(value: str, by_prefix: dict) -> int | None:

@@ -1,7 +1,9 @@
 """python -m demo_upstream [--host 127.0.0.1] [--port 9000] [--workers 1]
 
 Serves the demo component under gunicorn's gevent worker, so one process holds thousands of
-slow streams (the benchmark needs that).
+slow streams (the benchmark needs that). Once it listens it prints one line on standard output,
+`demo upstream listening on http://HOST:PORT`: with `--port 0` the system picks a free port, and
+that line tells which (the tests and benchmarks start it so).
 """
 
 import argparse
@@ -24,6 +26,14 @@ class DemoServer(BaseApplication):
         return application
 
 
+def report_address(server) -> None:
+    """gunicorn's when_ready hook: the address it bound, port 0 resolved."""
+    for listener in server.LISTENERS:
+        host, port = listener.sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host  # IPv6
+        print(f"demo upstream listening on http://{host}:{port}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="The demo OpenAI-compatible component.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -41,6 +51,7 @@ def main() -> None:
             "accesslog": None,
             "loglevel": "warning",
             "graceful_timeout": 5,
+            "when_ready": report_address,
         }
     ).run()
 

@@ -6,12 +6,13 @@ downwards and a new filter (a column, a condition) is added once, here, for both
 
 Each filter is served by a named index on RequestLog (routes_admin/models.py says which query needs
 which): time by log_created_idx, key by log_key_created_idx, route by log_route_created_idx, model by
-log_model_created_idx, request id by log_request_id_idx, error type and limit by their partial
-indexes; status 4xx/5xx by log_error_status_idx and latency from 1 s by log_slow_idx (a 2xx or a
-faster call is most rows: the newest ones are found at once by log_created_idx). Keys and routes
-given by name or prefix, or by part of a route's name, are looked up first and the log filtered by
-their ids. Part of a model's name has no index: it is read on log_created_idx, bounded by the time
-range. SQLite uses a partial
+log_model_created_idx, request id by log_request_id_idx, error type, limit, team and cost by their
+partial indexes; status 4xx/5xx by log_error_status_idx and latency from 1 s by log_slow_idx (a 2xx
+or a faster call is most rows: the newest ones are found at once by log_created_idx). Keys and
+routes given by name or prefix, or by part of a route's name, are looked up first and the log
+filtered by their ids. A method other than POST by log_method_idx (POSTs are most calls, found at
+once by log_created_idx). Part of a model's name has no index: it is read on log_created_idx,
+bounded by the time range. SQLite uses a partial
 index only when the query repeats the index's condition word for word, so the filters add it.
 
 A filter given twice, or a value that does not parse (a status of 0.5, a time that is not one), is
@@ -170,13 +171,13 @@ class RequestLogFilterSet(filters.FilterSet):
     status_max = StatusNumber(field_name="status", lookup_expr="lte")
     min_latency = DecimalNumber(method="by_min_latency", min_value=0, label="Min latency (ms)")
     min_cost = DecimalNumber(
-        field_name="cost",
+        field_name="cost",  # log_cost_idx: `cost >= x` implies its condition, `cost IS NOT NULL`
         lookup_expr="gte",
         min_value=0,
         label="Min cost",
         help_text="Calls that cost at least this much (a call without a price never matches).",
     )
-    team = filters.CharFilter(field_name="team_name", max_length=100, help_text="The key's team when it was called.")
+    team = filters.CharFilter(method="by_team", max_length=100, help_text="The key's team when it was called.")
     request_id = filters.CharFilter(method="by_request_id", max_length=128)
     error_type = filters.ChoiceFilter(method="by_error_type", choices=ErrorType.choices)
     limit = filters.CharFilter(
@@ -185,7 +186,7 @@ class RequestLogFilterSet(filters.FilterSet):
         widget=forms.TextInput(attrs={"list": "limit-names"}),
         help_text="The quota limit that refused the call.",
     )
-    method = filters.CharFilter(max_length=10, help_text="The HTTP method.")
+    method = filters.CharFilter(method="by_method", max_length=10, help_text="The HTTP method.")
 
     class Meta:
         model = RequestLog
@@ -256,6 +257,13 @@ class RequestLogFilterSet(filters.FilterSet):
 
     def by_limit(self, rows, name, value):
         return rows.filter(limit=value.strip()).exclude(limit="")  # log_limit_idx's condition
+
+    def by_method(self, rows, name, value):
+        rows = rows.filter(method=value)
+        return rows if value == "POST" else rows.exclude(method="POST")  # log_method_idx's condition
+
+    def by_team(self, rows, name, value):
+        return rows.filter(team_name=value).exclude(team_name="")  # log_team_idx's condition
 
 
 # --- Grouping: the filtered calls summed per team, key, route or model -----------------------------

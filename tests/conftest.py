@@ -1,11 +1,19 @@
+import os
 import threading
 import time
 
 import pytest
 from django.core.cache import cache
+from hypothesis import settings as hypothesis_settings
 
 from proxy import config
 from tests.upstream import UpstreamServer
+
+# How many examples the property tests generate (tests/examples.py): `fast` by default, `ci` (ten
+# times as many) with HYPOTHESIS_PROFILE=ci, as .ci/run sets it.
+hypothesis_settings.register_profile("fast", max_examples=10)
+hypothesis_settings.register_profile("ci", max_examples=100)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 @pytest.fixture

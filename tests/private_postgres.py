@@ -1,5 +1,10 @@
-"""A PostgreSQL server of a test's own (initdb into a temporary folder, a free port), to stop and
-start for outages without touching the shared one."""
+"""A PostgreSQL server of a test's own (initdb into a temporary folder), to stop and start for
+outages without touching the shared one.
+
+It listens on no TCP port at all, only on a Unix socket in its own folder (listen_addresses='',
+-k folder): no port to choose, so none another process could take between choosing and binding,
+and a restart finds its address free. Django, psycopg and libpq reach it by that folder
+(`postgres://postgres@/name?host=/the/folder`: django-environ passes `host` on to psycopg)."""
 
 import os
 import shutil
@@ -7,8 +12,6 @@ import subprocess
 import tempfile
 
 import pytest
-
-from tests.servers import on_a_free_port
 
 AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
 
@@ -21,21 +24,17 @@ class PrivatePostgres:
         if AS_POSTGRES:
             shutil.chown(self.folder, "postgres")
         self.data = os.path.join(self.folder, "data")
-        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self.port = on_a_free_port(self._start_on)
-
-    def _start_on(self, port: int) -> None:
-        self.port = port
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         self.start()
 
     def url(self, name: str = "postgres") -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgres://postgres@/{name}?host={self.folder}"
 
     def _run(self, *args: str) -> None:
         subprocess.run([*AS_POSTGRES, *args], check=True, capture_output=True, timeout=60)
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-k {self.folder} -c listen_addresses='' -c fsync=off"
         self._run("pg_ctl", "-D", self.data, "-o", options, "-l", os.path.join(self.folder, "log"), "-w", "start")
 
     def stop(self) -> None:

@@ -7,10 +7,12 @@ servers' own environment through `cluster.shell(code)`.
 """
 
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,8 +30,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def reported_url(process: subprocess.Popen, announcement: str, timeout: float = 20.0) -> str:
+    """The URL a server started on port 0 prints once it listens, on a line `<announcement> <url>`
+    of its standard output (`process` started with stdout=PIPE, text=True). The rest of its output
+    is read and dropped, so the pipe never fills."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)  # the output ended: the process exited
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RuntimeError(f"no '{announcement}' line in {timeout}s") from None
+        if line is None:
+            raise RuntimeError(f"server exited with {process.wait()} before it said '{announcement}'")
+        if line.startswith(announcement + " "):
+            return line[len(announcement) + 1 :].strip()
+
+
 def on_a_free_port(start, attempts: int = 5) -> int:
-    """Start a server that cannot bind port 0 and tell its port (redis-server, PostgreSQL) on a
+    """Start a server that cannot bind port 0 and tell its port (redis-server) on a
     free port; when another process took that port in between (the start fails), on another.
     `start(port)` raises when the server did not come up. Returns the port."""
     for attempt in range(attempts):

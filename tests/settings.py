@@ -38,6 +38,11 @@ if REDIS_URL:
     CACHES["default"]["KEY_PREFIX"] = f"gwtest{os.getpid()}"  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The same WhiteNoise, scanning the static folders once per run instead of once per test client.
+MIDDLEWARE = [  # noqa: F405
+    "tests.static_files.WhiteNoiseMiddleware" if name == "whitenoise.middleware.WhiteNoiseMiddleware" else name
+    for name in MIDDLEWARE  # noqa: F405
+]
 GATEWAY_CONFIG_TTL = 0  # every call sees the configuration the test just saved
 GATEWAY_LOG_FLUSH_SECONDS = 0  # rows are written when the call finishes
 GATEWAY_LOG_SPOOL_DIR = tempfile.mkdtemp(prefix="gateway-test-spool-")  # never the checkout's var/

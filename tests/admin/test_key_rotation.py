@@ -58,6 +58,7 @@ def test_rotation_keeps_the_key_its_limits_and_its_usage(client, route):
     assert list(RequestLog.objects.values_list("api_key_id", "status")) == [(key.id, 200), (key.id, 200)]
 
 
+@pytest.mark.slow  # waits out a real 1 s grace period
 def test_the_old_secret_works_during_its_grace_period_and_is_refused_after(client, route):
     key, old = make_key(routes=[route], requests_per_day=3)
     new = key.rotate(grace=timedelta(seconds=1))

@@ -18,6 +18,7 @@ from schemathesis import checks
 
 from gateway_project.wsgi import application
 from routes_admin.models import ManagementToken
+from tests.examples import examples
 from tests.roles import make_user
 
 pytestmark = pytest.mark.django_db
@@ -109,7 +110,7 @@ def excluded_checks(case) -> list:
 # schema-valid reads accepted, so the schema states every rule of the filters.
 @schema.parametrize()
 # Derandomized: the suite gives the same verdict on every run; bounded to stay well under a minute.
-@settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(8), derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_its_schema_says(case, admin_token, test_transaction_kept):
     token, secret = admin_token
     keep_valid(token)
@@ -139,7 +140,7 @@ def test_sequences_of_calls_answer_as_the_schema_says(admin_token, test_transact
     run_state_machine_as_test(
         Workflow,
         settings=settings(
-            max_examples=5,
+            max_examples=examples(5),
             stateful_step_count=5,
             derandomize=True,
             deadline=None,

@@ -112,6 +112,44 @@ def test_the_dashboard_reads_rollups_not_the_log(console):
     assert "no key" in day
 
 
+def test_rankings_over_days_read_by_the_hour_sum_the_same_calls_from_the_daily_rollups():
+    """A 7-day range is drawn by the hour; its rankings take the whole days from the daily rollups
+    and the hours at either end from the hourly ones: the same sums as adding up every hour."""
+    from console import figures
+
+    end = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
+    start = end - timedelta(days=7)  # 2026-03-03 15:00: a partial day at either end
+    rows = [
+        dict(created=start - timedelta(hours=2) + timedelta(minutes=37 * n), key_prefix=f"k{n % 3}")
+        | dict(route_name=f"route-{n % 4}", model=f"m{n % 5}", status=(200, 200, 429, 502)[n % 4])
+        | dict(error_type="" if n % 4 < 2 else "x", latency_ms=10.0, prompt_tokens=1, completion_tokens=n % 7)
+        | dict(total_tokens=1 + n % 7)
+        for n in range(300)  # every 37 minutes from 2 hours before the range to past its end
+    ]
+    rollups.add(rows)
+    shown = figures.compute(start, end)
+    assert shown.period == "hour"
+    first = figures.floor(start, "hour")
+    inside = [row for row in rows if first <= row["created"] < end]
+
+    def expected(field):
+        sums: dict = {}
+        for row in inside:
+            totals = sums.setdefault(row[field], {"calls": 0, "total_tokens": 0, "errors": 0})
+            totals["calls"] += 1
+            totals["total_tokens"] += row["total_tokens"]
+            totals["errors"] += 1 if row["error_type"] else 0
+        return sums
+
+    for attribute, field in (("by_route", "route_name"), ("by_model", "model"), ("by_key", "key_prefix")):
+        ranked = {
+            item["name"]: {k: item[k] for k in ("calls", "total_tokens", "errors")}
+            for item in getattr(shown, attribute)
+        }
+        assert ranked == expected(field), attribute
+    assert shown.calls == len(inside)
+
+
 def test_a_custom_range_is_read_in_the_users_time_zone(console):
     moment = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
     rollups.add([dict(created=moment, key_prefix="", route_name="r", model="", status=200, error_type="")

@@ -28,6 +28,9 @@ CASES = {
     "request id": ("request_id", "abc", "log_request_id_idx"),
     "error type": ("error_type", "upstream_timeout", "log_error_type_idx"),
     "limit": ("limit", "requests_per_minute", "log_limit_idx"),
+    "team": ("team", "red", "log_team_idx"),
+    "min cost": ("min_cost", "0.5", "log_cost_idx"),
+    "method": ("method", "GET", "log_method_idx"),
 }
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from socketserver import ThreadingMixIn
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
@@ -14,7 +15,7 @@ import requests
 from demo_upstream.app import application
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_route
-from tests.servers import ROOT, free_port, wait_until_up
+from tests.servers import ROOT, reported_url, wait_until_up
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -161,18 +162,21 @@ def test_behind_the_gateway_usage_is_recorded_for_both_kinds_of_answer(client, d
 
 
 @pytest.mark.slow  # a process of its own
-def test_python_m_demo_upstream_serves_on_the_given_port():
-    """What `make run` starts."""
-    port = free_port()
+def test_python_m_demo_upstream_serves_on_the_port_it_reports():
+    """What `make run` starts; on port 0 the system picks a free port, and the line it prints names it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo_upstream", "--port", str(port)],
+        [sys.executable, "-m", "demo_upstream", "--port", "0"],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", process=process)
-        assert requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["object"] == "list"
+        url = reported_url(process, "demo upstream listening on")
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        assert host == "127.0.0.1" and port > 0
+        wait_until_up(f"{url}/health", process=process)
+        assert requests.get(f"{url}/v1/models", timeout=5).json()["object"] == "list"
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -1,69 +1,31 @@
 """Jobs workers and /metrics through a PostgreSQL outage, on a private PostgreSQL server started
-for the test (initdb on a spare port) and stopped in the middle: a worker logs the outage, keeps
-trying with backoff, never exits, and runs jobs again once the database is back; /metrics
+for the test (tests/private_postgres.py) and stopped in the middle: a worker logs the outage,
+keeps trying with backoff, never exits, and runs jobs again once the database is back; /metrics
 answers at once while the database is down.
 """
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.servers import ROOT, GatewayCluster, free_port
+from tests.private_postgres import PrivatePostgres
+from tests.servers import ROOT, GatewayCluster
 from tests.upstream import UpstreamServer, json_reply
 
 pytestmark = pytest.mark.slow
 
-PG_BIN = Path(shutil.which("pg_ctl") or "/usr/local/bin/pg_ctl").parent
 FAST = {"GATEWAY_JOB_LEASE_SECONDS": "3", "GATEWAY_JOB_POLL_SECONDS": "0.2", "GATEWAY_JOB_WAIT_SECONDS": "0.2"}
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL server in a temporary folder (as the postgres user when run as root)."""
-
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="gw-pg-"))
-        self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.as_user:
-            shutil.chown(self.dir, "postgres")
-        self.data = self.dir / "data"
-        self.run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-
-    def run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self.run(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start"
-        )
-
-    def stop(self) -> None:
-        self.run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        try:
-            self.stop()
-        except subprocess.CalledProcessError:
-            pass  # already stopped
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
 def private_postgres():
     server = PrivatePostgres()
-    server.start()
     yield server
-    server.remove()
+    server.close()
 
 
 def submit_and_wait(gateway, secret, timeout: float = 30.0) -> dict:
@@ -92,7 +54,7 @@ def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
     private_postgres, upstream, tmp_path, monkeypatch
 ):
     upstream.reply = json_reply({"id": "answer"})
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
     cluster = GatewayCluster(tmp_path, **FAST)
     log_path = tmp_path / "worker.log"
     worker = None
@@ -147,7 +109,7 @@ def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream,
         handler.send_json(200, {"id": "once"})
 
     upstream.reply = reply
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
     cluster = GatewayCluster(tmp_path, **FAST)
     workers = []
     try:

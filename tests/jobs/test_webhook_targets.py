@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from jobs import callbacks, signing, webhooks
 from jobs.models import Job, Status, WebhookDelivery
 from proxy.errors import InvalidRequest
+from tests.examples import examples
 from tests.factories import auth, make_key, make_route, make_target
 from tests.servers import free_port
 from tests.upstream import Handler, UpstreamServer
@@ -122,7 +123,10 @@ def a_job(key, route, callback_url: str) -> Job:
 
 @pytest.mark.django_db
 @hypothesis_settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(300),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(template=callback_urls)
 @example(template="http://127.0.0.1:{B}\\@localhost:{A}/hook")
@@ -186,7 +190,7 @@ def key_and_route(db):
 
 
 @given(template=callback_urls)
-@hypothesis_settings(max_examples=300, deadline=None, database=None)
+@hypothesis_settings(max_examples=examples(300), deadline=None, database=None)
 def test_the_url_sent_is_a_fixed_point_of_the_check(template):
     """What is stored and signed reads back as itself: a second parse changes nothing."""
     url = template.replace("{A}", "8000").replace("{B}", "9000")

@@ -98,6 +98,7 @@ def test_only_one_call_may_probe_a_target_after_its_cooldown(pair, clock):
     assert breaker.describe([flaky_target.id])[flaky_target.id]["failures"] == 0
 
 
+@pytest.mark.slow  # waits out a real 1 s window (the cache expires it)
 @override_settings(GATEWAY_BREAKER_FAILURES=2, GATEWAY_BREAKER_WINDOW=1, GATEWAY_BREAKER_COOLDOWN=30)
 def test_failures_further_apart_than_the_window_do_not_open_it(client, pair):
     flaky, _, flaky_target, secret = pair

@@ -56,17 +56,25 @@ def test_the_call_goes_to_the_checked_address_with_the_names_host_header(client,
     assert upstream.requests[0].peer == upstream.requests[1].peer  # and the pooled connection is reused
 
 
-@pytest.fixture
-def tls_upstream(tmp_path):
-    """A real HTTPS server on 127.0.0.1 whose certificate names only `localhost` (openssl makes it)."""
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate that names only `localhost` (openssl makes it, once per module)."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
          "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_upstream(certificate):
+    """A real HTTPS server on 127.0.0.1 with that certificate."""
+    cert, key = certificate
     server = UpstreamServer()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

@@ -7,6 +7,7 @@ calls are written by the background writer, each once, with rollups equal to the
 
 import time
 
+import pytest
 from django.test import override_settings
 from django.utils import timezone
 
@@ -37,11 +38,15 @@ def written_by_the_writer(within: float = 15.0) -> bool:
     return recording.flush() == 0
 
 
+@pytest.mark.slow  # waits out a real 1 s TTL
 def test_a_change_made_by_another_process_is_served_within_the_ttl_not_before(client, upstream, production_timing):
     route = make_route(upstream.url)
     key, secret = make_key(routes=[route])
     loaded = time.monotonic()  # the copy this call loads is checked at or after this
     assert status(client, secret) == 200
+    # In-memory SQLite takes one writer at a time and refuses a second at once ("table is
+    # locked"): the change below waits until the writer has written this call's row.
+    assert written_by_the_writer()
 
     # Another process revokes the key: it changes the row and bumps the generation; this
     # process's copy is not told (a queryset update sends no signal).
@@ -62,6 +67,7 @@ def test_a_change_made_in_this_process_is_served_at_once(client, upstream, produ
     route = make_route(upstream.url)
     key, secret = make_key(routes=[route])
     assert status(client, secret) == 200
+    assert written_by_the_writer()  # one writer at a time on in-memory SQLite: the call's row first
     key.revoke()  # saved here: this process forgets its copy when the change commits
     assert status(client, secret) == 401
 
@@ -91,6 +97,7 @@ def test_a_row_is_queued_by_its_call_and_written_by_the_writer(client, upstream,
     assert RequestLog.objects.get().request_id == "queued"
 
 
+@pytest.mark.slow  # watches the writer for a real 1.5 s
 def test_an_idle_writer_does_not_spin_when_calls_write_their_own_rows(db, settings, monkeypatch):
     """GATEWAY_LOG_FLUSH_SECONDS=0 (calls write their own rows) with the writer running, as in a
     gunicorn worker (gunicorn.conf.py starts it to replay the spool): it wakes about once a second,

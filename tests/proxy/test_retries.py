@@ -166,6 +166,7 @@ def test_status_outside_the_retry_list_goes_straight_to_the_client(client, serve
     assert only_log().attempts == 1
 
 
+@pytest.mark.slow  # waits out the upstream's real Retry-After: 1
 def test_short_retry_after_is_waited_out_then_the_next_target_is_tried(client, servers):
     limited = servers(json_reply({"error": "slow down"}, status=429, headers={"Retry-After": "1"}))
     healthy = servers()

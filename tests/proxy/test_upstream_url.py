@@ -19,6 +19,7 @@ from proxy.config import RouteInfo, TargetInfo
 from proxy.errors import InvalidRequest
 from proxy.forwarding import Outgoing, check_path, upstream_url
 from routes_admin.models import RequestLog
+from tests.examples import examples
 from tests.factories import auth, make_key, make_route, make_target
 from tests.upstream import UpstreamServer
 
@@ -67,7 +68,7 @@ def requested(url: str) -> tuple:
     return parsed.scheme, parsed.host, parsed.port, urllib3.util.parse_url(prepared.path_url).path or "/"
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(after_prefix=paths, query=st.sampled_from(["", "a=1", "x=%2F..%2F"]))
 def test_any_path_keeps_the_targets_scheme_host_port_and_base_path(after_prefix, query):
     call = outgoing("/p" + after_prefix, query)
@@ -177,7 +178,7 @@ def secret_for_v1(upstream):
 
 # Closing an answer fires request_finished, which closes the database connection: no test transaction.
 @pytest.mark.django_db(transaction=True)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after_prefix=paths)
 def test_through_the_gateway_any_path_reaches_only_the_target_below_its_base(
     client, upstream, other, secret_for_v1, after_prefix
