@@ -329,10 +329,51 @@ def _insert(rows: list) -> None:
             connection.wrap_database_errors,
             cursor.cursor.copy(_copy_statement()) as copy,
         ):
-            for row in rows:
+            for row in map(_complete, rows):
                 copy.write_row([json.dumps(row[name]) if name in JSON_COLUMNS else row[name] for name in COLUMNS])
     else:
-        RequestLog.objects.bulk_create([RequestLog(**row) for row in rows])
+        # One statement run over every row, each value made as bulk_create makes it (the field's
+        # get_db_prep_save) where the column needs more than the row's own value. bulk_create built
+        # a model per row and one INSERT per 30 rows (SQLite's 999 parameters): 0.9 M instructions a
+        # row, against 0.2 M.
+        with connection.cursor() as cursor:
+            cursor.executemany(_insert_statement(), [_insert_values(_complete(row)) for row in rows])
+
+
+def _complete(row: dict) -> dict:
+    """The row with the model's default for any column it leaves out (rows made elsewhere:
+    bench/console.py leaves the cost out), as a model made from it would have."""
+    if len(row) < len(COLUMNS):
+        for field, name, _ in INSERT_FIELDS:
+            if name not in row:
+                row[name] = field.get_default()
+    return row
+
+
+# Columns whose values go to SQLite as they are: text, numbers and ids, which storable() made sure of.
+AS_THEY_ARE = frozenset(
+    {"CharField", "FloatField", "ForeignKey", "PositiveSmallIntegerField", "PositiveIntegerField"}
+    | {"PositiveBigIntegerField"}
+)
+INSERT_FIELDS = [
+    (field, field.attname, field.get_internal_type() not in AS_THEY_ARE)
+    for field in RequestLog._meta.concrete_fields
+    if not field.primary_key
+]
+
+
+def _insert_values(row: dict) -> list:
+    return [
+        field.get_db_prep_save(row[name], connection) if prepared else row[name]
+        for field, name, prepared in INSERT_FIELDS
+    ]
+
+
+def _insert_statement() -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field, _, _ in INSERT_FIELDS)
+    places = ", ".join(["%s"] * len(INSERT_FIELDS))
+    return f"INSERT INTO {quote(RequestLog._meta.db_table)} ({columns}) VALUES ({places})"
 
 
 def _copy_statement() -> str:
