@@ -9,6 +9,11 @@ The steps nest (the WSGI call holds the middleware, which hold the view, which h
 pipeline ...); `report()` prints each step's inclusive count per call and what is left to its
 parent once its children are taken off ("own"). The wrappers cost a little themselves
 (OVERHEAD is measured and shown), so the instrumented total is a few percent above the plain one.
+
+Through gunicorn (--server --steps) a step that waits on a socket switches greenlets while its C
+function is on the stack, and callgrind then charges it with what other greenlets ran meanwhile:
+there, only the totals and the steps that never wait (parse, writer, finish's parts) are exact;
+the in-process table is the one to read step by step.
 """
 
 import re
