@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
-.PHONY: run test test-fast lint format bench bench-instructions bench-console soak faults migrate clean lock audit
+.PHONY: run test test-fast lint format bench bench-instructions bench-peers bench-console soak faults migrate clean lock audit
 
 # Installs exactly the locked versions, each checked against its hash, with the locked pip first
 # (scripts/install_locked.sh says why). A failed install leaves no stamp, so the next make retries.
@@ -82,6 +82,12 @@ bench: $(STAMP)
 # Cost per call in CPU instructions (callgrind): a figure machine load does not move.
 bench-instructions: $(STAMP)
 	$(BIN)/python bench/instructions.py
+
+# This gateway beside the upstream called directly, nginx and LiteLLM, in the shared peer bench
+# (../shared/peer-bench, or PEER_BENCH): the defaults, and with DATABASE_URL + REDIS_URL set, those
+# with 2 workers too (bench/peers.py).
+bench-peers: $(STAMP)
+	$(BIN)/python bench/peers.py
 
 # The console on millions of synthetic calls, in a database of its own (see bench/console.py).
 bench-console: $(STAMP)

@@ -2,7 +2,8 @@
 
 Prints one table (ratios to direct) and writes it to bench/results/. Scenarios:
   non-streaming at concurrency 1 and 32; stream time to first byte; 256 concurrent calls to a
-  1 s upstream; 1,000 concurrent 30 s streams (a chunk every 100 ms) with a health probe meanwhile;
+  1 s upstream, paced (clients spread over the first second) and in synchronised waves (all 256
+  fire together, as wrk and batch clients do); 1,000 concurrent 30 s streams (a chunk every 100 ms) with a health probe meanwhile;
   gateway CPU per call (/proc utime+stime of the gunicorn master and workers); jobs accepted
   (Prefer: respond-async, 202) per second at concurrency 32 and the CPU per accepted job; peak RSS; and the
   RequestLog rows counted against the calls sent. The first scenarios call the demo component;
@@ -216,6 +217,27 @@ class Bench:
             compare="",
         )
 
+    def waves(self):
+        """256 connections that fire together at a 1 s upstream and again as soon as answered, as
+        wrk does and as a batch client does: each wave of answers arrives at once. Counted over the
+        steady state, like the paced scenario; the goals are the peer bench's for its S3."""
+
+        async def measure(port, raw):
+            return await closed_loop("127.0.0.1", port, raw, SLOW_CLIENTS, seconds=SLOW_ROUNDS * SLOW_DELAY)
+
+        direct, gateway, cpu = self.both(CHAT, measure, slow=True, **{"X-Demo-Delay": str(SLOW_DELAY)})
+        window = (2 * SLOW_DELAY, SLOW_ROUNDS * SLOW_DELAY)
+        rates = direct.rate_between(*window), gateway.rate_between(*window)
+        name = f"{SLOW_CLIENTS} x 1 s upstream, in waves"
+        self.add(
+            f"{name}: throughput", *rates, "calls/s", ">= x0.97", rates[1] >= 0.97 * rates[0] if rates[0] else None
+        )
+        p50 = latency_ms(direct, 50), latency_ms(gateway, 50)
+        self.add(f"{name}: p50", *p50, "ms", "+20 ms", p50[1] - p50[0] <= 20, compare="delta")
+        self.add(f"{name}: p99", latency_ms(direct, 99), latency_ms(gateway, 99), "ms", compare="delta")
+        self.add(f"{name}: errors", direct.errors, gateway.errors, "calls", "0", gateway.errors == 0, compare="")
+        self.add(f"{name}: gateway CPU per call", "", ms(cpu / max(1, len(gateway.results))), "ms", compare="")
+
     def many_streams(self):
         chunks = int(STREAM_SECONDS / 0.1)
         headers = {"X-Demo-Chunks": str(chunks), "X-Demo-Interval": "0.1"}
@@ -344,6 +366,7 @@ def main() -> int:
         bench.count_log_rows("log rows after the top-rate run")
         bench.stream_ttfb()
         bench.slow_upstream()
+        bench.waves()
         if STREAMS:
             bench.many_streams()
         bench.count_log_rows("log rows after every run")

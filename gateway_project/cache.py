@@ -9,11 +9,15 @@ starts afresh in a forked worker.
 `incr` in the stock backend is EXISTS then INCRBY: two round trips, and a key that expires
 between them comes back without a TTL. A small Lua script does both atomically in one.
 `run_script` runs the gateway's other scripts (proxy/slots.py) the same way: one round trip.
+`incr_many` adds to several counters and reads other keys in one round trip (a pipeline), where
+the budgets made one per counter (proxy/budgets.py); `incr_many(cache, ...)` does the same on any
+cache, one operation after the other.
 """
 
 import threading
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from redis.exceptions import NoScriptError
 
 # INCRBY only when the key exists (Django's incr raises ValueError for a missing key).
 INCR_EXISTING = """
@@ -60,6 +64,29 @@ class SharedRedisCacheClient(RedisCacheClient):
             raise ValueError(f"Key '{key}' not found.")
         return value
 
+    def incr_many(self, deltas: list, read: list) -> tuple[list, dict]:
+        client, script = self._shared(True)[1:]
+        try:
+            found = self._incr_pipeline(client, script.sha, deltas, read)
+        except NoScriptError:  # Redis restarted or its scripts flushed: load it, once
+            script.sha = client.script_load(INCR_EXISTING)
+            found = self._incr_pipeline(client, script.sha, deltas, read)
+        values = found[len(deltas)] if read else []
+        return found[: len(deltas)], {
+            k: self._serializer.loads(v) for k, v in zip(read, values, strict=True) if v is not None
+        }
+
+    @staticmethod
+    def _incr_pipeline(client, sha: str, deltas: list, read: list) -> list:
+        # EVALSHA sent as a plain command: a Script run in a pipeline makes redis-py ask SCRIPT
+        # EXISTS first, a round trip of its own.
+        with client.pipeline(transaction=False) as pipe:
+            for key, delta in deltas:
+                pipe.evalsha(sha, 1, key, delta)
+            if read:
+                pipe.mget(read)
+            return pipe.execute()
+
     def run_script(self, source: str, keys: list, args: list):
         client = self._shared(True)[1]
         script = _scripts.get((id(client), source))
@@ -78,3 +105,28 @@ class SharedRedisCache(RedisCache):
     def run_script(self, source: str, keys: list[str], args: list):
         """Run a Lua script (EVALSHA) in one round trip; `keys` are cache keys, prefixed here."""
         return self._cache.run_script(source, [self.make_and_validate_key(key) for key in keys], args)
+
+    def incr_many(self, deltas: list[tuple[str, int]], read: list[str] = ()) -> tuple[list, dict]:
+        """Add each delta to its counter and read the keys `read`, in one round trip.
+
+        Returns the counters' new values (None for a missing one, which is left missing, as
+        incr's ValueError says) and the keys read that exist, as get_many does."""
+        made = {key: self.make_and_validate_key(key) for key in [key for key, _ in deltas] + list(read)}
+        values, found = self._cache.incr_many([(made[key], delta) for key, delta in deltas], [made[k] for k in read])
+        by_made = {made[key]: key for key in read}
+        return values, {by_made[key]: value for key, value in found.items()}
+
+
+def incr_many(cache, deltas: list[tuple[str, int]], read: list[str] = ()) -> tuple[list, dict]:
+    """SharedRedisCache.incr_many on any Django cache: in one round trip on Redis, else one
+    operation after the other (the in-process cache has no round trips to save)."""
+    many = getattr(cache, "incr_many", None)
+    if many is not None:
+        return many(deltas, read)
+    values = []
+    for key, delta in deltas:
+        try:
+            values.append(cache.incr(key, delta))
+        except ValueError:
+            values.append(None)
+    return values, (cache.get_many(read) if read else {})

@@ -22,7 +22,12 @@
 4. Requests gunicorn refuses before Django sees them (a request line over 4,094 bytes, a header
    over 8,190, a malformed head): answered in the gateway's JSON error shape, not gunicorn's HTML
    page (`write_json_error`).
-5. Bodies the application did not read (a 413, a 401 before the body): the rest is read and
+5. The end of a call (its log row, its budgets settled, its tokens counted: the answer's close())
+   runs after the other answers that are ready in the same turn of the event loop have been sent
+   (`CloseAfterOthers`). When many upstream answers arrive together (a batch client's N calls to
+   a slow model), each answer then reaches its client without waiting for the bookkeeping of the
+   ones before it; the bookkeeping still runs before the connection's next request is read.
+6. Bodies the application did not read (a 413, a 401 before the body): the rest is read and
    dropped, within the body timeouts and up to GATEWAY_DRAIN_MAX_BYTES, so the connection can serve
    the next request. Past that the connection is closed the lingering way (our side shut for
    writing, the client's bytes read and dropped for a moment): closed at once with unread bytes,
@@ -116,6 +121,25 @@ class BodyDeadline:
         self.unreader.__dict__.pop("chunk", None)
 
 
+class CloseAfterOthers:
+    """A WSGI answer whose close() first lets the event loop run the other greenlets that are ready
+    (gevent.sleep(0): one turn of the loop, so it cannot be put off for long under load)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def __iter__(self):
+        return iter(self.answer)
+
+    def close(self):
+        try:
+            gevent.sleep(0)
+        finally:  # even when the greenlet is killed meanwhile: every call ends, and is recorded
+            close = getattr(self.answer, "close", None)
+            if close is not None:
+                close()
+
+
 class GatewayWorker(GeventWorker):
     def init_process(self):
         # greenlet -> its client socket while it waits for a request head: a new connection, or
@@ -128,6 +152,15 @@ class GatewayWorker(GeventWorker):
 
     def load_wsgi(self):
         super().load_wsgi()  # Django's settings are loaded from here on
+        application = self.wsgi
+
+        def wsgi(environ, start_response):
+            answer = application(environ, start_response)
+            if isinstance(answer, environ["wsgi.file_wrapper"]):
+                return answer  # a file gunicorn sends itself (sendfile): no call to end
+            return CloseAfterOthers(answer)
+
+        self.wsgi = wsgi
         self.refuse_bad_settings()
         self.header_timeout = settings.GATEWAY_HEADER_TIMEOUT
         self.body_read_timeout = settings.GATEWAY_BODY_READ_TIMEOUT

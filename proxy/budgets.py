@@ -42,6 +42,7 @@ from django.core.cache import cache
 from django.db.models import Sum
 from django.utils import timezone
 
+from gateway_project.cache import incr_many
 from routes_admin.models import ErrorType, RequestLog
 from routes_admin.pricing import crossed, from_picos, plain, to_picos
 
@@ -166,14 +167,23 @@ def _incr(key: str, amount: int, ttl: int) -> int:
 
 
 def _reserve(call, counters: list[Counter], picos: int, now: datetime) -> None:
-    held = {}
+    spent_keys = [c.spent_key for c in counters]
     if picos:
-        for counter in counters:
-            held[counter.held_key] = _incr(counter.held_key, picos, counter.ttl(now))
+        # The reservations, then the spend read, in one round trip on Redis (a pipeline runs them in
+        # this order). A counter still missing (a new period) is made now; the spend is then read
+        # again, after it, so the order between the two holds for every counter.
+        added, spent = incr_many(cache, [(c.held_key, picos) for c in counters], spent_keys)
+        held = {}
+        for counter, value in zip(counters, added, strict=True):
+            if value is None:
+                value = _incr(counter.held_key, picos, counter.ttl(now))
+                spent = None
+            held[counter.held_key] = value
     else:
-        held = cache.get_many([c.held_key for c in counters])
+        held, spent = cache.get_many([c.held_key for c in counters]), None
     call.budget_hold = Hold(counters, picos)  # from here on, finishing the call gives it back
-    spent = cache.get_many([c.spent_key for c in counters])
+    if spent is None:
+        spent = cache.get_many(spent_keys)
     for counter in counters:
         used = spent.get(counter.spent_key)
         if used is None:

@@ -71,6 +71,12 @@ class ProxyView(APIView):
     def get_exception_handler(self):
         return exception_handler  # the gateway's JSON error shape for every failure
 
+    def initial(self, request, *args, **kwargs):
+        """Nothing of DRF's own checks: the pipeline authenticates, permits and admits the call
+        (steps 1 to 4), and nothing is rendered (the answer is the upstream's, an error is the JSON
+        shape). With none configured, DRF still made an anonymous user and negotiated a renderer."""
+        self.format_kwarg = None
+
     def proxy(self, request, *args, **kwargs):
         answer = pipeline.run(incoming(request._request), runtime.current())
         response = StreamingHttpResponse(answer, status=answer.status, reason=answer.reason)

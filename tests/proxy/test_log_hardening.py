@@ -116,6 +116,51 @@ def queued_row(request_id: str, **values) -> dict:
     return row
 
 
+def test_the_writer_stores_a_row_exactly_as_a_model_save_does(batched):
+    """The writer inserts plain values (COPY on PostgreSQL, one executemany on SQLite), not models:
+    every column must read back as the model's own save would have stored it."""
+    import datetime
+    import uuid
+    from decimal import Decimal
+
+    from routes_admin.models import RequestLog as Log
+
+    values = dict(
+        created=datetime.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=datetime.UTC),
+        client_ip="2001:db8::1",
+        detail={"why": "é\u2028", "nested": [1, 2.5, None, {"a": True}]},
+        targets_tried=["a", "b"],
+        job_id=str(uuid.UUID(int=7)),
+        queue_ms=12.345,
+        cost=Decimal("0.000123456789"),
+        streamed=True,
+        usage_estimated=True,
+        prompt_tokens=5,
+        model="gpt-ö",
+    )
+    batched.pending_rows.append(queued_row("plain", **values))
+    assert recording.flush() == 1
+    by_model = queued_row("model", **values)
+    Log(**by_model).save()
+    plain, model = (
+        {k: v for k, v in Log.objects.filter(request_id=r).values().get().items() if k not in ("id", "request_id")}
+        for r in ("plain", "model")
+    )
+    assert plain == model
+    assert plain["job_id"] == uuid.UUID(int=7) and plain["cost"] == Decimal("0.000123456789")
+
+
+def test_rows_missing_a_column_get_its_default(batched):
+    """Rows made elsewhere (bench/console.py leaves the cost out) are stored with the model's defaults."""
+    row = queued_row("short")
+    for name in ("cost", "team_name", "detail", "job_id"):
+        del row[name]
+    batched.pending_rows.append(row)
+    assert recording.flush() == 1
+    stored = RequestLog.objects.get()
+    assert (stored.cost, stored.team_name, stored.detail, stored.job_id) == (None, "", {}, None)
+
+
 def test_a_batch_with_a_row_the_database_refuses_stores_all_the_others(client, batched):
     before = scrape(client)
     rows = [queued_row("ok-1"), queued_row("bad", bytes_out=2**80), queued_row("ok-2")]

@@ -1,0 +1,43 @@
+"""incr_many (gateway_project/cache.py): several counters added to and keys read in one round trip
+on Redis, one operation after the other on the in-process cache; the same answers on both."""
+
+import pytest
+from django.core.cache import cache
+
+from gateway_project.cache import incr_many
+
+
+@pytest.fixture
+def counters():
+    cache.delete_many(["c:a", "c:b", "c:missing", "c:other"])
+    cache.set("c:a", 5)
+    cache.set("c:b", 10)
+    yield
+    cache.delete_many(["c:a", "c:b", "c:missing", "c:other"])
+
+
+def test_counters_are_added_to_and_keys_read_after_them(counters):
+    values, found = incr_many(cache, [("c:a", 2), ("c:b", -3)], ["c:a", "c:missing"])
+    assert values == [7, 7]
+    assert found == {"c:a": 7}  # read after the increments, as get_many answers: absent keys left out
+
+
+def test_a_missing_counter_is_none_and_stays_missing(counters):
+    values, found = incr_many(cache, [("c:missing", 1), ("c:a", 1)])
+    assert values == [None, 6]
+    assert found == {}
+    assert cache.get("c:missing") is None
+
+
+@pytest.mark.skipif(not hasattr(cache, "incr_many"), reason="Redis only: its Lua script")
+def test_a_script_redis_forgot_is_loaded_again(counters):
+    client = cache._cache._shared(True)[1]
+    script = cache._cache._shared(True)[2]
+    real = script.sha
+    script.sha = "0" * 40  # as after a Redis restart: the server knows no such script
+    try:
+        values, _ = incr_many(cache, [("c:a", 1)])
+    finally:
+        assert script.sha == real  # loaded again, under its own digest
+    assert values == [6]
+    assert client.script_exists(real) == [True]
