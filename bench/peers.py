@@ -163,7 +163,9 @@ def main() -> int:
         ]
         load = os.getloadavg()
         print(f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", file=sys.stderr)
-        finished = subprocess.run(command, cwd=PEER_BENCH)
+        # Not the gateway's database and cache: LiteLLM reads DATABASE_URL too (and then wants prisma).
+        peer_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        finished = subprocess.run(command, cwd=PEER_BENCH, env=peer_env)
         if finished.returncode != 0:
             return finished.returncode
         results = json.loads((out / "results.json").read_text())

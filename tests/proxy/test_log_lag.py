@@ -184,6 +184,7 @@ def test_a_worker_killed_under_load_loses_only_the_rows_of_its_write_lag(private
     lag the gateway's own metric reports before the kill. Compared with the server's measure, not
     with a fixed time: a busy machine makes every flush slower, and the metric with it."""
     upstream.reply = lambda handler: handler.send_json(200, {"ok": True, "usage": {"total_tokens": 3}})
+    upstream.httpd.handle_error = lambda request, address: None  # the killed worker's cut connections
     cluster = GatewayCluster(tmp_path, DATABASE_URL=private_pg.url("gateway"))
     try:
         secret = cluster.route_and_key(upstream.url)
