@@ -11,7 +11,11 @@ With --profile, the MANY run's callgrind file is kept and its most expensive fun
 With --steps, each step of the call path is counted on its own (bench/steps.py: needs `cc` and the
 Python headers) and a table of instructions per call and per step is printed.
 BENCH_REDIS_URL: run on that Redis (REDIS_URL) instead of the in-process cache, to count what the
-Redis client costs (a cache key prefix of its own per run).
+Redis client costs (a cache key prefix of its own per run). BENCH_SPEND=1: a team with a daily
+budget and prices on the bench key, as `make bench` has. BENCH_CONFIG_TTL and BENCH_FLUSH_SECONDS
+(3600): the configuration is checked once and the rows written at exit in full batches, as a busy
+gateway pays for them (see environment()). With --server, the calls also go through a gunicorn
+gevent worker under callgrind, at concurrency BENCH_CONCURRENCY (8).
 """
 
 import json
