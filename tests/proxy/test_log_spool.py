@@ -101,15 +101,23 @@ def wait_for_rows(cluster, expected: set, timeout: float = 40) -> list[str]:
         time.sleep(1)
 
 
+def answered_by(traffic: Traffic, count: int, timeout: float = 30) -> int:
+    """Wait until the clients have `count` answers (a busy machine answers more slowly); how many they have."""
+    deadline = time.monotonic() + timeout
+    while len(traffic.answered) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(traffic.answered)
+
+
 def test_a_graceful_stop_during_a_database_outage_loses_no_row(outage_cluster, private_pg, upstream):
     cluster = outage_cluster
     upstream.reply = lambda handler: handler.send_json(200, {"ok": True})
     secret = cluster.route_and_key(upstream.url)
     gateway = cluster.start(workers=2, GATEWAY_GRACEFUL_TIMEOUT=10)
     traffic = Traffic(gateway.url, secret)
-    time.sleep(1.5)  # both workers have the configuration, rows are being written
+    answered_by(traffic, 10)  # both workers have the configuration, rows are being written
     private_pg.stop()
-    time.sleep(3)  # calls still answered from the configuration in memory; rows wait
+    during = answered_by(traffic, len(traffic.answered) + 20)  # answered from the configuration in memory; rows wait
     gateway.process.send_signal(signal.SIGTERM)
     assert gateway.process.wait(30) == 0
     traffic.stop()
@@ -123,7 +131,7 @@ def test_a_graceful_stop_during_a_database_outage_loses_no_row(outage_cluster, p
     answered = set(traffic.answered)
     rows = wait_for_rows(cluster, answered)
     print(f"graceful stop during an outage: {len(answered)} calls answered, {len(rows)} rows")
-    assert len(answered) > 50
+    assert during >= 30  # a machine too busy to answer them in 30 s fails here, not below
     assert answered <= set(rows) <= traffic.sent  # a call the client gave up on may have its row too
     assert spooled and "SIGKILL" not in log, log  # the rows were spooled, not written by luck
     assert len(rows) == len(set(rows)), "a spooled row was written twice"
