@@ -164,6 +164,9 @@ def insert(rows: list) -> None:
     columns = recording.COLUMNS
     names = ", ".join(connection.ops.quote_name(RequestLog._meta.get_field(c).column) for c in columns)
     json_columns = {f.attname for f in RequestLog._meta.concrete_fields if f.get_internal_type() == "JSONField"}
+    # Columns the synthetic rows leave out (added to the log since) get their field's default.
+    defaults = {c: RequestLog._meta.get_field(c).get_default() for c in columns}
+    rows = [{**defaults, **row} for row in rows]
     if connection.vendor == "postgresql":
         # COPY: the fastest way in for millions of rows (the gateway writes its batches in one statement).
         with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
