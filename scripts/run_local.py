@@ -87,7 +87,19 @@ def main() -> int:
     return 0 if stopping else 1
 
 
+def read_dot_env() -> None:
+    """The settings' .env (GATEWAY_DOT_ENV), the environment winning, as the gateway reads it: a
+    port set there is the one the ports are checked on, the demo started on and setup_demo's route
+    points at."""
+    import environ
+
+    dot_env = os.environ.get("GATEWAY_DOT_ENV", str(ROOT / ".env"))
+    if dot_env and Path(dot_env).is_file():
+        environ.Env.read_env(dot_env, overwrite=False)
+
+
 if __name__ == "__main__":
+    read_dot_env()
     if sys.argv[1:] == ["--check-ports"]:
         # `make run` asks this first, before migrating or starting anything.
         problems = taken_ports(dict(os.environ))

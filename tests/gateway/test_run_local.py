@@ -42,3 +42,20 @@ def test_a_taken_demo_port_is_named_with_its_setting():
 def test_free_ports_pass_silently():
     result = check_ports(GATEWAY_BIND="127.0.0.1:0", DEMO_PORT="0")
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_port_set_in_the_dot_env_file_is_the_one_checked(tmp_path):
+    """setup_demo reads DEMO_PORT from .env (the settings do); make run must start the demo there too."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        dot_env = tmp_path / ".env"
+        dot_env.write_text(f"DEMO_PORT={port}\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("DEMO_PORT", "GATEWAY_BIND")}
+        env.update(GATEWAY_DOT_ENV=str(dot_env), GATEWAY_BIND="127.0.0.1:0")
+        result = subprocess.run(
+            [sys.executable, "scripts/run_local.py", "--check-ports"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+    assert result.returncode == 1
+    assert f"(DEMO_PORT={port})" in result.stderr
