@@ -355,7 +355,7 @@ def main() -> int:
 
 def faults(run: Run) -> int:
     secret = run.start()
-    say(f"PostgreSQL on port {run.pg.port}, Redis on {run.redis.port}; instances {run.a.url} and {run.b.url}")
+    say(f"PostgreSQL on a socket in {run.pg.folder}, Redis on {run.redis.port}; instances {run.a.url} and {run.b.url}")
     load = Load([run.a.url, run.b.url], secret, f"{run.receiver.url}/hook")
     try:
         time.sleep(8)

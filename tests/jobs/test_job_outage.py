@@ -169,7 +169,7 @@ def test_job_submissions_and_polls_answer_503_at_once_while_the_database_is_away
     in the JSON shape, within GATEWAY_CONFIG_DB_TIMEOUT rather than the pool's timeout (here 120 s,
     longer than the client waits). Before, a poll answered 500 after DATABASE_POOL_TIMEOUT and a
     submission its 503 after it (a fault run: 11 polls answered 500, 503s took 11 s)."""
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
     cluster = GatewayCluster(
         tmp_path, DATABASE_POOL_TIMEOUT=120, GATEWAY_WEBHOOK_HOSTS="127.0.0.1:9", GATEWAY_WEBHOOK_SECRET="s", **FAST
     )
@@ -223,7 +223,7 @@ def test_a_webhook_delivered_during_an_outage_is_recorded_once_the_database_is_b
 
     receiver.reply = receive
     upstream.reply = json_reply({"id": "done"})
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url)
+    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
     hooks = {"GATEWAY_WEBHOOK_HOSTS": f"127.0.0.1:{receiver.port}", "GATEWAY_WEBHOOK_SECRET": "outage-secret"}
     cluster = GatewayCluster(tmp_path, **FAST, **hooks)
     workers = []
