@@ -26,7 +26,7 @@ from routes_admin.services import spend
 from tests.factories import make_key
 from tests.jobs.test_jobs import work_off
 from tests.proxy.test_budgets import COST, call, priced  # noqa: F401 (a fixture)
-from tests.proxy.test_budgets_concurrency import BODY, BUDGET, shell_json, stack  # noqa: F401 (a fixture)
+from tests.proxy.test_budgets_concurrency import BODY, budgeted_key, shell_json, stack  # noqa: F401 (a fixture)
 from tests.proxy.test_quota_exactness import SERVERS
 from tests.smtp import SMTPServer
 from tests.upstream import UpstreamServer
@@ -235,18 +235,7 @@ def test_concurrent_calls_at_several_instances_cross_each_threshold_once(stack, 
     spend crosses 50, 80 and 100 % of the budget and each is recorded exactly once, by the one call
     whose cost carried the shared counter past it."""
     cluster, upstream = stack
-    key_id, secret = shell_json(
-        cluster,
-        "from datetime import UTC, datetime\n"
-        "from decimal import Decimal\n"
-        "from routes_admin.models import APIKey, ModelPrice, Route, UpstreamTarget\n"
-        "route = Route.objects.create(name='r', path_prefix='/v1', max_attempts=1)\n"
-        f"UpstreamTarget.objects.create(route=route, url='{upstream.url}')\n"
-        "ModelPrice.objects.create(model='m', input_per_million=Decimal(10), output_per_million=Decimal(20),"
-        " valid_from=datetime(2020, 1, 1, tzinfo=UTC))\n"
-        f"key, secret = APIKey.objects.issue(name='k', all_routes=True, budget_per_day=Decimal('{BUDGET}'))\n"
-        "print(json.dumps([key.id, secret]))",
-    )
+    key_id, secret = budgeted_key(cluster, upstream)
     urls = [cluster.start().url for _ in range(server_count)]
     headers = {"Authorization": f"Bearer {secret}"}
 

@@ -54,11 +54,9 @@ def shell_json(cluster, code: str):
     return json.loads(cluster.shell("import json\n" + code).strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("server_count", SERVERS)
-def test_50_concurrent_calls_overspend_a_budget_by_less_than_one_estimate(stack, server_count):
-    cluster, upstream = stack
-    key_id, secret = shell_json(
+def budgeted_key(cluster, upstream) -> tuple[int, str]:
+    """(id, secret) of a key with a daily budget of BUDGET on a route to `upstream`, model m priced."""
+    return shell_json(
         cluster,
         "from datetime import UTC, datetime\n"
         "from decimal import Decimal\n"
@@ -70,6 +68,13 @@ def test_50_concurrent_calls_overspend_a_budget_by_less_than_one_estimate(stack,
         f"key, secret = APIKey.objects.issue(name='k', all_routes=True, budget_per_day=Decimal('{BUDGET}'))\n"
         "print(json.dumps([key.id, secret]))",
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server_count", SERVERS)
+def test_50_concurrent_calls_overspend_a_budget_by_less_than_one_estimate(stack, server_count):
+    cluster, upstream = stack
+    key_id, secret = budgeted_key(cluster, upstream)
     if server_count == 2:
         urls = [cluster.start().url, cluster.start().url]  # two instances sharing Redis and the database
     else:
