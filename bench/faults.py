@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.private_postgres import PrivatePostgres  # noqa: E402
-from tests.servers import GatewayCluster, on_a_free_port  # noqa: E402
+from tests.servers import GatewayCluster, client_connections, on_a_free_port, workers_of  # noqa: E402
 from tests.upstream import UpstreamServer  # noqa: E402
 
 CLIENTS = int(os.environ.get("FAULTS_CLIENTS", "16"))
@@ -221,27 +221,6 @@ class Load:
         self.stopping.set()
         for thread in self.threads:
             thread.join(60)
-
-
-def workers_of(master_pid: int) -> list[int]:
-    return [int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
-
-
-def client_connections(pid: int, port: int) -> int:
-    """Established connections to `port` held by process `pid` (the clients it serves)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
-                inodes.add(fields[9])
-    held = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            held += os.readlink(fd)[8:-1] in inodes
-        except OSError:
-            pass
-    return held
 
 
 def lag_bound(metrics_text: str) -> float:

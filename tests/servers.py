@@ -234,3 +234,26 @@ class GatewayCluster:
         if self._pg_admin_url:
             with psycopg.connect(self._pg_admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
+
+
+def client_connections(pid: int, port: int) -> int:
+    """Established connections to `port` that process `pid` holds (the clients it serves)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                inodes.add(fields[9])
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        held += target.startswith("socket:[") and target[8:-1] in inodes
+    return held
+
+
+def workers_of(master_pid: int) -> list[int]:
+    """The pids of a gunicorn master's workers (its child processes)."""
+    return [int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]

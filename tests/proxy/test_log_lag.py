@@ -14,7 +14,6 @@ import threading
 import time
 from http.client import HTTPConnection, HTTPException
 from itertools import count
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,7 +27,7 @@ from routes_admin.models import KeyUsage, RequestLog
 from tests.factories import make_key
 from tests.private_postgres import PrivatePostgres
 from tests.rollup_check import mismatches
-from tests.servers import GatewayCluster
+from tests.servers import GatewayCluster, client_connections, workers_of
 
 INTERVAL = 0.5  # GATEWAY_LOG_FLUSH_SECONDS in production
 postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="round trips to PostgreSQL")
@@ -138,24 +137,6 @@ class Clients:
             thread.join(60)
 
 
-def client_connections(pid: int, port: int) -> int:
-    """Established connections to `port` that process `pid` holds (the clients it serves)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
-                inodes.add(fields[9])
-    held = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        held += target.startswith("socket:[") and target[8:-1] in inodes
-    return held
-
-
 def logged(cluster) -> list[str]:
     """The request ids of every RequestLog row (duplicates included)."""
     out = cluster.shell(
@@ -192,8 +173,7 @@ def test_a_worker_killed_under_load_loses_only_the_rows_of_its_write_lag(private
         clients = Clients(gateway.url, secret, count=20)
         time.sleep(6)  # both workers serve and write (a duration of load, not a measurement)
         port = int(gateway.url.rsplit(":", 1)[1])
-        workers = Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().split()
-        killed = max((int(pid) for pid in workers), key=lambda pid: client_connections(pid, port))
+        killed = max(workers_of(gateway.pid), key=lambda pid: client_connections(pid, port))
         killed_at = time.monotonic()
         os.kill(killed, signal.SIGKILL)
         time.sleep(4)  # the other worker (and the one that replaces the killed one) serve on
