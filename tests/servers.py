@@ -185,6 +185,18 @@ class GatewayCluster:
             "print(secret)"
         ).strip()
 
+    def start_jobs_worker(self, log_path: Path) -> subprocess.Popen:
+        """A `manage.py jobs_worker` on this cluster's database and cache, its output in `log_path`;
+        the test stops it (kill, then wait)."""
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "manage.py", "jobs_worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
     def start(self, workers: int = 1, **env) -> GatewayProcess:
         # gunicorn serves on the socket the test bound, handed over the way systemd hands sockets
         # (fd 3, LISTEN_FDS, LISTEN_PID: the shell's pid, which exec keeps), unless the test names

@@ -4,8 +4,6 @@ keeps trying with backoff, never exits, and runs jobs again once the database is
 answers at once while the database is down.
 """
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -13,7 +11,7 @@ import pytest
 import requests
 
 from tests.private_postgres import PrivatePostgres
-from tests.servers import ROOT, GatewayCluster
+from tests.servers import GatewayCluster
 from tests.upstream import UpstreamServer, json_reply
 
 pytestmark = pytest.mark.slow
@@ -61,14 +59,7 @@ def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
     try:
         secret = cluster.route_and_key(upstream.url)
         gateway = cluster.start()
-        with open(log_path, "wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "manage.py", "jobs_worker"],
-                cwd=ROOT,
-                env=cluster.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        worker = cluster.start_jobs_worker(log_path)
         assert submit_and_wait(gateway, secret)["status"] == "succeeded"
 
         private_postgres.stop()
@@ -116,12 +107,7 @@ def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream,
         secret = cluster.route_and_key(upstream.url)
         gateway = cluster.start()
         for n in range(2):  # the one running the job, and one that could take it for lost
-            log = open(tmp_path / f"worker-{n}.log", "wb")
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "manage.py", "jobs_worker"], cwd=ROOT, env=cluster.env, stdout=log, stderr=log
-                )
-            )
+            workers.append(cluster.start_jobs_worker(tmp_path / f"worker-{n}.log"))
         headers = {"Authorization": f"Bearer {secret}"}
         accepted = requests.post(
             f"{gateway.url}/v1/chat/completions",
@@ -231,12 +217,7 @@ def test_a_webhook_delivered_during_an_outage_is_recorded_once_the_database_is_b
         secret = cluster.route_and_key(upstream.url)
         gateway = cluster.start()
         for n in range(2):
-            log = open(tmp_path / f"worker-{n}.log", "wb")
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "manage.py", "jobs_worker"], cwd=ROOT, env=cluster.env, stdout=log, stderr=log
-                )
-            )
+            workers.append(cluster.start_jobs_worker(tmp_path / f"worker-{n}.log"))
         headers = {"Authorization": f"Bearer {secret}"}
         accepted = requests.post(
             f"{gateway.url}/v1/chat/completions",
