@@ -167,7 +167,7 @@ def _budget_alert_errors() -> list:
     would fail to send, found out only when a budget is spent)."""
     from django.core.exceptions import ValidationError
 
-    from jobs import callbacks
+    from routes_admin import callbacks
     from routes_admin.pricing import parse_thresholds
 
     errors = []

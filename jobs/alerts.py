@@ -1,4 +1,5 @@
-"""Budget alerts sent: to GATEWAY_BUDGET_ALERT_WEBHOOK and/or by email to GATEWAY_BUDGET_ALERT_EMAILS.
+"""Budget alerts sent: to a webhook and/or by email, the owner's own (a key's, team's or route's
+alert_webhook / alert_emails) or else the gateway's (GATEWAY_BUDGET_ALERT_WEBHOOK / _EMAILS).
 
 The log writer records an alert with the call that crossed its threshold (proxy/alerts.py) and
 hands it to `schedule`, the hook this app adds to every process's runtime (JobsConfig), which
@@ -28,19 +29,35 @@ from datetime import timedelta
 
 import requests
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 from django_tasks import task
 
-from routes_admin.models import BudgetAlert
-from routes_admin.pricing import plain
+from routes_admin import callbacks
+from routes_admin.models import APIKey, BudgetAlert, Route, Team
+from routes_admin.pricing import parse_emails, plain
 
-from . import callbacks, signing, webhooks
+from . import signing, webhooks
 
 log = logging.getLogger("gateway.alerts")
 PERIOD_WORDS = {"budget_per_day": "daily", "budget_per_month": "monthly"}
+OWNERS = {BudgetAlert.Scope.KEY: APIKey, BudgetAlert.Scope.TEAM: Team, BudgetAlert.Scope.ROUTE: Route}
+
+
+def destinations(alert: BudgetAlert) -> tuple[str, list[str]]:
+    """(webhook URL, email addresses) of the alert: for each channel, what its key, team or route
+    sets, else the gateway's; read at each attempt, so a destination changed after a failed
+    attempt is the one tried next. An owner deleted since gets the gateway's."""
+    owner = OWNERS[alert.scope].objects.filter(id=alert.owner_id).values("alert_webhook", "alert_emails").first()
+    owner = owner or {"alert_webhook": "", "alert_emails": ""}
+    url = owner["alert_webhook"] or settings.GATEWAY_BUDGET_ALERT_WEBHOOK
+    try:
+        recipients = parse_emails(owner["alert_emails"]) or settings.GATEWAY_BUDGET_ALERT_EMAILS
+    except ValidationError:  # saved before a rule changed: the gateway's rather than none
+        recipients = settings.GATEWAY_BUDGET_ALERT_EMAILS
+    return url, list(recipients)
 
 
 def summary(alert: BudgetAlert) -> str:
@@ -118,7 +135,7 @@ def deliver(alert_id: int, attempt: int) -> None:
     alert = BudgetAlert.objects.filter(id=alert_id).first()
     if alert is None or alert.state != BudgetAlert.State.PENDING or alert.attempts >= attempt:
         return  # gone, done, or this attempt was made by a worker that died before marking its task done
-    url, recipients = settings.GATEWAY_BUDGET_ALERT_WEBHOOK, settings.GATEWAY_BUDGET_ALERT_EMAILS
+    url, recipients = destinations(alert)
     errors, final = [], False
     if url and alert.webhook_sent is None:
         try:

@@ -29,8 +29,9 @@ from django.utils import timezone
 from django_tasks import task
 
 from proxy.jobs_api import InvalidRequest, PinnedAdapter, host_key
+from routes_admin import callbacks
 
-from . import callbacks, signing
+from . import signing
 from .documents import job_document
 from .models import Job, WebhookDelivery
 from .outages import keep

@@ -21,7 +21,7 @@ from . import durations, history, shown_once, spending
 from .admin_history import HistoryLinkMixin
 from .admin_parts import ReadOnlyAdmin, RevokedFilter
 from .forms import APIKeyForm, TargetFormSet, UpstreamTargetForm
-from .models import APIKey, BudgetAlert, KeyUsage, QuotaPlan, Route, UpstreamTarget
+from .models import APIKey, BudgetAlert, Budgets, KeyUsage, QuotaPlan, Route, UpstreamTarget
 from .pricing import plain
 from .services import ServiceError, plans
 from .services import keys as key_service
@@ -79,7 +79,7 @@ class RouteAdmin(HistoryLinkMixin, admin.ModelAdmin):
             },
         ),
         ("Quota", {"fields": ["quota_plan"]}),
-        ("Spend", {"fields": ["budget_per_day", "budget_per_month", "alert_thresholds", "default_max_tokens"]}),
+        ("Spend", {"fields": ["budget_per_day", "budget_per_month", *Budgets.ALERT_FIELDS, "default_max_tokens"]}),
         ("Jobs (asynchronous calls)", {"fields": ["processing_mode", "max_concurrent_jobs"]}),
     ]
 
@@ -271,6 +271,8 @@ class APIKeyAdmin(HistoryLinkMixin, admin.ModelAdmin):
                     "budget_per_day",
                     "budget_per_month",
                     "alert_thresholds",
+                    "alert_webhook",
+                    "alert_emails",
                     "spend_against_budgets",
                     "budget_alerts",
                 ]

@@ -6,7 +6,7 @@ from django.contrib.admin.widgets import AdminBigIntegerFieldWidget
 from django.db import models
 
 from .admin_history import HistoryLinkMixin
-from .models import ModelPrice, Team
+from .models import Budgets, ModelPrice, Team
 from .services import spend
 
 
@@ -68,7 +68,7 @@ class TeamAdmin(HistoryLinkMixin, admin.ModelAdmin):
         (
             "Budgets",
             {
-                "fields": ["budget_per_day", "budget_per_month", "alert_thresholds"],
+                "fields": list(Budgets.SPEND_FIELDS),
                 "description": "In the gateway's currency, per calendar day and month; they hold across all the "
                 "team's keys together. Empty: no budget.",
             },

@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import keys
+from .callbacks import check_alert_webhook
 from .pricing import (
     BUDGET_DIGITS,
     BUDGET_PLACES,
@@ -17,6 +18,7 @@ from .pricing import (
     COST_PLACES,
     PRICE_DIGITS,
     PRICE_PLACES,
+    check_alert_emails,
     check_alert_thresholds,
     check_budget,
     check_price,
@@ -91,9 +93,25 @@ class Budgets(models.Model):
         help_text="Percentages of each budget that send an alert, e.g. 50,80,100. Empty: the gateway's default "
         "(GATEWAY_BUDGET_ALERT_THRESHOLDS); none: no alerts.",
     )
+    # Where its alerts go (jobs/alerts.py): each set one replaces the gateway's for that channel.
+    alert_webhook = models.CharField(
+        max_length=2000,
+        blank=True,
+        validators=[check_alert_webhook],
+        help_text="URL its budget alerts are POSTed to, signed; on GATEWAY_WEBHOOK_HOSTS. Empty: the gateway's "
+        "(GATEWAY_BUDGET_ALERT_WEBHOOK).",
+    )
+    alert_emails = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[check_alert_emails],
+        help_text="Addresses its budget alerts are emailed to, comma-separated. Empty: the gateway's "
+        "(GATEWAY_BUDGET_ALERT_EMAILS).",
+    )
 
     BUDGET_FIELDS = ("budget_per_day", "budget_per_month")
-    SPEND_FIELDS = (*BUDGET_FIELDS, "alert_thresholds")
+    ALERT_FIELDS = ("alert_thresholds", "alert_webhook", "alert_emails")
+    SPEND_FIELDS = (*BUDGET_FIELDS, *ALERT_FIELDS)
 
     class Meta:
         abstract = True
@@ -237,6 +255,8 @@ class Route(Budgets):
         "budget_per_day",
         "budget_per_month",
         "alert_thresholds",
+        "alert_webhook",
+        "alert_emails",
         "default_max_tokens",
     )
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 PRICE_PLACES = 6
 PRICE_DIGITS = 18  # up to 999,999,999,999.999999 per million tokens
@@ -117,6 +118,35 @@ def parse_thresholds(text: str | None) -> tuple[int, ...] | None:
 def check_alert_thresholds(value) -> None:
     """Model field validator: see parse_thresholds."""
     parse_thresholds(value)
+
+
+MAX_ALERT_EMAILS = 20
+
+
+def parse_emails(text: str | None) -> list[str]:
+    """Alert addresses as written on a key, team or route: "a@example.com, b@example.com" -> the
+    addresses, in order, each once; "" -> [] (the gateway's, GATEWAY_BUDGET_ALERT_EMAILS)."""
+    found = []
+    for address in str(text or "").replace(";", ",").split(","):
+        address = address.strip()
+        if not address or address in found:
+            continue
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ValidationError(
+                f"Alert emails are addresses separated by commas (like finance@example.com, "
+                f"lead@example.com); {address!r} is not one."
+            ) from None
+        found.append(address)
+    if len(found) > MAX_ALERT_EMAILS:
+        raise ValidationError(f"At most {MAX_ALERT_EMAILS} alert email addresses.")
+    return found
+
+
+def check_alert_emails(value) -> None:
+    """Model field validator: see parse_emails."""
+    parse_emails(value)
 
 
 def crossed(before: int, after: int, budget: int, thresholds) -> list[int]:

@@ -10,7 +10,7 @@ import pytest
 from auditlog.models import LogEntry
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.test import Client
+from django.test import Client, override_settings
 
 from routes_admin.models import APIKey, ModelPrice, Route, Team
 from routes_admin.services import spend
@@ -251,6 +251,35 @@ def test_team_limits_and_alert_thresholds_through_the_api():
     assert send("patch", f"/api/keys/{key.id}/", token, {"alert_thresholds": "none"}).status_code == 200
     team = Team.objects.get(id=body["id"])
     assert team.alert_thresholds == "50,90" and history_of(team) == [LogEntry.Action.CREATE]
+
+
+@override_settings(GATEWAY_WEBHOOK_HOSTS=["hooks.example.com"])
+def test_alert_destinations_of_a_team_and_a_key_are_checked_through_the_api_and_the_file(tmp_path):
+    """A team's or key's own alert webhook is held to the job webhooks' rules and allow-list, and
+    its emails must be addresses, when saved (not found out when a budget is spent)."""
+    token = token_for("operator")
+    made = send(
+        "post",
+        "/api/teams/",
+        token,
+        {"name": "acme", "alert_webhook": "https://hooks.example.com/acme", "alert_emails": "lead@acme.example"},
+    )
+    assert made.status_code == 201, made.content
+    team_url = f"/api/teams/{made.json()['id']}/"
+    off_list = send("patch", team_url, token, {"alert_webhook": "http://10.0.0.7/hook"})
+    assert off_list.status_code == 400 and "allow-list" in json.dumps(off_list.json())
+    odd = send("patch", team_url, token, {"alert_webhook": "https://user@hooks.example.com/"})
+    assert odd.status_code == 400 and "user name or password" in json.dumps(odd.json())
+    key, _ = make_key(name="k", all_routes=True)
+    bad_mail = send("patch", f"/api/keys/{key.id}/", token, {"alert_emails": "lead@acme.example, nobody"})
+    assert bad_mail.status_code == 400 and "'nobody' is not one" in json.dumps(bad_mail.json())
+    team = Team.objects.get(name="acme")
+    assert (team.alert_webhook, team.alert_emails) == ("https://hooks.example.com/acme", "lead@acme.example")
+    text = export()
+    assert "alert_webhook: https://hooks.example.com/acme" in text
+    with pytest.raises(CommandError, match="allow-list"):
+        apply(tmp_path, text.replace("https://hooks.example.com/acme", "https://evil.example/acme"), "--yes")
+    assert Team.objects.get(name="acme").alert_webhook == "https://hooks.example.com/acme"
 
 
 def test_team_limits_round_trip_through_the_file(tmp_path):

@@ -210,6 +210,34 @@ def test_an_alert_goes_to_the_webhook_and_by_email(client, priced, receiver, smt
     assert len(receiver.verified) == 1 and len(smtp.messages) == 1
 
 
+def test_a_team_with_its_own_destinations_gets_its_alerts_there(client, priced, receiver, smtp):  # noqa: F811
+    """A team's own webhook and addresses replace the gateway's for the team's alerts; its key's
+    alerts still go to the gateway's."""
+    team_receiver = AlertReceiver()
+    team_receiver.secret = receiver.secret  # one alerts secret per gateway
+    try:
+        with override_settings(GATEWAY_WEBHOOK_HOSTS=[f"127.0.0.1:{receiver.port}", f"127.0.0.1:{team_receiver.port}"]):
+            team = spend.save_team(
+                "acme",
+                budget_per_day=str(2 * COST),
+                alert_thresholds="50",
+                alert_webhook=team_receiver.url,
+                alert_emails="lead@acme.example",
+            )
+            key, secret = make_key(routes=[priced], budget_per_day=2 * COST, alert_thresholds="50")
+            spend.join_team(key, team)
+            spend_calls(client, secret, 1)
+            work_off()
+    finally:
+        team_receiver.stop()
+    assert dict(BudgetAlert.objects.values_list("scope", "state")) == {"key": "sent", "team": "sent"}
+    assert [(d["scope"], d["owner"]["name"]) for d in team_receiver.verified] == [("team", "acme")]
+    assert [d["scope"] for d in receiver.verified] == ["key"]
+    by_recipients = {tuple(recipients): message["Subject"] for _, recipients, message in smtp.messages}
+    assert set(by_recipients) == {("lead@acme.example",), ("finance@example.com", "lead@example.com")}
+    assert "team acme" in by_recipients[("lead@acme.example",)]
+
+
 def test_without_a_destination_an_alert_is_recorded_only(client, priced):  # noqa: F811
     _, secret = make_key(routes=[priced], budget_per_day=2 * COST, alert_thresholds="50")
     spend_calls(client, secret, 1)

@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, event, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from jobs import callbacks, signing, webhooks
+from jobs import signing, webhooks
 from jobs.models import Job, Status, WebhookDelivery
 from proxy.errors import InvalidRequest
+from routes_admin import callbacks
 from tests.examples import examples
 from tests.factories import auth, make_key, make_route, make_target
 from tests.servers import free_port

@@ -29,6 +29,7 @@ import socket
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from routes_admin import validators
 
@@ -188,3 +189,14 @@ def addresses(callback: Callback) -> list[str]:
     if not found:
         raise OSError(f"{callback.host} does not resolve")
     return [str(address) for address in found]
+
+
+def check_alert_webhook(value) -> None:
+    """Model field validator of a key's, team's or route's own budget alert webhook: the same rules
+    and allow-list as a job's X-Callback-URL, checked when it is saved (and again before each
+    delivery, as the allow-list may change)."""
+    if value:
+        try:
+            parse(str(value))
+        except Refused as exc:
+            raise ValidationError(str(exc).replace("X-Callback-URL", "The alert webhook")) from None
