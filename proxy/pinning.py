@@ -10,6 +10,7 @@ The forwarder's adapter asks proxy/ssrf.py; another caller (webhook deliveries) 
 `addresses_for(host)`, which names the checked addresses or raises OSError to refuse the host.
 """
 
+import select
 import socket
 from collections.abc import Callable
 
@@ -23,8 +24,27 @@ from urllib3.util.connection import create_connection
 
 from . import ssrf
 
+try:  # the system's poll, not gevent's: see PinnedConnectionMixin.is_connected
+    from gevent.monkey import get_original
+
+    _poll = get_original("select", "poll")
+except ImportError:  # pragma: no cover (gevent is a dependency; a process may run without it)
+    _poll = select.poll
+
 
 class PinnedConnectionMixin:
+    @property
+    def is_connected(self) -> bool:
+        """Whether a pooled connection is still open (not closed or answered by the upstream):
+        urllib3 asks before each reuse with a zero-timeout poll, which under gevent's patched
+        select is a trip through the event loop (~4 % of a call's CPU at 32 concurrent calls).
+        The system's poll with timeout 0 answers the same without blocking or yielding."""
+        if self.sock is None:
+            return False
+        poller = _poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+
     def addresses_for(self, host: str) -> list[str]:
         """The addresses to connect to for `host` ([]: resolve as usual); OSError refuses it."""
         return ssrf.pinned_addresses(host)

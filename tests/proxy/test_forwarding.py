@@ -1,11 +1,14 @@
 """What the upstream receives, and what the client gets back."""
 
 import re
+import socket
+import time
 
 import pytest
 import requests
 from django.test import override_settings
 
+from proxy.pinning import PinnedHTTPConnection
 from tests.factories import auth, make_key, make_route, make_target
 from tests.upstream import json_reply
 
@@ -326,3 +329,38 @@ def test_through_a_real_server_the_raw_path_and_chunked_bodies_are_forwarded(clu
     assert too_big.status_code == 413
     assert too_big.json()["error"]["type"] == "request_too_large"
     assert len(upstream.requests) == 2  # the too-big body never left the gateway
+
+
+def test_a_pooled_connection_the_upstream_closed_is_replaced_not_reused(client, upstream):
+    """An upstream may close a kept-alive connection right after its answer, without saying so:
+    the next call still succeeds, on a new connection, with a single attempt allowed."""
+    route = make_route(upstream.url, max_attempts=1)
+    _, secret = make_key(routes=[route])
+
+    def answer_then_close(handler):
+        handler.send_json(200, {"ok": True})
+        handler.close_connection = True
+
+    upstream.reply = answer_then_close
+    statuses = []
+    for _ in range(3):
+        statuses.append(client.post("/v1/x", b"{}", content_type="application/json", **auth(secret)).status_code)
+        time.sleep(0.05)  # the upstream's FIN arrives
+    assert statuses == [200, 200, 200]
+    assert len({received.peer for received in upstream.requests}) == 3  # a new connection each
+
+
+def test_a_connection_is_connected_until_its_peer_closes_it():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        connection = PinnedHTTPConnection("127.0.0.1", listener.getsockname()[1])
+        connection.connect()
+        peer, _ = listener.accept()
+        assert connection.is_connected
+        peer.close()
+        for _ in range(100):
+            if not connection.is_connected:
+                break
+            time.sleep(0.01)
+        assert not connection.is_connected
+        connection.close()
+        assert not connection.is_connected
