@@ -79,13 +79,22 @@ def attempts_sentence(attempts: list, row) -> str:
     return ", ".join(parts)
 
 
+def _amount(text) -> str:
+    """A stored amount as people write it (0.019800000000 -> 0.0198); as it is when not a number."""
+    try:
+        return pricing.plain(text)
+    except (ArithmeticError, TypeError, ValueError):
+        return str(text)
+
+
 def _quota_sentence(quota: dict) -> str:
     name = quota.get("name") or ""
     if "budget" in quota:  # a budget in money (proxy/budgets.py)
         reserved = quota.get("reserved_by_others") or "0"
-        text = f"{name} {quota.get('spent')} of {quota['budget']} {quota.get('currency', '')} spent"
+        spent, budget = _amount(quota.get("spent")), _amount(quota["budget"])
+        text = f"{name} {spent} of {budget} {quota.get('currency', '')} spent"
         if pricing.parse_money(reserved, places=pricing.COST_PLACES, digits=pricing.COST_DIGITS):
-            text += f" + {reserved} reserved by calls in flight"
+            text += f" + {_amount(reserved)} reserved by calls in flight"
         return text + f", resets in {quota.get('reset')} s"
     text = f"{name} {quota.get('used')}/{quota.get('limit')}"
     if "requests_per_" in name:

@@ -33,6 +33,23 @@ def test_a_refusal_by_a_limit_names_the_counter_and_its_reset():
     assert ("Limits", "refused by requests_per_minute 60/60 (counting this call), resets in 14 s") in explained.steps
 
 
+def test_a_refusal_by_a_budget_reads_its_amounts_as_people_write_them():
+    quota = {
+        "name": "team_budget_per_day",
+        "budget": "0.050000",
+        "spent": "0.019800000000",
+        "reserved_by_others": "0.907200000000",
+        "currency": "USD",
+        "reset": 1523,
+    }
+    explained = explain(
+        row(status=429, error_type="budget_exceeded", limit="team_budget_per_day", detail={"quota": quota})
+    )
+    assert explained.outcome == (
+        "refused: team_budget_per_day 0.0198 of 0.05 USD spent + 0.9072 reserved by calls in flight, resets in 1523 s"
+    )
+
+
 def test_each_refused_key_reason_in_words():
     for reason, words in [
         ("missing", "no API key was sent"),
