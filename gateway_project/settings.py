@@ -147,7 +147,7 @@ if REDIS_URL:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "BACKEND": "gateway_project.cache.GatewayLocMemCache",  # Django's, minus memcached key checks
             "LOCATION": "gateway",
             "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
