@@ -1,7 +1,8 @@
 """`make bench`: the gateway against the demo component called directly, in the same run.
 
 Prints one table (ratios to direct) and writes it to bench/results/. Scenarios:
-  non-streaming at concurrency 1 and 32; stream time to first byte; 256 concurrent calls to a
+  non-streaming at concurrency 1 and 32; stream time to first byte, alone and with streams paced at
+  half the gateway's stream throughput; 256 concurrent calls to a
   1 s upstream, paced (clients spread over the first second) and in synchronised waves (all 256
   fire together, as wrk and batch clients do); 1,000 concurrent 30 s streams (a chunk every 100 ms) with a health probe meanwhile;
   gateway CPU per call (/proc utime+stime of the gunicorn master and workers); jobs accepted
@@ -27,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import build_request, closed_loop, each_once, percentile  # noqa: E402
+from loadgen import build_request, closed_loop, each_once, paced, percentile  # noqa: E402
 from stack import ROOT, Stack, cpu_seconds, rss_bytes  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -187,6 +188,27 @@ class Bench:
         self.add("stream TTFB p99", *p99, "ms", compare="delta")
         per_call = median(ms(cpu / max(1, len(g.results))) for _, g, cpu in runs)
         self.add("stream gateway CPU per call", "", per_call, "ms", compare="")
+
+    def stream_ttfb_at_half_load(self):
+        """First bytes without queueing: the gateway's stream throughput at c=32 (20 chunks, no
+        delay, the peer bench's S2), then streams paced at half that rate, directly and through the
+        gateway (the same rate both): the gateway's p50 time to first byte within +5 ms of direct."""
+        headers = {"X-Demo-Chunks": "20", "X-Demo-Interval": "0"}
+        port = self.stack.gateway_port
+        full = asyncio.run(
+            closed_loop("127.0.0.1", port, self.request(port, STREAM_CHAT, True, **headers), 32, seconds=SECONDS)
+        )
+        self.gateway_calls += len(full.results)
+        rate = full.rps / 2
+
+        async def measure(port, raw):
+            return await paced("127.0.0.1", port, raw, rate, SECONDS)
+
+        direct, gateway, _ = self.both(STREAM_CHAT, measure, **headers)
+        self.add("streams at c=32 (the rate below is half)", "", full.rps, "streams/s", compare="")
+        p50 = (ttfb_ms(direct, 50), ttfb_ms(gateway, 50))
+        self.add(f"stream TTFB p50 at {rate:.0f}/s", *p50, "ms", "+5 ms", p50[1] - p50[0] <= 5, compare="delta")
+        self.add(f"stream TTFB p99 at {rate:.0f}/s", ttfb_ms(direct, 99), ttfb_ms(gateway, 99), "ms", compare="delta")
 
     def slow_upstream(self):
         # Clients start spread over the first second (as real ones are, not in lockstep); the rate
@@ -365,6 +387,7 @@ def main() -> int:
         bench.jobs_accepted()
         bench.count_log_rows("log rows after the top-rate run")
         bench.stream_ttfb()
+        bench.stream_ttfb_at_half_load()
         bench.slow_upstream()
         bench.waves()
         if STREAMS:
