@@ -19,8 +19,10 @@ sys.path.insert(0, str(ROOT))
 from tests.servers import GatewayCluster, free_port, reported_url, wait_until_up  # noqa: E402
 
 # The bench key's quota plan, a typical one: a request rate and a daily token budget, far above
-# the load so every call is checked and admitted. BENCH_PLAN overrides it.
-PLAN = os.environ.get("BENCH_PLAN", "requests_per_minute=10**9, tokens_per_day=10**12")
+# the load so every call is checked and admitted, and room for every job the jobs scenario queues
+# (no worker runs there: past GATEWAY_JOB_MAX_QUEUED, 1000, they would be refused). BENCH_PLAN
+# overrides it.
+PLAN = os.environ.get("BENCH_PLAN", "requests_per_minute=10**9, tokens_per_day=10**12, max_queued_jobs=10**9")
 # A second key with every limit set, to show what each extra limit costs.
 FULL_PLAN = (
     "requests_per_minute=10**9, requests_per_hour=10**9, requests_per_day=10**9, tokens_per_day=10**12, "
