@@ -11,7 +11,8 @@ call settles it (proxy/pipeline.py: admit, then finish):
   spent + the reservations of the OTHER calls in flight has reached the budget; never for its
   own estimate alone, so calls made one at a time spend exactly up to the budget.
 - settle: the real cost is added to `spent`, then the reservation is taken off `held` (in that
-  order, so a concurrent admission always sees a finishing call at least once).
+  order, so a concurrent admission always sees a finishing call at least once; on Redis, every
+  budget's in one round trip).
 
 Overspend bound: every admitted call saw spent + the others' reservations below the budget.
 If no call costs more than it reserved, the period's spend exceeds the budget by less than the
@@ -253,20 +254,32 @@ def settle(call) -> None:
         return
     hold.settled = True
     picos = to_picos(call.cost)
-    now = timezone.now()
-    for counter in hold.counters:
+    counters = hold.counters
+    # Every cost added, then every reservation given back, in one round trip on Redis (a pipeline
+    # runs them in this order): a concurrent admission still sees a finishing call at least once.
+    deltas = [(c.spent_key, picos) for c in counters] if picos else []
+    if hold.picos:
+        deltas += [(c.held_key, -hold.picos) for c in counters]
+    if not deltas:
+        return
+    try:
+        added, _ = incr_many(cache, deltas)
+    except Exception as exc:  # the log still has the cost: a restarted cache reseeds from it
+        log.warning("could not settle the budgets of call %s: %r", call.request_id, exc)
+        return
+    if not picos:
+        return  # a missing reservation counter (its period over, a restarted cache) holds nothing
+    now = None
+    for counter, after in zip(counters, added, strict=False):
         try:
-            if picos:
-                try:
-                    after = cache.incr(counter.spent_key, picos)
-                except ValueError:  # missing: seed it (this call is not in the log yet), then add
-                    seed(counter, now)
-                    after = cache.incr(counter.spent_key, picos)
-                if counter.thresholds:
-                    _note_crossings(call, counter, after - picos, after)
-            if hold.picos:
-                cache.decr(counter.held_key, hold.picos)
-        except Exception as exc:  # the log still has the cost: a restarted cache reseeds from it
+            if after is None:  # gone since admission (a restarted cache): seed it, then add (this
+                # call is not in the log yet); the one case where its reservation went first
+                now = now or timezone.now()
+                seed(counter, now)
+                after = cache.incr(counter.spent_key, picos)
+            if counter.thresholds:
+                _note_crossings(call, counter, after - picos, after)
+        except Exception as exc:
             log.warning("could not settle the budget %s of call %s: %r", counter.spent_key, call.request_id, exc)
 
 
