@@ -38,14 +38,14 @@ from itertools import count
 from pathlib import Path
 
 import psycopg
-import redis
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.private_postgres import PrivatePostgres  # noqa: E402
-from tests.servers import GatewayCluster, client_connections, on_a_free_port, workers_of  # noqa: E402
+from tests.private_redis import PrivateRedis  # noqa: E402
+from tests.servers import GatewayCluster, client_connections, workers_of  # noqa: E402
 from tests.upstream import UpstreamServer  # noqa: E402
 
 CLIENTS = int(os.environ.get("FAULTS_CLIENTS", "16"))
@@ -59,36 +59,6 @@ STARTED = time.monotonic()
 
 def say(message: str) -> None:
     print(f"[{time.monotonic() - STARTED:6.1f} s] {message}", flush=True)
-
-
-class PrivateRedis:
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.process = None
-        self.port = on_a_free_port(self.start)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, port: int) -> None:
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
-        self.process = subprocess.Popen(
-            [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis(port=port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 class CountingUpstream:

@@ -6,59 +6,19 @@ it between two calls.
 
 import json
 import logging
-import subprocess
-import time
 
 import pytest
-import redis
 
 from routes_admin.models import RequestLog
 from tests.factories import auth, make_key, make_plan, make_route
-from tests.servers import on_a_free_port
+from tests.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.django_db
 
 
-class OwnRedis:
-    def __init__(self):
-        self.process = None
-        self.port = on_a_free_port(self._start_on)  # stopped and started again on the same port
-
-    def _start_on(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        try:
-            self.start()
-        except Exception:
-            self.stop()
-            raise
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
-def own_redis(settings):
-    server = OwnRedis()  # started
+def own_redis(settings, tmp_path):
+    server = PrivateRedis(tmp_path)  # started
     settings.CACHES = {
         "default": {
             "BACKEND": "gateway_project.cache.SharedRedisCache",  # what production runs

@@ -1,16 +1,14 @@
 """Concurrency slots heal: a slot never released frees itself GATEWAY_INFLIGHT_TTL after its call
 started, refused retries do not extend it, and a cache flushed mid-call recovers exact counts."""
 
-import subprocess
 import time
 
 import pytest
-import redis
 from django.core.cache import cache
 
 from proxy import quotas, slots
 from tests.factories import auth, make_key, make_plan, make_route
-from tests.servers import on_a_free_port
+from tests.private_redis import PrivateRedis
 from tests.upstream import sse_reply
 
 pytestmark = pytest.mark.django_db
@@ -89,48 +87,16 @@ def test_counts_recover_after_the_cache_is_flushed_mid_call(client, upstream):
 @pytest.fixture
 def persistent_redis(settings, tmp_path):
     """A Redis of the test's own that keeps its data on disk (append-only file) across a restart."""
-    port = None
-    processes = []
-
-    def start() -> None:
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
-        command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
-        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        client = redis.Redis(port=port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:  # not up yet, or still loading its file
-                assert time.monotonic() < deadline and processes[-1].poll() is None
-                time.sleep(0.05)
-
-    def stop() -> None:
-        processes[-1].terminate()
-        processes[-1].wait(timeout=10)
-
-    def first_start(chosen: int) -> None:
-        nonlocal port
-        port = chosen
-        try:
-            start()
-        except BaseException:
-            if processes and processes[-1].poll() is None:
-                stop()
-            raise
-
-    on_a_free_port(first_start)  # restarts keep the port
+    server = PrivateRedis(tmp_path, persistent=True)
     settings.CACHES = {
         "default": {
             "BACKEND": "gateway_project.cache.SharedRedisCache",
-            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "LOCATION": server.url,
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
-    yield start, stop
-    if processes[-1].poll() is None:
-        stop()
+    yield server.start, server.stop
+    server.stop()
 
 
 def test_a_slot_whose_release_was_lost_in_a_redis_restart_heals(client, upstream, settings, persistent_redis):
