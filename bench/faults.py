@@ -37,7 +37,6 @@ from http.client import HTTPConnection, HTTPException
 from itertools import count
 from pathlib import Path
 
-import psycopg
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,8 +236,7 @@ class Run:
     def __init__(self, folder: Path):
         self.folder = folder
         self.pg = PrivatePostgres()
-        with psycopg.connect(self.pg.url(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE gateway")
+        database_url = self.pg.create_database("gateway")
         self.redis = PrivateRedis(folder)
         self.upstream = CountingUpstream()
         self.receiver = Receiver()
@@ -247,7 +245,7 @@ class Run:
         os.environ["REDIS_URL"] = self.redis.url
         self.cluster = GatewayCluster(
             folder,
-            DATABASE_URL=self.pg.url("gateway"),
+            DATABASE_URL=database_url,
             REDIS_URL=self.redis.url,
             GATEWAY_LOG_FLUSH_SECONDS=FLUSH_SECONDS,
             GATEWAY_CONFIG_TTL=1,

@@ -7,6 +7,7 @@ from django.core.cache import cache
 from hypothesis import settings as hypothesis_settings
 
 from proxy import config
+from tests.private_postgres import private_pg  # noqa: F401 (a fixture, for every test)
 from tests.upstream import UpstreamServer
 
 # How many examples the property tests generate (tests/examples.py): `fast` by default, `ci` (ten

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 
+import psycopg
 import pytest
 
 AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
@@ -30,6 +31,12 @@ class PrivatePostgres:
     def url(self, name: str = "postgres") -> str:
         return f"postgres://postgres@/{name}?host={self.folder}"
 
+    def create_database(self, name: str) -> str:
+        """A new, empty database on it; its URL."""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
     def _run(self, *args: str) -> None:
         subprocess.run([*AS_POSTGRES, *args], check=True, capture_output=True, timeout=60)
 
@@ -46,3 +53,11 @@ class PrivatePostgres:
             [*AS_POSTGRES, "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60
         )
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def private_pg():
+    """A PrivatePostgres for the test, removed after it (tests/conftest.py offers it to every test)."""
+    server = PrivatePostgres()
+    yield server
+    server.close()

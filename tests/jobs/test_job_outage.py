@@ -10,20 +10,12 @@ import time
 import pytest
 import requests
 
-from tests.private_postgres import PrivatePostgres
 from tests.servers import GatewayCluster
 from tests.upstream import UpstreamServer, json_reply
 
 pytestmark = pytest.mark.slow
 
 FAST = {"GATEWAY_JOB_LEASE_SECONDS": "3", "GATEWAY_JOB_POLL_SECONDS": "0.2", "GATEWAY_JOB_WAIT_SECONDS": "0.2"}
-
-
-@pytest.fixture
-def private_postgres():
-    server = PrivatePostgres()
-    yield server
-    server.close()
 
 
 def submit_and_wait(gateway, secret, timeout: float = 30.0) -> dict:
@@ -48,11 +40,9 @@ def submit_and_wait(gateway, secret, timeout: float = 30.0) -> dict:
         time.sleep(0.2)
 
 
-def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
-    private_postgres, upstream, tmp_path, monkeypatch
-):
+def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(private_pg, upstream, tmp_path, monkeypatch):
     upstream.reply = json_reply({"id": "answer"})
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
+    monkeypatch.setenv("DATABASE_URL", private_pg.url())
     cluster = GatewayCluster(tmp_path, **FAST)
     log_path = tmp_path / "worker.log"
     worker = None
@@ -62,7 +52,7 @@ def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
         worker = cluster.start_jobs_worker(log_path)
         assert submit_and_wait(gateway, secret)["status"] == "succeeded"
 
-        private_postgres.stop()
+        private_pg.stop()
         # The worker notices at its next poll or beat; a loaded machine may take a while to get there.
         deadline = time.monotonic() + 30
         while "the database failed" not in log_path.read_text() and time.monotonic() < deadline:
@@ -77,7 +67,7 @@ def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
         print(f"/metrics answered in {waited:.2f} s with the database down")
         assert waited < 5, f"/metrics took {waited:.1f} s with the database down"  # was 11 s
 
-        private_postgres.start()
+        private_pg.start()
         assert submit_and_wait(gateway, secret, timeout=60)["status"] == "succeeded"
         assert worker.poll() is None  # the same worker, never restarted
     finally:
@@ -87,7 +77,7 @@ def test_a_worker_survives_a_database_outage_and_metrics_answer_at_once(
         cluster.close()
 
 
-def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream, tmp_path, monkeypatch):
+def test_a_job_answered_during_an_outage_is_run_once(private_pg, upstream, tmp_path, monkeypatch):
     """A job whose upstream answers while the database is away: its worker keeps the answer and
     writes it once the database is back, and no keeper takes the job for lost meanwhile although
     the outage outlasted its lease, so the upstream is called once. Before, the answer was dropped
@@ -100,7 +90,7 @@ def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream,
         handler.send_json(200, {"id": "once"})
 
     upstream.reply = reply
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
+    monkeypatch.setenv("DATABASE_URL", private_pg.url())
     cluster = GatewayCluster(tmp_path, **FAST)
     workers = []
     try:
@@ -117,10 +107,10 @@ def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream,
         )
         assert accepted.status_code == 202, accepted.text
         assert arrived.wait(30), "no worker ran the job"
-        private_postgres.stop()
+        private_pg.stop()
         answer.set()
         time.sleep(2 * float(FAST["GATEWAY_JOB_LEASE_SECONDS"]) + 1)  # the outage outlasts the lease
-        private_postgres.start()
+        private_pg.start()
         deadline = time.monotonic() + 60  # a bound, not a measurement
         while True:
             try:
@@ -149,13 +139,13 @@ def test_a_job_answered_during_an_outage_is_run_once(private_postgres, upstream,
 
 
 def test_job_submissions_and_polls_answer_503_at_once_while_the_database_is_away(
-    private_postgres, upstream, tmp_path, monkeypatch
+    private_pg, upstream, tmp_path, monkeypatch
 ):
     """With the database away, a job submission, a poll of a job and the webhook secret answer 503
     in the JSON shape, within GATEWAY_CONFIG_DB_TIMEOUT rather than the pool's timeout (here 120 s,
     longer than the client waits). Before, a poll answered 500 after DATABASE_POOL_TIMEOUT and a
     submission its 503 after it (a fault run: 11 polls answered 500, 503s took 11 s)."""
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
+    monkeypatch.setenv("DATABASE_URL", private_pg.url())
     cluster = GatewayCluster(
         tmp_path, DATABASE_POOL_TIMEOUT=120, GATEWAY_WEBHOOK_HOSTS="127.0.0.1:9", GATEWAY_WEBHOOK_SECRET="s", **FAST
     )
@@ -173,7 +163,7 @@ def test_job_submissions_and_polls_answer_503_at_once_while_the_database_is_away
             )
 
         job_id = submit().json()["id"]
-        private_postgres.stop()
+        private_pg.stop()
         answers = {
             "submission": submit(),
             "poll": requests.get(f"{gateway.url}/jobs/{job_id}", headers=headers, timeout=30),
@@ -182,7 +172,7 @@ def test_job_submissions_and_polls_answer_503_at_once_while_the_database_is_away
         for name, answer in answers.items():
             assert answer.status_code == 503, (name, answer.status_code, answer.text)
             assert answer.json()["error"]["type"] == "service_unavailable", name
-        private_postgres.start()
+        private_pg.start()
         deadline = time.monotonic() + 30  # the pool connects again: a bound, not a measurement
         while (poll := requests.get(f"{gateway.url}/jobs/{job_id}", headers=headers, timeout=30)).status_code == 503:
             assert time.monotonic() < deadline, "polls never answered again"
@@ -193,7 +183,7 @@ def test_job_submissions_and_polls_answer_503_at_once_while_the_database_is_away
 
 
 def test_a_webhook_delivered_during_an_outage_is_recorded_once_the_database_is_back(
-    private_postgres, upstream, tmp_path, monkeypatch
+    private_pg, upstream, tmp_path, monkeypatch
 ):
     """A webhook whose receiver answers while the database is away: the worker keeps the attempt's
     record and writes it once the database is back, so the job shows it delivered and the receiver
@@ -209,7 +199,7 @@ def test_a_webhook_delivered_during_an_outage_is_recorded_once_the_database_is_b
 
     receiver.reply = receive
     upstream.reply = json_reply({"id": "done"})
-    monkeypatch.setenv("DATABASE_URL", private_postgres.url())
+    monkeypatch.setenv("DATABASE_URL", private_pg.url())
     hooks = {"GATEWAY_WEBHOOK_HOSTS": f"127.0.0.1:{receiver.port}", "GATEWAY_WEBHOOK_SECRET": "outage-secret"}
     cluster = GatewayCluster(tmp_path, **FAST, **hooks)
     workers = []
@@ -227,10 +217,10 @@ def test_a_webhook_delivered_during_an_outage_is_recorded_once_the_database_is_b
         )
         assert accepted.status_code == 202, accepted.text
         assert arrived.wait(30), "the webhook never came"
-        private_postgres.stop()
+        private_pg.stop()
         answer.set()
         time.sleep(2 * float(FAST["GATEWAY_JOB_LEASE_SECONDS"]) + 1)
-        private_postgres.start()
+        private_pg.start()
         deadline = time.monotonic() + 60  # a bound, not a measurement
         while True:
             try:

@@ -11,7 +11,6 @@ from django.db import OperationalError
 from psycopg_pool import ConnectionPool
 
 from proxy import database
-from tests.private_postgres import PrivatePostgres
 
 
 class PooledConnection:
@@ -19,13 +18,6 @@ class PooledConnection:
 
     def __init__(self, pool):
         self.connection, self.pool = None, pool
-
-
-@pytest.fixture
-def private_pg():
-    server = PrivatePostgres()
-    yield server
-    server.close()
 
 
 def test_the_check_fails_fast_when_the_pool_holds_a_connection_the_server_closed(private_pg, monkeypatch):

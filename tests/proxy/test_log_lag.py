@@ -25,7 +25,6 @@ from proxy.call import Call
 from proxy.storable import storable
 from routes_admin.models import KeyUsage, RequestLog
 from tests.factories import make_key
-from tests.private_postgres import PrivatePostgres
 from tests.rollup_check import mismatches
 from tests.servers import GatewayCluster, client_connections, workers_of
 
@@ -85,15 +84,6 @@ def test_a_batch_with_more_groups_than_one_statement_takes_is_written_whole(fres
     assert RequestLog.objects.count() == 12
     assert KeyUsage.objects.get(api_key=key).total_tokens == 36
     assert not mismatches()
-
-
-@pytest.fixture
-def private_pg():
-    server = PrivatePostgres()
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE gateway")
-    yield server
-    server.close()
 
 
 class Clients:
@@ -166,7 +156,7 @@ def test_a_worker_killed_under_load_loses_only_the_rows_of_its_write_lag(private
     with a fixed time: a busy machine makes every flush slower, and the metric with it."""
     upstream.reply = lambda handler: handler.send_json(200, {"ok": True, "usage": {"total_tokens": 3}})
     upstream.httpd.handle_error = lambda request, address: None  # the killed worker's cut connections
-    cluster = GatewayCluster(tmp_path, DATABASE_URL=private_pg.url("gateway"))
+    cluster = GatewayCluster(tmp_path, DATABASE_URL=private_pg.create_database("gateway"))
     try:
         secret = cluster.route_and_key(upstream.url)
         gateway = cluster.start(workers=2, GATEWAY_LOG_FLUSH_SECONDS=INTERVAL)

@@ -19,24 +19,14 @@ import psycopg
 import pytest
 import requests
 
-from tests.private_postgres import PrivatePostgres
 from tests.servers import ROOT, GatewayCluster
 
 N_SPOOLED = 300
 
 
 @pytest.fixture
-def private_pg():
-    server = PrivatePostgres()
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE gateway")
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def outage_cluster(tmp_path, private_pg):
-    made = GatewayCluster(tmp_path, DATABASE_URL=private_pg.url("gateway"))
+    made = GatewayCluster(tmp_path, DATABASE_URL=private_pg.create_database("gateway"))
     yield made
     made.close()
 
