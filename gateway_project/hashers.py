@@ -15,7 +15,20 @@ from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from gevent.threadpool import ThreadPool
 
-_pool: ThreadPool | None = None
+from proxy import runtime
+
+
+class HasherThreads:
+    """The pool of hashing threads of one process (a part of its runtime, proxy/live.py: a forked
+    worker builds its own), made on the first sign-in served in a greenlet."""
+
+    def __init__(self):
+        self._pool: ThreadPool | None = None
+
+    def run(self, function, *args):
+        if self._pool is None:
+            self._pool = ThreadPool(settings.GATEWAY_HASHER_THREADS)
+        return self._pool.spawn(function, *args).get()
 
 
 def _in_a_greenlet() -> bool:
@@ -25,12 +38,9 @@ def _in_a_greenlet() -> bool:
 
 def off_the_loop(function, *args):
     """function(*args) in a pool thread when called from a greenlet; the greenlet waits, the loop runs."""
-    global _pool
     if not _in_a_greenlet():
         return function(*args)  # manage.py, tests, a thread: nothing to keep free
-    if _pool is None:
-        _pool = ThreadPool(settings.GATEWAY_HASHER_THREADS)
-    return _pool.spawn(function, *args).get()
+    return runtime.current().hashers.run(function, *args)
 
 
 class ThreadedPBKDF2PasswordHasher(PBKDF2PasswordHasher):

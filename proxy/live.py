@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from django.apps import apps
 
+from gateway_project.hashers import HasherThreads
+
 from .balancing import Balancer
 from .breaker import WarningThrottle
 from .config import ConfigCache
@@ -32,6 +34,7 @@ class Runtime:
         self.ssrf = Guard()
         self.token_periods = Periods()
         self.cache_warnings = WarningThrottle()
+        self.hashers = HasherThreads()  # sign-in password hashes, off the event loop
         self.job_submitter: Callable | None = None
         self.job_check: Callable | None = None
         self.collectors: list = []  # scraped with the proxy's metrics at /metrics

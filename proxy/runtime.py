@@ -7,6 +7,7 @@
     ssrf          the target guard's verdicts and the addresses it checked (proxy/ssrf.py)
     token_periods this day's and month's token-quota periods (proxy/token_quota.py)
     cache_warnings when an unreachable cache was last reported (proxy/breaker.py)
+    hashers       the threads that hash sign-in passwords off the event loop (gateway_project/hashers.py)
     job_submitter, job_check, collectors: what layers above the proxy add (the jobs app), through
                   their AppConfig's `extend_runtime(runtime)`, so every runtime built has them
 
