@@ -270,7 +270,7 @@ def settle(call) -> None:
     if not picos:
         return  # a missing reservation counter (its period over, a restarted cache) holds nothing
     now = None
-    for counter, after in zip(counters, added, strict=False):
+    for counter, after in zip(counters, added[: len(counters)], strict=True):  # the costs come first
         try:
             if after is None:  # gone since admission (a restarted cache): seed it, then add (this
                 # call is not in the log yet); the one case where its reservation went first
