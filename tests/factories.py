@@ -1,6 +1,12 @@
 """Plain factory helpers: make_route(**overrides), make_key(**overrides)."""
 
+import time
+
+from django_ratelimit import core as ratelimit
+
 from routes_admin.models import APIKey, QuotaPlan, Route, UpstreamTarget
+
+MINUTE_LEFT = 15  # seconds a test's calls against a per-minute limit may take, with room to spare
 
 
 def make_route(upstream_url: str | None = None, **overrides) -> Route:
@@ -17,12 +23,23 @@ def make_target(route: Route, url: str, **overrides) -> UpstreamTarget:
 
 
 def make_key(routes=(), **overrides) -> tuple[APIKey, str]:
-    """A key and its secret; by default allowed on the given routes."""
-    fields = {"name": f"key-{APIKey.objects.count() + 1}"}
-    fields.update(overrides)
-    key, secret = APIKey.objects.issue(**fields)
+    """A key and its secret; by default allowed on the given routes.
+
+    A key limited per minute (by itself or its plan) has MINUTE_LEFT seconds left in its window, so
+    the test's calls and its reading of the counter fall in one window: another key is made if not."""
+    while True:
+        key, secret = APIKey.objects.issue(**{"name": f"key-{APIKey.objects.count() + 1}"} | overrides)
+        if key.effective_limits()["requests_per_minute"] is None or window_left(f"k{key.id}") >= MINUTE_LEFT:
+            break
+        key.delete()
     key.routes.set(routes)
     return key, secret
+
+
+def window_left(counter: str, seconds: int = 60) -> float:
+    """Seconds until a request counter's current window ends. django-ratelimit's windows are fixed
+    and each counter ("k12", "k12:r3", "t4") has its own offset in the minute."""
+    return ratelimit._get_window(counter, seconds) - time.time()
 
 
 def make_plan(**limits) -> QuotaPlan:

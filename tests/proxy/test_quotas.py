@@ -12,26 +12,12 @@ from django_ratelimit import core as ratelimit
 
 from proxy import quotas, slots, token_quota
 from routes_admin.models import KeyUsage, RequestLog
-from tests.factories import auth, make_key, make_plan, make_route
+from tests.factories import MINUTE_LEFT, auth, make_key, make_plan, make_route, window_left
 from tests.upstream import json_reply, sse_reply
 
 pytestmark = pytest.mark.django_db
 
 USAGE_60 = {"id": "x", "usage": {"prompt_tokens": 20, "completion_tokens": 40, "total_tokens": 60}}
-
-
-def window_left(key_id: int, seconds: int = 60) -> float:
-    """Seconds until the key's current django-ratelimit window ends (each key has its own offset)."""
-    return ratelimit._get_window(f"k{key_id}", seconds) - time.time()
-
-
-def key_with_time_left(routes, minimum: float = 15, **fields):
-    """A key whose per-minute window has at least `minimum` seconds left, so a test never straddles two."""
-    while True:
-        key, secret = make_key(routes=routes, **fields)
-        if window_left(key.id) >= minimum:
-            return key, secret
-        key.delete()
 
 
 def call(client, secret, path="/v1/chat/completions"):
@@ -63,7 +49,7 @@ def parse_list(header: str) -> dict:
 
 def test_requests_per_minute_answers_429_with_the_limit_retry_after_and_ratelimit_headers(client, upstream):
     route = make_route(upstream.url)
-    _, secret = key_with_time_left([route], quota_plan=make_plan(requests_per_minute=5))
+    _, secret = make_key(routes=[route], quota_plan=make_plan(requests_per_minute=5))
 
     remaining = []
     for _ in range(5):
@@ -93,7 +79,7 @@ def test_requests_per_minute_answers_429_with_the_limit_retry_after_and_ratelimi
 
 def test_key_override_beats_its_plan(client, upstream):
     route = make_route(upstream.url)
-    _, secret = key_with_time_left([route], quota_plan=make_plan(requests_per_minute=100), requests_per_minute=2)
+    _, secret = make_key(routes=[route], quota_plan=make_plan(requests_per_minute=100), requests_per_minute=2)
     assert [status(client, secret) for _ in range(3)] == [200, 200, 429]
 
 
@@ -112,8 +98,8 @@ def test_route_cap_applies_to_every_key_on_the_route(client, upstream):
     # Both keys need time left in their own window and in their window on the capped route.
     keys = []
     while len(keys) < 2:
-        key, secret = key_with_time_left(routes)
-        if ratelimit._get_window(f"k{key.id}:r{capped.id}", 60) - time.time() >= 15:
+        key, secret = make_key(routes=routes)
+        if window_left(f"k{key.id}:r{capped.id}") >= MINUTE_LEFT:
             keys.append(secret)
     for secret in keys:
         statuses = [status(client, secret) for _ in range(3)]
@@ -127,7 +113,7 @@ def test_route_cap_applies_to_every_key_on_the_route(client, upstream):
 
 def test_minute_refusals_do_not_eat_the_hour_quota(client, upstream):
     route = make_route(upstream.url)
-    key, secret = key_with_time_left([route], quota_plan=make_plan(requests_per_minute=2, requests_per_hour=10))
+    key, secret = make_key(routes=[route], quota_plan=make_plan(requests_per_minute=2, requests_per_hour=10))
     assert [status(client, secret) for _ in range(5)] == [200, 200, 429, 429, 429]
     hour = ratelimit.get_usage(None, group=quotas.RATE_GROUP, key=lambda *_: f"k{key.id}", rate="10/h")
     assert hour["count"] == 2
@@ -332,7 +318,7 @@ def test_admin_shows_todays_and_this_months_use_against_the_limits(admin_client,
 def test_admin_reset_action_lets_a_refused_key_call_again(admin_client, client, upstream):
     upstream.reply = json_reply(USAGE_60)
     route = make_route(upstream.url, quota_plan=make_plan(name="route cap", requests_per_day=50))
-    key, secret = key_with_time_left([route], quota_plan=make_plan(requests_per_minute=2, tokens_per_day=1000))
+    key, secret = make_key(routes=[route], quota_plan=make_plan(requests_per_minute=2, tokens_per_day=1000))
     assert [status(client, secret) for _ in range(3)] == [200, 200, 429]
 
     response = admin_client.post(

@@ -6,19 +6,14 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.servers import workers_of
 from tests.upstream import sse_reply
 
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="slots shared between processes: Redis")
-
-
-def workers_of(master_pid: int) -> list[int]:
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 def test_a_killed_workers_slots_are_free_once_the_master_sees_it_die(cluster, upstream):

@@ -3,7 +3,6 @@ period and calls at once, counted once for the team (counters named t<team id>, 
 cache like every other limit), refused with 429 naming the team; each key's own limits still apply."""
 
 import json
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,12 +10,11 @@ import pytest
 import requests
 from django.core.cache import cache
 from django.utils import timezone
-from django_ratelimit import core as ratelimit
 
 from proxy import quotas, slots, token_quota
 from routes_admin.models import KeyUsage, RequestLog, Team
 from routes_admin.services import spend
-from tests.factories import auth, make_key, make_route
+from tests.factories import MINUTE_LEFT, auth, make_key, make_route, window_left
 from tests.proxy.test_quota_exactness import SERVERS, CountingUpstream
 from tests.upstream import json_reply, sse_reply
 
@@ -36,11 +34,11 @@ def finished(client, secret):
     return response
 
 
-def team_with_time_left(minimum: float = 15, **limits) -> Team:
-    """A team whose per-minute window has at least `minimum` seconds left (each counter has its own offset)."""
+def team_with_time_left(**limits) -> Team:
+    """A team whose per-minute window has MINUTE_LEFT seconds left (each counter has its own offset)."""
     while True:
         team = spend.save_team(f"team-{Team.objects.count() + 1}", **limits)
-        if ratelimit._get_window(f"t{team.id}", 60) - time.time() >= minimum:
+        if window_left(f"t{team.id}") >= MINUTE_LEFT:
             return team
         team.delete()
 
