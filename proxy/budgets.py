@@ -43,7 +43,6 @@ from django.core.cache import cache
 from django.db.models import Sum
 from django.utils import timezone
 
-from gateway_project.cache import incr_many
 from routes_admin.models import ErrorType, RequestLog
 from routes_admin.pricing import crossed, from_picos, plain, to_picos
 
@@ -72,6 +71,7 @@ class Counter:
         "label",
         "name",
         "budget",
+        "limit",
         "period",
         "thresholds",
         "spent_key",
@@ -87,6 +87,7 @@ class Counter:
             budget,
             period,
         )
+        self.limit = to_picos(budget)
         self.label = f"{kind} {owner_name}"
         self.thresholds = thresholds  # percentages of the budget whose crossing is an alert
         self.spent_key = f"budget:spent:{kind}{owner_id}:{period.tag}"
@@ -106,7 +107,22 @@ class Hold:
 
 
 def counters_for(key, route, now: datetime) -> list[Counter]:
+    """The budgets that apply to a call of `key` (a KeyInfo) on `route` now. Made once per route
+    and day in the key's copy of the configuration (key.budget_counters), which a change replaces."""
     periods = token_quota.periods(now)
+    day = periods["tokens_per_day"].tag
+    made = key.budget_counters
+    if made.get("day") != day:  # a new day: new periods, new counter keys
+        made.clear()
+        made["day"] = day
+    route_id = route.id if route is not None else None
+    found = made.get(route_id)
+    if found is None:
+        found = made[route_id] = _counters(key, route, periods)
+    return found
+
+
+def _counters(key, route, periods: dict) -> list[Counter]:
     found = []
     scopes = [("key", key.id, key.name, key.budgets, key.alert_thresholds)]
     if key.team_id is not None:
@@ -131,9 +147,8 @@ def estimate(call, body: bytes) -> int:
     for target in call.route.targets or ((None),):
         model = target.model_aliases.get(call.model, call.model) if target is not None else call.model
         price = prices.find(model, target.id if target is not None else None, call.created)
-        if price is not None:
-            amount = (prompt * price.input + output * price.output) / 1_000_000 + (price.per_call or 0)
-            highest = max(highest, to_picos(amount.quantize(from_picos(1))))
+        if price is not None:  # whole picos: exact, as the cost itself (routes_admin/pricing.py)
+            highest = max(highest, prompt * price.input_picos + output * price.output_picos + price.per_call_picos)
     return highest
 
 
@@ -173,7 +188,7 @@ def _reserve(call, counters: list[Counter], picos: int, now: datetime) -> None:
         # The reservations, then the spend read, in one round trip on Redis (a pipeline runs them in
         # this order). A counter still missing (a new period) is made now; the spend is then read
         # again, after it, so the order between the two holds for every counter.
-        added, spent = incr_many(cache, [(c.held_key, picos) for c in counters], spent_keys)
+        added, spent = cache.incr_many([(c.held_key, picos) for c in counters], spent_keys)
         held = {}
         for counter, value in zip(counters, added, strict=True):
             if value is None:
@@ -190,7 +205,7 @@ def _reserve(call, counters: list[Counter], picos: int, now: datetime) -> None:
         if used is None:
             used = seed(counter, now)
         others = int(held.get(counter.held_key) or 0) - picos
-        if int(used) + others >= to_picos(counter.budget):
+        if int(used) + others >= counter.limit:
             _refuse(counter, int(used), others, now)
 
 
@@ -263,7 +278,7 @@ def settle(call) -> None:
     if not deltas:
         return
     try:
-        added, _ = incr_many(cache, deltas)
+        added, _ = cache.incr_many(deltas)
     except Exception as exc:  # the log still has the cost: a restarted cache reseeds from it
         log.warning("could not settle the budgets of call %s: %r", call.request_id, exc)
         return
@@ -284,7 +299,7 @@ def settle(call) -> None:
 
 
 def _note_crossings(call, counter: Counter, before: int, after: int) -> None:
-    for threshold in crossed(before, after, to_picos(counter.budget), counter.thresholds):
+    for threshold in crossed(before, after, counter.limit, counter.thresholds):
         call.detail.setdefault("budget_alerts", []).append(
             {
                 "scope": counter.kind,

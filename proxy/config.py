@@ -108,6 +108,8 @@ class KeyInfo:
     team_limits: dict = field(default_factory=dict)  # its team's call limits that are set, counted per team
     alert_thresholds: tuple = ()  # percentages of the key's budgets that send an alert
     team_alert_thresholds: tuple = ()  # and of its team's
+    # The budget counters of its calls, per route, made once a day (proxy/budgets.py counters_for).
+    budget_counters: dict = field(default_factory=dict, repr=False, compare=False)
 
     def may_call(self, route: RouteInfo) -> bool:
         return self.all_routes or route.id in self.route_ids

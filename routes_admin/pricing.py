@@ -9,7 +9,7 @@ Counters that sum costs (the rollups, the budgets' cache counters) keep whole pi
 the currency unit), integers that add exactly on every database and in Redis.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -166,15 +166,33 @@ class Price:
     output: Decimal  # per million output (completion) tokens
     per_call: Decimal | None
     valid_from: datetime
+    # The same in whole picos per token (a price has PRICE_PLACES = 6 places per million tokens,
+    # so tokens x these is the exact cost in picos) and per call, for the budgets' estimates.
+    input_picos: int = field(init=False, repr=False, compare=False)
+    output_picos: int = field(init=False, repr=False, compare=False)
+    per_call_picos: int = field(init=False, repr=False, compare=False)
+    detail: dict = field(init=False, repr=False, compare=False)  # see as_detail
+
+    def __post_init__(self):
+        set_field = object.__setattr__  # frozen: the derived fields are set once, here
+        set_field(self, "input_picos", to_picos(self.input / MILLION))
+        set_field(self, "output_picos", to_picos(self.output / MILLION))
+        set_field(self, "per_call_picos", to_picos(self.per_call))
+        set_field(
+            self,
+            "detail",
+            {
+                "price_id": self.id,
+                "input": str(self.input),
+                "output": str(self.output),
+                "per_call": str(self.per_call) if self.per_call is not None else None,
+            },
+        )
 
     def as_detail(self) -> dict:
-        """What a log row keeps of the price it was charged, so its cost stays explainable."""
-        return {
-            "price_id": self.id,
-            "input": str(self.input),
-            "output": str(self.output),
-            "per_call": str(self.per_call) if self.per_call is not None else None,
-        }
+        """What a log row keeps of the price it was charged, so its cost stays explainable: a new
+        dict for each call."""
+        return self.detail.copy()
 
 
 def cost(price: Price, prompt_tokens: int, completion_tokens: int, answered: bool) -> Decimal:

@@ -171,3 +171,21 @@ def test_with_the_cache_down_fail_closed_refuses_and_fail_open_serves(
         assert call(client, secret).status_code == 200
     assert any("without budget checks" in r.getMessage() for r in caplog.records)
     assert RequestLog.objects.filter(status=200).count() == 2
+
+
+def test_the_next_day_counts_on_new_counters_in_the_same_configuration_copy(priced):
+    """The budgets of a key are worked out once per route and day in the configuration copy the
+    process holds: a copy made yesterday still counts today's calls on today's counters."""
+    key, _ = make_key(routes=[priced], budget_per_day=COST, budget_per_month=10 * COST)
+    snapshot = config.current()
+    info, route = snapshot.key(key.prefix), snapshot.routes_by_id[priced.id]
+    today = timezone.now()
+    tomorrow = today + timedelta(days=1)
+    for moment in (today, tomorrow, today):
+        tags = {name: period.tag for name, period in token_quota.periods(moment).items()}
+        counters = budgets.counters_for(info, route, moment)
+        assert {c.name: c.spent_key for c in counters} == {
+            "budget_per_day": f"budget:spent:key{key.id}:{tags['tokens_per_day']}",
+            "budget_per_month": f"budget:spent:key{key.id}:{tags['tokens_per_month']}",
+        }
+        assert [c.limit for c in counters] == [int(COST * 10**12), int(10 * COST * 10**12)]
