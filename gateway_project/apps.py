@@ -8,4 +8,6 @@ class GatewayProjectConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the settings checks: gateway_project/checks.py)
+        from . import cache, checks  # noqa: F401  (checks: registers the settings checks, gateway_project/checks.py)
+
+        cache.share_between_threads()  # one cache object per process, not one per greenlet

@@ -1,12 +1,12 @@
-"""incr_many (gateway_project/cache.py): several counters added to and keys read in one round trip
-on Redis, one operation after the other on the in-process cache; the same answers on both."""
+"""cache.incr_many (gateway_project/cache.py): several counters added to and keys read in one
+round trip on Redis, under one hold of the lock in the in-process cache; the same answers on both."""
 
 import warnings
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 
-from gateway_project.cache import incr_many
+from gateway_project.cache import SharedRedisCache
 
 
 @pytest.fixture
@@ -19,26 +19,34 @@ def counters():
 
 
 def test_counters_are_added_to_and_keys_read_after_them(counters):
-    values, found = incr_many(cache, [("c:a", 2), ("c:b", -3)], ["c:a", "c:missing"])
+    values, found = cache.incr_many([("c:a", 2), ("c:b", -3)], ["c:a", "c:missing"])
     assert values == [7, 7]
     assert found == {"c:a": 7}  # read after the increments, as get_many answers: absent keys left out
 
 
 def test_a_missing_counter_is_none_and_stays_missing(counters):
-    values, found = incr_many(cache, [("c:missing", 1), ("c:a", 1)])
+    values, found = cache.incr_many([("c:missing", 1), ("c:a", 1)])
     assert values == [None, 6]
     assert found == {}
     assert cache.get("c:missing") is None
 
 
-@pytest.mark.skipif(not hasattr(cache, "incr_many"), reason="Redis only: its Lua script")
+def test_an_expired_counter_is_none_and_is_gone(counters):
+    cache.set("c:a", 5, 0)  # a timeout of 0: expired at once
+    values, found = cache.incr_many([("c:a", 1), ("c:b", 1)], ["c:a"])
+    assert values == [None, 11]
+    assert found == {}
+    assert cache.get("c:a") is None
+
+
+@pytest.mark.skipif(not isinstance(caches["default"], SharedRedisCache), reason="Redis only: its Lua script")
 def test_a_script_redis_forgot_is_loaded_again(counters):
     client = cache._cache._shared(True)[1]
     script = cache._cache._shared(True)[2]
     real = script.sha
     script.sha = "0" * 40  # as after a Redis restart: the server knows no such script
     try:
-        values, _ = incr_many(cache, [("c:a", 1)])
+        values, _ = cache.incr_many([("c:a", 1)])
     finally:
         assert script.sha == real  # loaded again, under its own digest
     assert values == [6]
