@@ -12,7 +12,7 @@ call settles it (proxy/pipeline.py: admit, then finish):
   own estimate alone, so calls made one at a time spend exactly up to the budget.
 - settle: the real cost is added to `spent`, then the reservation is taken off `held` (in that
   order, so a concurrent admission always sees a finishing call at least once; on Redis, every
-  budget's in one round trip).
+  budget's in one round trip, which also adds the call's tokens to its token quotas' counters).
 
 Overspend bound: every admitted call saw spent + the others' reservations below the budget.
 If no call costs more than it reserved, the period's spend exceeds the budget by less than the
@@ -256,8 +256,12 @@ def seed(counter: Counter, now: datetime) -> int:
     return used if value is None else int(value)
 
 
-def settle(call) -> None:
+def settle(call, tokens: list[tuple[str, int]] = ()) -> list | None:
     """Add the call's real cost to its budgets' spend and give back its reservation. Never raises.
+
+    `tokens`: the call's (token counter, tokens), from Admission.token_deltas(), added in the same
+    round trip; returns their new values (None for a missing counter), or None when they were not
+    added (no budget to settle, or the cache failed): Admission.release() then adds them itself.
 
     The spend counter's atomic increment answers its new value: when the call's cost carried it
     across one of the budget's alert thresholds, the crossing goes into the call's detail
@@ -266,7 +270,7 @@ def settle(call) -> None:
     counter; no query is made here."""
     hold = call.budget_hold
     if hold is None or hold.settled:
-        return
+        return None
     hold.settled = True
     picos = to_picos(call.cost)
     counters = hold.counters
@@ -276,14 +280,15 @@ def settle(call) -> None:
     if hold.picos:
         deltas += [(c.held_key, -hold.picos) for c in counters]
     if not deltas:
-        return
+        return None
     try:
-        added, _ = cache.incr_many(deltas)
+        added, _ = cache.incr_many(deltas + list(tokens))
     except Exception as exc:  # the log still has the cost: a restarted cache reseeds from it
         log.warning("could not settle the budgets of call %s: %r", call.request_id, exc)
-        return
+        return None
+    tokens_added = added[len(deltas) :]
     if not picos:
-        return  # a missing reservation counter (its period over, a restarted cache) holds nothing
+        return tokens_added  # a missing reservation counter (its period over, a restarted cache) holds nothing
     now = None
     for counter, after in zip(counters, added[: len(counters)], strict=True):  # the costs come first
         try:
@@ -296,6 +301,7 @@ def settle(call) -> None:
                 _note_crossings(call, counter, after - picos, after)
         except Exception as exc:
             log.warning("could not settle the budget %s of call %s: %r", counter.spent_key, call.request_id, exc)
+    return tokens_added
 
 
 def _note_crossings(call, counter: Counter, before: int, after: int) -> None:

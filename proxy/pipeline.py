@@ -313,14 +313,16 @@ def finish(call: Call) -> None:
         return
     call.finished = True
     latency_ms = call.latency_ms
+    admission, tokens_added = call.admission, None
     try:
         costs.price_call(call)
-        budgets.settle(call)
+        # The call's tokens go to its token counters in the settlement's round trip, if it makes one.
+        tokens_added = budgets.settle(call, admission.token_deltas(call) if admission is not None else ())
     except Exception:
         log.exception("pricing call %s failed", call.request_id)
     try:
-        if call.admission is not None:
-            call.admission.release(call)
+        if admission is not None:
+            admission.release(call, tokens_added)
     except Exception:
         log.exception("releasing the admission of call %s failed", call.request_id)
     if call.held_target is not None:

@@ -18,7 +18,8 @@ The checks, in this order, all in the shared Django cache (Redis when REDIS_URL 
    processes), so a refused call counts in the windows checked up to the one that refused it.
    Windows are checked shortest first and checking stops at the refusal, so a client hammering
    its per-minute limit never eats its hour or day quota.
-After the call, its tokens are added to the token counters (Admission.release, streams included).
+After the call, its tokens are added to the token counters (Admission.release, streams included;
+for a call with a budget, in the budgets' settlement round trip: proxy/budgets.py settle).
 
 When the cache cannot be reached, GATEWAY_CACHE_FAILURE decides: "open" serves the call without
 quota checks and logs a warning; "closed" answers 503 (proxy/cache_policy.py; any other error is
@@ -107,7 +108,23 @@ class Admission:
         self.slots: list[tuple[str, str]] = []  # (scope's slot key, this call's token) taken
         self.token_scopes: list[Scope] = []  # scopes whose token counters get this call's tokens
 
-    def release(self, call) -> None:
+    def token_deltas(self, call) -> list[tuple[str, int]]:
+        """(cache key, tokens) for each token counter the call's tokens go to; none without tokens.
+        budgets.settle adds them in its round trip, and release() is then given the new values."""
+        tokens = (call.usage or {}).get("total_tokens") or 0
+        if tokens <= 0 or not self.token_scopes:
+            return []
+        periods = token_quota.periods(timezone.now())
+        return [
+            (token_quota.counter_key(scope.value, periods[name]), tokens)
+            for scope in self.token_scopes
+            for name in token_quota.TOKEN_LIMITS
+            if name in scope.limits
+        ]
+
+    def release(self, call, added: list | None = None) -> None:
+        """Give back the slots and add the call's tokens, unless `added` holds the counters' new
+        values from token_deltas() (None for a missing counter, which is seeded and added here)."""
         for key, token in self.slots:
             try:
                 slots.release(key, token)
@@ -119,7 +136,7 @@ class Admission:
                     exc,
                 )
         if self.token_scopes:
-            _add_tokens(self.token_scopes, call)
+            _add_tokens(self.token_scopes, call, added)
 
 
 def admit(call, read_ahead: list[str] = ()) -> Admission:
@@ -280,15 +297,18 @@ def _count_request(scopes: list[Scope], quotas: list[Quota]) -> None:
                 _refuse(quotas, quota, f"{scope.has_used(name, limit)}; retry in {max(1, quota.reset)} seconds.")
 
 
-def _add_tokens(scopes: list[Scope], call) -> None:
+def _add_tokens(scopes: list[Scope], call, added: list | None) -> None:
     tokens = (call.usage or {}).get("total_tokens") or 0
     if tokens <= 0:
         return
     now = timezone.now()
     periods = token_quota.periods(now)
+    done = iter(added if added is not None else ())
     for scope in scopes:
         for name in token_quota.TOKEN_LIMITS:
             if name in scope.limits:
+                if next(done, None) is not None:  # added in the settlement's round trip
+                    continue
                 period = periods[name]
                 try:
                     token_quota.add(

@@ -189,3 +189,21 @@ def test_the_next_day_counts_on_new_counters_in_the_same_configuration_copy(pric
             "budget_per_month": f"budget:spent:key{key.id}:{tags['tokens_per_month']}",
         }
         assert [c.limit for c in counters] == [int(COST * 10**12), int(10 * COST * 10**12)]
+
+
+def test_tokens_are_counted_once_with_the_settlement_even_when_their_counter_went_missing(client, priced, upstream):
+    """A call with a budget adds its tokens in the settlement's round trip: once, and a token
+    counter lost while the call was in flight (a restarted cache) is seeded from the usage rows."""
+    key, secret = make_key(routes=[priced], budget_per_day=100 * COST, tokens_per_day=10_000)
+    assert call(client, secret).status_code == 200
+    counter = token_quota.counter_key(f"k{key.id}", token_quota.periods(timezone.now())["tokens_per_day"])
+    assert cache.get(counter) == 150
+
+    def lose_the_counter_then_answer(handler):
+        cache.delete(counter)
+        handler.send_json(200, {"choices": [], "usage": USAGE})
+
+    upstream.reply = lose_the_counter_then_answer
+    assert call(client, secret).status_code == 200
+    assert cache.get(counter) == 300  # 150 seeded from the first call's usage row, then this call's 150
+    assert spent() == 2 * COST
