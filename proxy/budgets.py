@@ -148,7 +148,7 @@ def estimate(call, body: bytes) -> int:
         model = target.model_aliases.get(call.model, call.model) if target is not None else call.model
         price = prices.find(model, target.id if target is not None else None, call.created)
         if price is not None:  # whole picos: exact, as the cost itself (routes_admin/pricing.py)
-            highest = max(highest, prompt * price.input_picos + output * price.output_picos + price.per_call_picos)
+            highest = max(highest, price.picos(prompt, output, per_call=True))
     return highest
 
 

@@ -167,7 +167,7 @@ class Price:
     per_call: Decimal | None
     valid_from: datetime
     # The same in whole picos per token (a price has PRICE_PLACES = 6 places per million tokens,
-    # so tokens x these is the exact cost in picos) and per call, for the budgets' estimates.
+    # so tokens x these is the exact cost in picos) and per call: see picos().
     input_picos: int = field(init=False, repr=False, compare=False)
     output_picos: int = field(init=False, repr=False, compare=False)
     per_call_picos: int = field(init=False, repr=False, compare=False)
@@ -189,6 +189,11 @@ class Price:
             },
         )
 
+    def picos(self, prompt_tokens: int, completion_tokens: int, per_call: bool) -> int:
+        """prompt x input/M + completion x output/M (+ the per-call price), in whole picos: exact."""
+        amount = prompt_tokens * self.input_picos + completion_tokens * self.output_picos
+        return amount + self.per_call_picos if per_call else amount
+
     def as_detail(self) -> dict:
         """What a log row keeps of the price it was charged, so its cost stays explainable: a new
         dict for each call."""
@@ -197,10 +202,7 @@ class Price:
 
 def cost(price: Price, prompt_tokens: int, completion_tokens: int, answered: bool) -> Decimal:
     """prompt x input/M + completion x output/M (+ the per-call price when an upstream answered), exact."""
-    amount = (Decimal(prompt_tokens) * price.input + Decimal(completion_tokens) * price.output) / MILLION
-    if answered and price.per_call is not None:
-        amount += price.per_call
-    return amount.quantize(PICO)
+    return from_picos(price.picos(prompt_tokens, completion_tokens, answered))
 
 
 def to_picos(amount: Decimal | None) -> int:
