@@ -111,16 +111,10 @@ class Admission:
     def token_deltas(self, call) -> list[tuple[str, int]]:
         """(cache key, tokens) for each token counter the call's tokens go to; none without tokens.
         budgets.settle adds them in its round trip, and release() is then given the new values."""
-        tokens = (call.usage or {}).get("total_tokens") or 0
-        if tokens <= 0 or not self.token_scopes:
+        tokens = _tokens(call)
+        if not tokens:
             return []
-        periods = token_quota.periods(timezone.now())
-        return [
-            (token_quota.counter_key(scope.value, periods[name]), tokens)
-            for scope in self.token_scopes
-            for name in token_quota.TOKEN_LIMITS
-            if name in scope.limits
-        ]
+        return [(key, tokens) for key, *_ in _token_counters(self.token_scopes, timezone.now())]
 
     def release(self, call, added: list | None = None) -> None:
         """Give back the slots and add the call's tokens, unless `added` holds the counters' new
@@ -224,18 +218,16 @@ def _refuse(quotas: list[Quota], quota: Quota, message: str):
 
 
 def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: list[str]) -> None:
-    counters = [(scope, name) for scope in scopes for name in token_quota.TOKEN_LIMITS if name in scope.limits]
-    if not counters:
+    if not _token_scopes(scopes):
         return
     now = timezone.now()
-    periods = token_quota.periods(now)
-    keys = [token_quota.counter_key(scope.value, periods[name]) for scope, name in counters]
-    values = cache.get_many(keys + read_ahead)
+    counters = _token_counters(scopes, now)
+    values = cache.get_many([key for key, *_ in counters] + read_ahead)
     if read_ahead:
         call.read_ahead = {key: values.get(key) for key in read_ahead}
     refused = None
-    for (scope, name), key in zip(counters, keys, strict=True):
-        period, limit = periods[name], scope.limits[name]
+    for key, name, period, scope in counters:
+        limit = scope.limits[name]
         used = values.get(key)
         used = int(used) if used is not None else token_quota.seed(key, period, now, **scope.seed_args())
         quota = Quota(scope.prefix + name, limit, limit - used, period.seconds_left(now), period.length, "tokens")
@@ -297,25 +289,35 @@ def _count_request(scopes: list[Scope], quotas: list[Quota]) -> None:
                 _refuse(quotas, quota, f"{scope.has_used(name, limit)}; retry in {max(1, quota.reset)} seconds.")
 
 
+def _tokens(call) -> int:
+    """The tokens a call's usage reports (0 without)."""
+    return max(0, (call.usage or {}).get("total_tokens") or 0)
+
+
+def _token_counters(scopes: list[Scope], now) -> list[tuple[str, str, token_quota.Period, Scope]]:
+    """(cache key, limit name, period, scope) of each token counter the scopes' limits set."""
+    periods = token_quota.periods(now)
+    return [
+        (token_quota.counter_key(scope.value, periods[name]), name, periods[name], scope)
+        for scope in scopes
+        for name in token_quota.TOKEN_LIMITS
+        if name in scope.limits
+    ]
+
+
 def _add_tokens(scopes: list[Scope], call, added: list | None) -> None:
-    tokens = (call.usage or {}).get("total_tokens") or 0
-    if tokens <= 0:
+    tokens = _tokens(call)
+    if not tokens:
         return
     now = timezone.now()
-    periods = token_quota.periods(now)
-    done = iter(added if added is not None else ())
-    for scope in scopes:
-        for name in token_quota.TOKEN_LIMITS:
-            if name in scope.limits:
-                if next(done, None) is not None:  # added in the settlement's round trip
-                    continue
-                period = periods[name]
-                try:
-                    token_quota.add(
-                        token_quota.counter_key(scope.value, period), tokens, period, now, **scope.seed_args()
-                    )
-                except cache_policy.UNREACHABLE as exc:  # the database still has them (KeyUsage): a restart reseeds
-                    log.warning("could not add %d tokens of call %s to %s: %r", tokens, call.request_id, name, exc)
+    counters = _token_counters(scopes, now)
+    for (key, name, period, scope), value in zip(counters, added or [None] * len(counters), strict=True):
+        if value is not None:  # added in the settlement's round trip
+            continue
+        try:
+            token_quota.add(key, tokens, period, now, **scope.seed_args())
+        except cache_policy.UNREACHABLE as exc:  # the database still has them (KeyUsage): a restart reseeds
+            log.warning("could not add %d tokens of call %s to %s: %r", tokens, call.request_id, name, exc)
 
 
 def live_state(key) -> list[Quota]:
