@@ -27,14 +27,23 @@ import os
 import threading
 from collections.abc import Callable
 
-_lock = threading.Lock()
-_current = None  # a proxy.live.Runtime
-_factory: Callable | None = None  # proxy.live.Runtime, installed by ProxyConfig.ready()
+
+class _Process:
+    """The accessor's own state, this module's one object: the process's runtime, what builds
+    it, and the lock that builds it once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.runtime = None  # a proxy.live.Runtime
+        self.factory: Callable | None = None  # proxy.live.Runtime, installed by ProxyConfig.ready()
+
+
+_process = _Process()
 
 
 def current():
     """This process's runtime, built on first use."""
-    runtime = _current
+    runtime = _process.runtime
     if runtime is None:
         runtime = start()
     return runtime
@@ -42,44 +51,40 @@ def current():
 
 def install(factory: Callable) -> None:
     """What builds a runtime (ProxyConfig.ready(): proxy.live.Runtime, which imports every part)."""
-    global _factory
-    _factory = factory
+    _process.factory = factory
 
 
 def build():
     """A new runtime, not installed (start() installs one; tests install theirs with replace())."""
-    if _factory is None:
+    if _process.factory is None:
         raise RuntimeError("no runtime factory: Django's apps are not ready (proxy/apps.py installs it)")
-    return _factory()
+    return _process.factory()
 
 
 def has_one() -> bool:
     """Whether this process built its runtime (at exit: nothing to write when it never did)."""
-    return _current is not None
+    return _process.runtime is not None
 
 
 def start():
     """Build this process's runtime now (after a fork, at a worker's start), unless it has one."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = build()
-        return _current
+    with _process.lock:
+        if _process.runtime is None:
+            _process.runtime = build()
+        return _process.runtime
 
 
 def replace(runtime):
     """Install `runtime` as this process's (None: the next use builds one). Returns the previous
     one. For tests, which start each from a fresh runtime."""
-    global _current
-    with _lock:
-        previous, _current = _current, runtime
+    with _process.lock:
+        previous, _process.runtime = _process.runtime, runtime
     return previous
 
 
 def _forget_in_child() -> None:
-    global _current, _lock
-    _current = None
-    _lock = threading.Lock()  # another thread may have held it at the fork
+    _process.runtime = None
+    _process.lock = threading.Lock()  # another thread may have held it at the fork
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
