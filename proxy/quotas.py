@@ -307,7 +307,7 @@ def _token_counters(scopes: list[Scope], now) -> list[tuple[str, str, token_quot
 
 def _add_tokens(scopes: list[Scope], call, added: list | None) -> None:
     tokens = _tokens(call)
-    if not tokens:
+    if not tokens or (added is not None and None not in added):  # none, or all added by the settlement
         return
     now = timezone.now()
     counters = _token_counters(scopes, now)

@@ -32,6 +32,8 @@ class _Process:
     """The accessor's own state, this module's one object: the process's runtime, what builds
     it, and the lock that builds it once."""
 
+    __slots__ = ("lock", "runtime", "factory")
+
     def __init__(self):
         self.lock = threading.Lock()
         self.runtime = None  # a proxy.live.Runtime
