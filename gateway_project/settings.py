@@ -69,6 +69,8 @@ if importlib.util.find_spec("django_linear_migrations"):
 MIDDLEWARE = [
     "proxy.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Proxied calls go from here straight to the proxy view: the rest serves browser pages and the API.
+    "gateway_project.middleware.ProxiedPathsMiddleware",
     # The admin's CSS and scripts, served by the gateway itself (no separate web server needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",

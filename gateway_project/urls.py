@@ -1,5 +1,7 @@
 """Reserved paths first; every other path goes to the proxy."""
 
+import re
+
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
@@ -10,8 +12,9 @@ from proxy.views import proxy_view
 from routes_admin import admin_pages
 from routes_admin.models import RESERVED_AREAS, RESERVED_ENDPOINTS
 
-# Every path but the reserved ones (routes_admin/models.py) goes to the proxy.
-PROXIED = rf"^(?!(?:{'|'.join(RESERVED_AREAS)})(?:/|$)|(?:{'|'.join(RESERVED_ENDPOINTS)})$)"
+# Every path but the reserved ones (routes_admin/models.py) goes to the proxy (gateway_project/middleware.py
+# sends them there before this table is read; the pattern below names the view for the rest).
+PROXIED = re.compile(rf"^(?!(?:{'|'.join(RESERVED_AREAS)})(?:/|$)|(?:{'|'.join(RESERVED_ENDPOINTS)})$)")
 
 urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),  # APPEND_SLASH is off: proxied paths stay as sent
@@ -23,7 +26,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("jobs/", include("jobs.urls")),
-    re_path(PROXIED, proxy_view, name="proxy"),
+    re_path(PROXIED.pattern, proxy_view, name="proxy"),
     # Last: unknown reserved paths get the JSON 404 even with DEBUG on (Django's would be HTML),
     # whatever the method: without csrf_exempt a POST would get the CSRF check's HTML 403 instead.
     re_path(r"", csrf_exempt(handlers.not_found), name="not-found"),
