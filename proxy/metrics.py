@@ -96,24 +96,42 @@ def started() -> None:
     IN_FLIGHT.inc()
 
 
+class _Children(dict):
+    """A labelled metric's children by label values, kept: prometheus_client's labels() checks the
+    values and takes a lock each time (~12 k instructions), for a child that never changes."""
+
+    def __init__(self, metric):
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, labels: tuple):
+        child = self[labels] = self.metric.labels(*labels)
+        return child
+
+
+_CALLS, _CALL_SECONDS, _UPSTREAM_SECONDS, _TOKENS, _SPEND, _QUOTA_REJECTIONS = map(
+    _Children, (CALLS, CALL_SECONDS, UPSTREAM_SECONDS, TOKENS, SPEND, QUOTA_REJECTIONS)
+)
+
+
 def finished(call, latency_ms: float) -> None:
     """Account one ended call. Never raises: metrics must not fail a call."""
     try:
         route = call.route.name if call.route is not None else ""
         IN_FLIGHT.dec()
-        CALLS.labels(route, str(call.status)).inc()
-        CALL_SECONDS.labels(route).observe(latency_ms / 1000)
+        _CALLS[route, str(call.status)].inc()
+        _CALL_SECONDS[(route,)].observe(latency_ms / 1000)
         if call.upstream_ms is not None:
-            UPSTREAM_SECONDS.labels(route, call.target).observe(call.upstream_ms / 1000)
+            _UPSTREAM_SECONDS[route, call.target].observe(call.upstream_ms / 1000)
         if call.usage:
             for kind in ("prompt", "completion"):
                 count = call.usage.get(f"{kind}_tokens")
                 if count:
-                    TOKENS.labels(route, kind).inc(count)
+                    _TOKENS[route, kind].inc(count)
         if call.cost:
-            SPEND.labels(route, call.upstream_model or call.model).inc(float(call.cost))
+            _SPEND[route, call.upstream_model or call.model].inc(float(call.cost))
         if call.status == 429 and call.limit:
-            QUOTA_REJECTIONS.labels(route, call.limit).inc()
+            _QUOTA_REJECTIONS[route, call.limit].inc()
     except Exception:
         log.exception("could not account call %s in the metrics", getattr(call, "request_id", "?"))
 
