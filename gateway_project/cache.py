@@ -9,7 +9,8 @@ starts afresh in a forked worker.
 
 `incr` in the stock backend is EXISTS then INCRBY: two round trips, and a key that expires
 between them comes back without a TTL. A small Lua script does both atomically in one.
-`run_script` runs the gateway's other scripts (proxy/slots.py) the same way: one round trip.
+`run_script` runs the gateway's other scripts (proxy/slots.py, proxy/request_windows.py) the same
+way: one round trip; the in-process cache counts the request windows under one hold of its lock.
 `incr_many` adds to several counters and reads other keys in one round trip (a pipeline), where
 the budgets made one per counter (proxy/budgets.py); the in-process cache answers it the same way,
 under one hold of its lock.
@@ -141,6 +142,25 @@ class GatewayLocMemCache(AnyKey, LocMemCache):
                 self._cache.move_to_end(made, last=False)
                 values.append(value)
         return values, (self.get_many(read) if read else {})
+
+    def count_windows(self, windows: list[tuple[str, int, int]]) -> list[int]:
+        """proxy/request_windows.py's count under one hold of the lock: for each (key, limit,
+        expiry) in turn, Django's add of 1 or its incr, until a count goes over its limit."""
+        counts = []
+        with self._lock:
+            for key, limit, expiry in windows:
+                made = self.make_key(key)
+                if self._has_expired(made):
+                    count = 1
+                    self._set(made, pickle.dumps(count, self.pickle_protocol), expiry)
+                else:
+                    count = pickle.loads(self._cache[made]) + 1
+                    self._cache[made] = pickle.dumps(count, self.pickle_protocol)
+                    self._cache.move_to_end(made, last=False)
+                counts.append(count)
+                if count > limit:
+                    break
+        return counts
 
 
 class SharedRedisCache(AnyKey, RedisCache):

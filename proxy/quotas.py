@@ -13,11 +13,11 @@ The checks, in this order, all in the shared Django cache (Redis when REDIS_URL 
 2. concurrency: a slot is taken in one atomic step, or the call is refused (proxy/slots.py: one
    entry per call with its own expiry, so a slot never released heals). The slot is given back
    by Admission.release(), which the pipeline calls whatever the outcome.
-3. request rates: django-ratelimit's get_usage(increment=True), one fixed window per limit, key
-   and rate fed from the plan. The check *is* the increment (that is what makes it exact across
-   processes), so a refused call counts in the windows checked up to the one that refused it.
-   Windows are checked shortest first and checking stops at the refusal, so a client hammering
-   its per-minute limit never eats its hour or day quota.
+3. request rates: django-ratelimit's fixed windows and keys, one window per limit, counted in one
+   cache operation for all of them (proxy/request_windows.py). The check *is* the increment (that
+   is what makes it exact across processes), so a refused call counts in the windows checked up
+   to the one that refused it. Windows are checked shortest first and checking stops at the
+   refusal, so a client hammering its per-minute limit never eats its hour or day quota.
 After the call, its tokens are added to the token counters (Admission.release, streams included;
 for a call with a budget, in the budgets' settlement round trip: proxy/budgets.py settle).
 
@@ -27,14 +27,16 @@ a bug and propagates).
 """
 
 import logging
+import time
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Sum
 from django.utils import timezone
 from django_ratelimit import ALL
 from django_ratelimit import core as ratelimit
 
-from . import cache_policy, slots, token_quota
+from . import cache_policy, request_windows, slots, token_quota
 from .errors import CacheUnavailable, GatewayError, RateLimited
 from .ratelimit_headers import Quota, headers, refusal_headers
 
@@ -42,7 +44,7 @@ log = logging.getLogger("gateway.quotas")
 
 # (limit, window in seconds, django-ratelimit period), shortest first: see the module docstring.
 RATE_LIMITS = (("requests_per_minute", 60, "m"), ("requests_per_hour", 3600, "h"), ("requests_per_day", 86400, "d"))
-RATE_GROUP = "gateway.requests"
+RATE_GROUP = request_windows.GROUP
 SLOT_PREFIX = "quota:slots:"  # a scope's slots (proxy/slots.py); not the old counters' "quota:inflight:"
 
 
@@ -266,27 +268,23 @@ def _take_slots(admission: Admission, scopes: list[Scope], quotas: list[Quota]) 
 
 
 def _count_request(scopes: list[Scope], quotas: list[Quota]) -> None:
-    for name, window, period in RATE_LIMITS:
-        for scope in scopes:
-            limit = scope.limits.get(name)
-            if limit is None:
-                continue
-            usage = ratelimit.get_usage(
-                None,  # no request: the key callable names the counter, and method=ALL matches any
-                group=RATE_GROUP,
-                key=lambda _group, _request, value=scope.value: value,
-                rate=f"{limit}/{period}",
-                method=ALL,
-                increment=True,
-            )
-            if usage is None:  # RATELIMIT_ENABLE = False
-                continue
-            if usage["limit"] == 0:  # django-ratelimit's sign that the counter could not be read
-                raise ConnectionError("the request counter could not be read from the cache")
-            quota = Quota(scope.prefix + name, limit, limit - usage["count"], usage["time_left"], window)
-            quotas.append(quota)
-            if usage["should_limit"]:
-                _refuse(quotas, quota, f"{scope.has_used(name, limit)}; retry in {max(1, quota.reset)} seconds.")
+    if not getattr(settings, "RATELIMIT_ENABLE", True):  # django-ratelimit's switch, read as it reads it
+        return
+    windows = [
+        (scope, name, limit, seconds, *request_windows.window(scope.value, limit, period, seconds))
+        for name, seconds, period in RATE_LIMITS
+        for scope in scopes
+        if (limit := scope.limits.get(name)) is not None
+    ]
+    if not windows:
+        return
+    counts = request_windows.count([(key, limit, seconds) for _, _, limit, seconds, key, _ in windows])
+    now = int(time.time())
+    for (scope, name, limit, seconds, _, end), count in zip(windows, counts, strict=False):  # up to a refusal
+        quota = Quota(scope.prefix + name, limit, limit - count, end - now, seconds)
+        quotas.append(quota)
+        if count > limit:
+            _refuse(quotas, quota, f"{scope.has_used(name, limit)}; retry in {max(1, quota.reset)} seconds.")
 
 
 def _tokens(call) -> int:
@@ -376,10 +374,7 @@ def reset_counters(key, routes=()) -> dict:
         for name, window, period in RATE_LIMITS:
             limit = scope.limits.get(name)
             if limit:
-                # django-ratelimit's own key for the current window (its private helpers, pinned 4.1.0).
-                rate = f"{limit}/{period}"
-                window_end = ratelimit._get_window(scope.value, window)
-                doomed.append(ratelimit._make_cache_key(RATE_GROUP, window_end, rate, scope.value, ALL))
+                doomed.append(request_windows.window(scope.value, limit, period, window)[0])
     cache.delete_many(doomed)
     since = periods["tokens_per_month"].start
     usage = KeyUsage.objects.filter(api_key_id=key.id, day__gte=since)
