@@ -183,13 +183,12 @@ def by_step(env: dict, tmp: Path, secret: str) -> str:
     import steps
 
     os.environ.update(env)  # the gateway's settings, for the middleware's names
-    from django.conf import settings
 
-    steps_env = {**env, "BENCH_STEPS_MODULE": str(steps.build(tmp, len(settings.MIDDLEWARE)))}
+    steps_env = {**env, "BENCH_STEPS_MODULE": str(steps.build(tmp, len(steps.proxied_middleware())))}
     runs = [measure(steps_env, tmp, secret, calls, tag="steps") for calls in (FEW, MANY)]
     (few_total, few_out), (many_total, many_out) = runs
     table = steps.report(
-        steps.inclusive(few_out), steps.inclusive(many_out), MANY - FEW, MANY - FEW, settings.MIDDLEWARE
+        steps.inclusive(few_out), steps.inclusive(many_out), MANY - FEW, MANY - FEW, steps.proxied_middleware()
     )
     total = (many_total - few_total) / (MANY - FEW)
     return f"{table}\ninstrumented run: {total / 1e6:.2f} M instructions per call in all"
@@ -267,13 +266,12 @@ def by_server(env: dict, tmp: Path, secret: str, in_process: float) -> str:
         import steps
 
         os.environ.update(env)
-        from django.conf import settings
 
-        steps.build(tmp, len(settings.MIDDLEWARE))
+        steps.build(tmp, len(steps.proxied_middleware()))
         config = str(steps.gunicorn_config(tmp, ROOT))
         (few, few_out), (many, many_out) = (server_run(env, tmp, secret, calls, config) for calls in (FEW, MANY))
         table = steps.report(
-            steps.inclusive(few_out), steps.inclusive(many_out), MANY - FEW, 1, settings.MIDDLEWARE, server=True
+            steps.inclusive(few_out), steps.inclusive(many_out), MANY - FEW, 1, steps.proxied_middleware(), server=True
         )
         text += (
             f"\n\nthrough gunicorn, by step:\n{table}\ninstrumented: {(many - few) / (MANY - FEW) / 1e6:.2f} M per call"

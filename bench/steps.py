@@ -71,7 +71,7 @@ STEPS = [
     ("noop", "", "an empty step: what one wrapper costs"),
     # Called from several steps: shown apart, their instructions are also in the steps above.
     ("cache", None, "every cache operation (quotas, budgets, breakers), whichever step made it"),
-    ("rate_window", None, "django-ratelimit's get_usage (a request-rate window)"),
+    ("rate_window", None, "the request-rate windows counted (proxy/request_windows.py)"),
 ]
 PARENT = {name: parent for name, parent, _ in STEPS}
 WHAT = {name: what for name, _, what in STEPS}
@@ -104,10 +104,18 @@ def c_source(names: list[str]) -> str:
     )
 
 
-def middleware_names() -> list[str]:
+def proxied_middleware() -> list[str]:
+    """The middleware a proxied call passes through: up to ProxiedPathsMiddleware, which hands it
+    to the proxy view (gateway_project/middleware.py); the rest serve the browser pages."""
     from django.conf import settings
 
-    return [f"m{index}" for index in range(len(settings.MIDDLEWARE))]
+    chain = list(settings.MIDDLEWARE)
+    bypass = "gateway_project.middleware.ProxiedPathsMiddleware"
+    return chain[: chain.index(bypass) + 1] if bypass in chain else chain
+
+
+def middleware_names() -> list[str]:
+    return [f"m{index}" for index in range(len(proxied_middleware()))]
 
 
 def build(folder: Path, middleware: int) -> Path:
@@ -154,14 +162,12 @@ def install(folder: str, server: bool = False):
 
     import gwsteps
     import urllib3
-    from django.conf import settings
     from django.core import signals
     from django.core.cache import caches
     from django.core.handlers.base import BaseHandler
     from django.utils.module_loading import import_string
-    from django_ratelimit import core as ratelimit
 
-    from proxy import budgets, costs, forwarding, metrics, pipeline, quotas, recording, rollups, views
+    from proxy import budgets, costs, forwarding, metrics, pipeline, quotas, recording, request_windows, rollups, views
     from proxy.config import ConfigCache
     from proxy.forwarding import UpstreamBody
     from proxy.pinning import PinnedAdapter
@@ -172,7 +178,7 @@ def install(folder: str, server: bool = False):
         step = getattr(gwsteps, name)
         setattr(owner, attribute, _method(step, original) if method else _function(step, original))
 
-    for index, path in enumerate(settings.MIDDLEWARE):
+    for index, path in enumerate(proxied_middleware()):
         patch(import_string(path), "__call__", f"m{index}", method=True)
     for signal, name in ((signals.request_started, "started"), (signals.request_finished, "finished")):
         signal.send = _function(getattr(gwsteps, name), signal.send)
@@ -197,7 +203,7 @@ def install(folder: str, server: bool = False):
     cache_class = type(caches["default"])
     for operation in ("get", "get_many", "set", "add", "incr", "decr", "delete", "delete_many"):
         patch(cache_class, operation, "cache", method=True)
-    patch(ratelimit, "get_usage", "rate_window")
+    patch(request_windows, "count", "rate_window")
     patch(pipeline, "respond", "respond")
     patch(pipeline, "finish", "finish")
     patch(UpstreamBody, "close", "usage_end", method=True)
