@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+from tests.source_files import parsed
+
 ROOT = Path(__file__).resolve().parents[2]
 # routes_admin holds the data layer (models, migrations, key hashing, validators) and, above it,
 # the admin (admin*.py) and the management commands: the back office.
@@ -20,7 +22,7 @@ def data_layer_modules() -> list[Path]:
 
 def imported_modules(path: Path) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -42,7 +44,7 @@ def test_no_data_layer_module_imports_the_proxy_or_anything_above_it():
 def proxy_imports(path: Path) -> set[str]:
     """The proxy modules `path` imports, `from proxy import x` counted as `proxy.x`."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "proxy")
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -7,6 +7,7 @@ from pathlib import Path
 from jobs import submission  # noqa: F401  (its errors are GatewayError subclasses too)
 from proxy import attempts, errors, pipeline  # noqa: F401
 from routes_admin.models import ErrorType, RequestLog
+from tests.source_files import parsed
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("proxy", "jobs", "api", "console", "routes_admin", "gateway_project")
@@ -39,7 +40,7 @@ def test_no_module_spells_an_error_type_itself():
         for path in (ROOT / package).rglob("*.py"):
             if "migrations" in path.parts or path in (ROOT / "routes_admin" / "models.py", WORKER):
                 continue
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in ast.walk(parsed(path)):
                 if isinstance(node, ast.Constant) and node.value in ErrorType.values:
                     spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert spelled == []
