@@ -9,7 +9,9 @@ that are set cost anything; a key without limits costs no cache round trip.
 The checks, in this order, all in the shared Django cache (Redis when REDIS_URL is set):
 1. tokens: this period's counters are read in one get_many (proxy/token_quota.py); refuse when
    one has reached its limit. Nothing is taken. The route's breaker states come in the same
-   round trip (`read_ahead`), which saves the forwarder one.
+   round trip (`read_ahead`), which saves the forwarder one, and so do the request windows (3.)
+   when no concurrency limit (2.) comes between: they are counted only if every counter is
+   there and under its limit (proxy/request_windows.py, read_then_count).
 2. concurrency: a slot is taken in one atomic step, or the call is refused (proxy/slots.py: one
    entry per call with its own expiry, so a slot never released heals). The slot is given back
    by Admission.release(), which the pipeline calls whatever the outcome.
@@ -202,9 +204,14 @@ def answer_headers(admission: Admission) -> list[tuple[str, str]]:
 
 def _admit(call, admission: Admission, scopes: list[Scope], read_ahead: list[str]) -> None:
     quotas = admission.quotas
-    _check_tokens(call, scopes, quotas, read_ahead)
+    windows = _windows(scopes)
+    # Without a concurrency limit nothing is checked between the tokens and the request windows,
+    # so the windows are counted in the tokens' round trip, once they pass (request_windows.py).
+    along = windows if not any("max_concurrent" in scope.limits for scope in scopes) else []
+    counts = _check_tokens(call, scopes, quotas, read_ahead, along)
     _take_slots(admission, scopes, quotas)
-    _count_request(scopes, quotas)
+    if windows:
+        _count_request(windows, counts, quotas)
     admission.token_scopes = _token_scopes(scopes)
 
 
@@ -219,12 +226,21 @@ def _refuse(quotas: list[Quota], quota: Quota, message: str):
     raise RateLimited(message, headers=refusal_headers(quotas, quota), limit=quota.name, quota=counter)
 
 
-def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: list[str]) -> None:
+def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: list[str], along: list = ()):
+    """Refuse the call when a token counter is used up. `along`: request windows (_windows) to
+    count in the same round trip if none is; returns their counts, or None when not counted."""
     if not _token_scopes(scopes):
-        return
+        return None
     now = timezone.now()
     counters = _token_counters(scopes, now)
-    values = cache.get_many([key for key, *_ in counters] + read_ahead)
+    if along:
+        values, counts = request_windows.read_then_count(
+            [(key, scope.limits[name]) for key, name, _, scope in counters],
+            read_ahead,
+            [(key, limit, seconds) for _, _, limit, seconds, key, _ in along],
+        )
+    else:
+        values, counts = cache.get_many([key for key, *_ in counters] + read_ahead), None
     if read_ahead:
         call.read_ahead = {key: values.get(key) for key in read_ahead}
     refused = None
@@ -243,6 +259,7 @@ def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: li
             quota,
             f"{scope.has_used(quota.name.removeprefix(scope.prefix), quota.limit)}; retry in {quota.reset} seconds.",
         )
+    return counts
 
 
 def _take_slots(admission: Admission, scopes: list[Scope], quotas: list[Quota]) -> None:
@@ -267,18 +284,23 @@ def _take_slots(admission: Admission, scopes: list[Scope], quotas: list[Quota]) 
         quotas.append(Quota(name, limit, limit - in_flight, 0, unit="concurrent-requests"))
 
 
-def _count_request(scopes: list[Scope], quotas: list[Quota]) -> None:
-    if not getattr(settings, "RATELIMIT_ENABLE", True):  # django-ratelimit's switch, read as it reads it
-        return
-    windows = [
+def _windows(scopes: list[Scope]) -> list[tuple]:
+    """(scope, limit name, limit, seconds, cache key, window end) of each request window the
+    scopes set, shortest first; none when django-ratelimit's switch is off."""
+    if not getattr(settings, "RATELIMIT_ENABLE", True):  # read as django-ratelimit reads it
+        return []
+    return [
         (scope, name, limit, seconds, *request_windows.window(scope.value, limit, period, seconds))
         for name, seconds, period in RATE_LIMITS
         for scope in scopes
         if (limit := scope.limits.get(name)) is not None
     ]
-    if not windows:
-        return
-    counts = request_windows.count([(key, limit, seconds) for _, _, limit, seconds, key, _ in windows])
+
+
+def _count_request(windows: list[tuple], counts: list[int] | None, quotas: list[Quota]) -> None:
+    """The windows' state for the headers, or the refusal; `counts`: counted already, else None."""
+    if counts is None:
+        counts = request_windows.count([(key, limit, seconds) for _, _, limit, seconds, key, _ in windows])
     now = int(time.time())
     for (scope, name, limit, seconds, _, end), count in zip(windows, counts, strict=False):  # up to a refusal
         quota = Quota(scope.prefix + name, limit, limit - count, end - now, seconds)

@@ -16,6 +16,7 @@ reset_counters (proxy/quotas.py) read and delete the same counters.
 from functools import lru_cache
 
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisSerializer
 from django_ratelimit import ALL
 from django_ratelimit import core as ratelimit
 
@@ -36,6 +37,35 @@ for i, key in ipairs(KEYS) do
 end
 return counts
 """
+
+
+# After a call's token counters were read and found under their limits, its windows counted, in the
+# same round trip (see read_then_count). KEYS: the token counters, the other keys to read, the
+# windows. ARGV: how many token counters and other keys, each token counter's limit, then each
+# window's limit and expiry. Returns the values read, and the counts (none when not counted).
+READ_THEN_COUNT = """
+local tokens, others = tonumber(ARGV[1]), tonumber(ARGV[2])
+local values = redis.call('MGET', unpack(KEYS, 1, tokens + others))
+for i = 1, tokens do
+    if not values[i] or tonumber(values[i]) >= tonumber(ARGV[2 + i]) then
+        return {values, {}}
+    end
+end
+local counts, arg = {}, 2 + tokens
+for i = tokens + others + 1, #KEYS do
+    local count = 1
+    if not redis.call('SET', KEYS[i], 1, 'NX', 'EX', ARGV[arg + 2]) then
+        count = redis.call('INCR', KEYS[i])
+    end
+    counts[#counts + 1] = count
+    if count > tonumber(ARGV[arg + 1]) then
+        break
+    end
+    arg = arg + 2
+end
+return {values, counts}
+"""
+_serializer = RedisSerializer()  # Django's, as the cache stores values
 
 
 def window(value: str, limit: int, period: str, seconds: int) -> tuple[str, int]:
@@ -66,3 +96,25 @@ def count(windows: list[tuple[str, int, int]]) -> list[int]:
         if counts[-1] > limit:
             break
     return counts
+
+
+def read_then_count(
+    counters: list[tuple[str, int]], others: list[str], windows: list[tuple[str, int, int]]
+) -> tuple[dict, list[int] | None]:
+    """Read the token counters (cache key, limit) and the keys `others`; when every counter
+    exists and is under its limit, count the windows as count() does, in the same operation (one
+    round trip on Redis instead of two). Returns the values found (as get_many) and the counts,
+    or None when the windows were not counted: a counter is missing (to be seeded from the
+    database) or used up (the call is refused, and a refused call counts in no window)."""
+    keys = [key for key, _ in counters] + others
+    run_script = getattr(cache, "run_script", None)
+    if run_script is None:
+        found = cache.get_many(keys)
+        under = all(key in found and int(found[key]) < limit for key, limit in counters)
+        return found, (count(windows) if under and windows else [] if under else None)
+    args = [len(counters), len(others), *(limit for _, limit in counters)]
+    args += [v for _, limit, seconds in windows for v in (limit, seconds + ratelimit.EXPIRATION_FUDGE)]
+    values, counts = run_script(READ_THEN_COUNT, keys + [key for key, _, _ in windows], args)
+    found = {key: _serializer.loads(value) for key, value in zip(keys, values, strict=True) if value is not None}
+    under = all(key in found and int(found[key]) < limit for key, limit in counters)
+    return found, (counts if under else None)

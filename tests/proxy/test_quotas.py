@@ -141,6 +141,17 @@ def test_token_quota_refuses_once_the_day_is_used_up(client, upstream):
     assert KeyUsage.objects.get(api_key=key).total_tokens == 120
 
 
+def test_calls_refused_for_their_tokens_count_in_no_request_window(client, upstream):
+    upstream.reply = json_reply(USAGE_60)
+    route = make_route(upstream.url)
+    key, secret = make_key(routes=[route], quota_plan=make_plan(tokens_per_day=100, requests_per_minute=50))
+    for _ in range(2):
+        body(call(client, secret))  # 120 tokens: the day is used up
+    assert [status(client, secret) for _ in range(3)] == [429, 429, 429]
+    minute = ratelimit.get_usage(None, group=quotas.RATE_GROUP, key=lambda *_: f"k{key.id}", rate="50/m")
+    assert minute["count"] == 2
+
+
 def test_streamed_tokens_count_too(client, upstream):
     upstream.reply = sse_reply([{"choices": []}, {"choices": [], **USAGE_60}, "[DONE]"])
     route = make_route(upstream.url)

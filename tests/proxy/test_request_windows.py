@@ -63,3 +63,28 @@ def test_concurrent_calls_are_counted_exactly(backend):
         thread.join()
     assert sorted(results) == list(range(1, 41))
     assert sum(1 for count in results if count <= 10) == 10
+
+
+def test_windows_are_counted_with_the_token_read_only_when_every_counter_is_there_and_under_its_limit(backend):
+    counted, name = windows(minute_limit=5, hour_limit=10)
+    used, other, breaker = f"{name}:tokens", f"{name}:tokens2", f"{name}:breaker"
+    cache.set(used, 100)
+    cache.set(breaker, {"state": "open"})
+
+    def minute():
+        return ratelimit.get_usage(None, group=request_windows.GROUP, key=lambda *_: name, rate="5/m")["count"]
+
+    found, counts = request_windows.read_then_count([(used, 1000)], [breaker, f"{name}:none"], counted)
+    assert found == {used: 100, breaker: {"state": "open"}}
+    assert counts == [1, 1]
+    # A counter missing (to be seeded from the database): nothing counted.
+    found, counts = request_windows.read_then_count([(used, 1000), (other, 1000)], [], counted)
+    assert (found, counts, minute()) == ({used: 100}, None, 1)
+    # A counter used up: the call is refused, and a refused call counts in no window.
+    cache.set(other, 1000)
+    found, counts = request_windows.read_then_count([(used, 1000), (other, 1000)], [], counted)
+    assert (found, counts, minute()) == ({used: 100, other: 1000}, None, 1)
+    # Under every limit again: counted, up to the first window over its limit.
+    cache.set(other, 999)
+    assert request_windows.read_then_count([(used, 1000), (other, 1000)], [], counted)[1] == [2, 2]
+    assert request_windows.read_then_count([(used, 1000)], [], [])[1] == []
