@@ -16,7 +16,8 @@ def for_browser_pages(middleware_class):
     """The same middleware, run only on browser pages.
 
     Sessions, the user and messages serve the admin; on an API call they are CPU for nothing.
-    (CSRF and frame options stay global: cheap, and `check --deploy` looks for them by name.)
+    (Proxied calls never reach them: ProxiedPathsMiddleware, below, comes first. CSRF and frame
+    options stay in MIDDLEWARE as Django ships them: `check --deploy` looks for them by name.)
     """
 
     class BrowserPagesOnly(middleware_class):
