@@ -65,7 +65,8 @@ class ProxiedPathsMiddleware:
     the API, and did nothing for a proxied call but cost it about 0.25 M instructions, 5 % of the
     call. The URL table's own rule decides (gateway_project/urls.py, PROXIED), so a path reaches
     the same view either way. What every answer gets stays: the request id and the security headers
-    (the middleware before this one) and X-Frame-Options (XFrameOptionsMiddleware, kept here).
+    (the middleware before this one), X-Frame-Options (XFrameOptionsMiddleware, kept here), the Host
+    check and an error answer's Content-Length (CommonMiddleware's, done here).
     """
 
     def __init__(self, get_response):
@@ -81,7 +82,12 @@ class ProxiedPathsMiddleware:
         self.proxy = convert_exception_to_response(XFrameOptionsMiddleware(proxy_view))
 
     def __call__(self, request):
-        if self.proxied(request.path_info[1:]):
-            request.get_host()  # a Host outside ALLOWED_HOSTS: the JSON 400 (handler400), as CommonMiddleware gave it
-            return self.proxy(request)
-        return self.get_response(request)
+        if not self.proxied(request.path_info[1:]):
+            return self.get_response(request)
+        request.get_host()  # a Host outside ALLOWED_HOSTS: the JSON 400 (handler400), as CommonMiddleware gave it
+        response = self.proxy(request)
+        if not response.streaming and not response.has_header("Content-Length"):
+            # As CommonMiddleware does: an error answer says its length, so the connection stays
+            # usable without chunked encoding (and a client reading it raw knows where it ends).
+            response.headers["Content-Length"] = str(len(response.content))
+        return response
