@@ -42,7 +42,9 @@ def test_the_middleware_sends_to_the_proxy_exactly_the_paths_the_url_table_sends
     assert bool(PROXIED.match(path[1:])) == (resolve(path).url_name == "proxy")
 
 
-def test_a_proxied_answer_keeps_the_security_headers_and_its_length_and_gets_no_session_or_csrf_cookie(client, upstream):
+def test_a_proxied_answer_keeps_the_security_headers_and_its_length_and_gets_no_session_or_csrf_cookie(
+    client, upstream
+):
     route = make_route(upstream.url)
     _, secret = make_key(routes=[route])
     for headers in ({}, auth(secret)):  # refused by the pipeline (401), then answered by the upstream
