@@ -129,18 +129,8 @@ class GatewayLocMemCache(AnyKey, LocMemCache):
     def incr_many(self, deltas: list[tuple[str, int]], read: list[str] = ()) -> tuple[list, dict]:
         """SharedRedisCache.incr_many's answers, as Django's incr does each one (a missing or
         expired counter is None and stays missing), under one hold of the lock."""
-        values = []
         with self._lock:
-            for key, delta in deltas:
-                made = self.make_key(key)
-                if self._has_expired(made):
-                    self._delete(made)
-                    values.append(None)
-                    continue
-                value = pickle.loads(self._cache[made]) + delta
-                self._cache[made] = pickle.dumps(value, self.pickle_protocol)
-                self._cache.move_to_end(made, last=False)
-                values.append(value)
+            values = [self._incr_held(self.make_key(key), delta) for key, delta in deltas]
         return values, (self.get_many(read) if read else {})
 
     def count_windows(self, windows: list[tuple[str, int, int]]) -> list[int]:
@@ -150,17 +140,25 @@ class GatewayLocMemCache(AnyKey, LocMemCache):
         with self._lock:
             for key, limit, expiry in windows:
                 made = self.make_key(key)
-                if self._has_expired(made):
+                count = self._incr_held(made, 1)
+                if count is None:
                     count = 1
                     self._set(made, pickle.dumps(count, self.pickle_protocol), expiry)
-                else:
-                    count = pickle.loads(self._cache[made]) + 1
-                    self._cache[made] = pickle.dumps(count, self.pickle_protocol)
-                    self._cache.move_to_end(made, last=False)
                 counts.append(count)
                 if count > limit:
                     break
         return counts
+
+    def _incr_held(self, made: str, delta: int) -> int | None:
+        """Django's incr of a made key, the lock held: the new value, or None for a missing or
+        expired key (which is dropped)."""
+        if self._has_expired(made):
+            self._delete(made)
+            return None
+        value = pickle.loads(self._cache[made]) + delta
+        self._cache[made] = pickle.dumps(value, self.pickle_protocol)
+        self._cache.move_to_end(made, last=False)
+        return value
 
 
 class SharedRedisCache(AnyKey, RedisCache):
