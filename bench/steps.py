@@ -71,7 +71,7 @@ STEPS = [
     ("noop", "", "an empty step: what one wrapper costs"),
     # Called from several steps: shown apart, their instructions are also in the steps above.
     ("cache", None, "every cache operation (quotas, budgets, breakers), whichever step made it"),
-    ("rate_window", None, "the request-rate windows counted (proxy/request_windows.py)"),
+    ("rate_window", None, "the request-rate windows counted without Redis (proxy/request_windows.py)"),
 ]
 PARENT = {name: parent for name, parent, _ in STEPS}
 WHAT = {name: what for name, _, what in STEPS}
@@ -203,7 +203,7 @@ def install(folder: str, server: bool = False):
     cache_class = type(caches["default"])
     for operation in ("get", "get_many", "set", "add", "incr", "decr", "delete", "delete_many"):
         patch(cache_class, operation, "cache", method=True)
-    patch(request_windows, "count", "rate_window")
+    patch(request_windows, "_count_here", "rate_window")
     patch(pipeline, "respond", "respond")
     patch(pipeline, "finish", "finish")
     patch(UpstreamBody, "close", "usage_end", method=True)

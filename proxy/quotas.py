@@ -237,7 +237,7 @@ def _check_tokens(call, scopes: list[Scope], quotas: list[Quota], read_ahead: li
         values, counts = request_windows.read_then_count(
             [(key, scope.limits[name]) for key, name, _, scope in counters],
             read_ahead,
-            [(key, limit, seconds) for _, _, limit, seconds, key, _ in along],
+            _window_counters(along),
         )
     else:
         values, counts = cache.get_many([key for key, *_ in counters] + read_ahead), None
@@ -297,10 +297,15 @@ def _windows(scopes: list[Scope]) -> list[tuple]:
     ]
 
 
+def _window_counters(windows: list[tuple]) -> list[tuple[str, int, int]]:
+    """The (cache key, limit, seconds) of each window, as request_windows counts them."""
+    return [(key, limit, seconds) for _, _, limit, seconds, key, _ in windows]
+
+
 def _count_request(windows: list[tuple], counts: list[int] | None, quotas: list[Quota]) -> None:
     """The windows' state for the headers, or the refusal; `counts`: counted already, else None."""
     if counts is None:
-        counts = request_windows.count([(key, limit, seconds) for _, _, limit, seconds, key, _ in windows])
+        counts = request_windows.count(_window_counters(windows))
     now = int(time.time())
     for (scope, name, limit, seconds, _, end), count in zip(windows, counts, strict=False):  # up to a refusal
         quota = Quota(scope.prefix + name, limit, limit - count, end - now, seconds)

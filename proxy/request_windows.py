@@ -22,30 +22,17 @@ from django_ratelimit import core as ratelimit
 
 GROUP = "gateway.requests"
 
-# KEYS: the windows' counters, shortest first; ARGV: each window's limit and expiry (seconds), in turn.
-COUNT = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-    local count = 1
-    if not redis.call('SET', key, 1, 'NX', 'EX', ARGV[2 * i]) then
-        count = redis.call('INCR', key)
-    end
-    counts[i] = count
-    if count > tonumber(ARGV[2 * i - 1]) then
-        break
-    end
-end
-return counts
-"""
-
-
-# After a call's token counters were read and found under their limits, its windows counted, in the
-# same round trip (see read_then_count). KEYS: the token counters, the other keys to read, the
-# windows. ARGV: how many token counters and other keys, each token counter's limit, then each
-# window's limit and expiry. Returns the values read, and the counts (none when not counted).
+# Read keys, then count windows, in one round trip: what count() and read_then_count() run on Redis.
+# KEYS: the token counters, the other keys to read, the windows' counters (shortest first). ARGV:
+# how many token counters and other keys, each token counter's limit, then each window's limit and
+# expiry in turn. The windows are counted only if every token counter exists and is under its
+# limit, up to the first window over its limit. Returns the values read and the counts.
 READ_THEN_COUNT = """
 local tokens, others = tonumber(ARGV[1]), tonumber(ARGV[2])
-local values = redis.call('MGET', unpack(KEYS, 1, tokens + others))
+local values = {}
+if tokens + others > 0 then
+    values = redis.call('MGET', unpack(KEYS, 1, tokens + others))
+end
 for i = 1, tokens do
     if not values[i] or tonumber(values[i]) >= tonumber(ARGV[2 + i]) then
         return {values, {}}
@@ -83,12 +70,36 @@ def _key(value: str, rate: str, end: int) -> str:
 def count(windows: list[tuple[str, int, int]]) -> list[int]:
     """Count a call in each window (cache key, limit, length in seconds), in order, up to and
     including the first that goes over its limit. Returns the counts, one per window counted."""
+    return read_then_count([], [], windows)[1]
+
+
+def read_then_count(
+    counters: list[tuple[str, int]], others: list[str], windows: list[tuple[str, int, int]]
+) -> tuple[dict, list[int] | None]:
+    """Read the token counters (cache key, limit) and the keys `others`; when every counter
+    exists and is under its limit, count the windows (as count() says), in the same operation: one
+    round trip on Redis. Returns the values found (as get_many) and the counts, or None when the
+    windows were not counted: a counter is missing (to be seeded from the database) or used up
+    (the call is refused, and a refused call counts in no window)."""
+    keys = [key for key, _ in counters] + others
     expiring = [(key, limit, seconds + ratelimit.EXPIRATION_FUDGE) for key, limit, seconds in windows]
     run_script = getattr(cache, "run_script", None)
-    if run_script is not None:  # Redis
-        return run_script(COUNT, [key for key, _, _ in expiring], [v for _, *pair in expiring for v in pair])
+    if run_script is not None:  # Redis: the reads and the counts in one script
+        args = [len(counters), len(others), *(limit for _, limit in counters)]
+        args += [v for _, limit, expiry in expiring for v in (limit, expiry)]
+        values, counts = run_script(READ_THEN_COUNT, keys + [key for key, _, _ in expiring], args)
+        found = {key: _serializer.loads(value) for key, value in zip(keys, values, strict=True) if value is not None}
+    else:
+        found, counts = (cache.get_many(keys) if keys else {}), None
+    if not all(key in found and int(found[key]) < limit for key, limit in counters):
+        return found, None
+    return found, (counts if counts is not None else _count_here(expiring))
+
+
+def _count_here(expiring: list[tuple[str, int, int]]) -> list[int]:
+    """count() without Redis: under one hold of the in-process cache's lock, else add-then-incr."""
     count_windows = getattr(cache, "count_windows", None)
-    if count_windows is not None:  # the in-process cache
+    if count_windows is not None:
         return count_windows(expiring)
     counts = []
     for key, limit, expiry in expiring:
@@ -96,25 +107,3 @@ def count(windows: list[tuple[str, int, int]]) -> list[int]:
         if counts[-1] > limit:
             break
     return counts
-
-
-def read_then_count(
-    counters: list[tuple[str, int]], others: list[str], windows: list[tuple[str, int, int]]
-) -> tuple[dict, list[int] | None]:
-    """Read the token counters (cache key, limit) and the keys `others`; when every counter
-    exists and is under its limit, count the windows as count() does, in the same operation (one
-    round trip on Redis instead of two). Returns the values found (as get_many) and the counts,
-    or None when the windows were not counted: a counter is missing (to be seeded from the
-    database) or used up (the call is refused, and a refused call counts in no window)."""
-    keys = [key for key, _ in counters] + others
-    run_script = getattr(cache, "run_script", None)
-    if run_script is None:
-        found = cache.get_many(keys)
-        under = all(key in found and int(found[key]) < limit for key, limit in counters)
-        return found, (count(windows) if under and windows else [] if under else None)
-    args = [len(counters), len(others), *(limit for _, limit in counters)]
-    args += [v for _, limit, seconds in windows for v in (limit, seconds + ratelimit.EXPIRATION_FUDGE)]
-    values, counts = run_script(READ_THEN_COUNT, keys + [key for key, _, _ in windows], args)
-    found = {key: _serializer.loads(value) for key, value in zip(keys, values, strict=True) if value is not None}
-    under = all(key in found and int(found[key]) < limit for key, limit in counters)
-    return found, (counts if under else None)

@@ -21,7 +21,7 @@ def backend(request, settings):
     return request.param
 
 
-def windows(minute_limit: int = 2, hour_limit: int = 10) -> list[tuple[str, int, int]]:
+def windows(minute_limit: int = 2, hour_limit: int = 10) -> tuple[list[tuple[str, int, int]], str]:
     name = f"w{uuid.uuid4().hex}"  # a counter of its own: test runs share the configured Redis
     return [
         (request_windows.window(name, minute_limit, "m", 60)[0], minute_limit, 60),
